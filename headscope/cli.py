@@ -1,0 +1,79 @@
+"""The ``headscope`` command line.
+
+Every subcommand turns a HeadscopeError (or any ValueError from bad input) into one line
+on stderr and exit status 2; no traceback reaches the user for bad input.
+
+Companion packages add their own groups: ``vision.cli``, ``federated.cli`` and
+``generative.cli`` each expose ``register(subparsers)``, and are loaded when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from headscope.common.errors import HeadscopeError
+
+# (module, description) of companion CLI groups; loaded lazily so that `headscope patch`
+# never imports diffusers, flwr or torchvision.
+_PLUGINS = ("vision.cli", "federated.cli", "generative.cli")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="headscope",
+        description="Attention-head interpretability: patching, attribution, steering and tuning of heads.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    from headscope import commands
+
+    commands.register(sub)
+    for mod_name in _PLUGINS:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:
+            if e.name == mod_name:
+                continue
+            raise
+        register: Callable | None = getattr(mod, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except HeadscopeError as e:
+        print(f"headscope: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        if os.environ.get("HEADSCOPE_DEBUG"):
+            raise
+        msg = " ".join(str(e).split())
+        print(f"headscope: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("headscope: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
