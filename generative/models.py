@@ -1,0 +1,137 @@
+"""Denoisers that DDIM drives: a pixel-space ``UNet2DModel`` or a latent pipeline (VAE + UNet).
+
+Both expose the same three calls, so that :mod:`generative.ddim` and the interpolation
+methods never know which one they have:
+
+- ``encode(images) -> x0``: images in [-1, 1] ``[b, 3, H, W]`` to the diffusion space
+  (identity for pixels; ``scaling_factor * VAE.encode(images).mean`` for latents);
+- ``decode(x0) -> images``;
+- ``eps(x_t, t) -> eps_hat``: the noise prediction at integer timestep ``t``.
+
+``scheduler_config`` is the training noise schedule (diffusers scheduler config) from
+which the DDIM schedulers are built.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from headscope.common import HeadscopeError
+
+BUNDLED_DDPM = Path(__file__).resolve().parents[1] / "data" / "models" / "ddpm"
+
+
+class Denoiser(Protocol):
+    scheduler_config: dict[str, Any]
+
+    def encode(self, images: Float[Tensor, "b 3 H W"]) -> Float[Tensor, "b c h w"]: ...
+
+    def decode(self, x0: Float[Tensor, "b c h w"]) -> Float[Tensor, "b 3 H W"]: ...
+
+    def eps(self, x_t: Float[Tensor, "b c h w"], t: int) -> Float[Tensor, "b c h w"]: ...
+
+
+class PixelDenoiser:
+    """A pixel-space epsilon-prediction ``UNet2DModel``; the diffusion space is the image itself."""
+
+    def __init__(self, unet, scheduler_config: dict[str, Any]):
+        self.unet = unet.eval().requires_grad_(False)
+        self.scheduler_config = dict(scheduler_config)
+        if self.scheduler_config.get("prediction_type", "epsilon") != "epsilon":
+            raise HeadscopeError("only epsilon-prediction models are supported; retrain with prediction_type='epsilon'")
+        self.sample_size = int(unet.config.sample_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def encode(self, images: Float[Tensor, "b 3 H W"]) -> Float[Tensor, "b 3 H W"]:
+        if images.shape[-1] != self.sample_size or images.shape[-2] != self.sample_size:
+            raise HeadscopeError(
+                f"this pixel model works on {self.sample_size}x{self.sample_size} images, got "
+                f"{images.shape[-2]}x{images.shape[-1]}; resize the inputs (read_image(path, size={self.sample_size}))"
+            )
+        return images.to(self.device, torch.float32)
+
+    def decode(self, x0: Float[Tensor, "b 3 H W"]) -> Float[Tensor, "b 3 H W"]:
+        return x0.clamp(-1, 1)
+
+    @torch.no_grad()
+    def eps(self, x_t: Float[Tensor, "b 3 H W"], t: int) -> Float[Tensor, "b 3 H W"]:
+        tt = torch.full((x_t.shape[0],), int(t), dtype=torch.long, device=x_t.device)
+        return self.unet(x_t, tt).sample
+
+
+class LatentDenoiser:
+    """A latent diffusion model (VAE + ``UNet2DConditionModel``), run unconditionally.
+
+    The UNet is conditioned on the text embedding of ``prompt`` (default: the empty
+    prompt), i.e. guidance scale 1, as in the DDIM inversion of the official code.
+    """
+
+    def __init__(self, vae, unet, scheduler_config: dict[str, Any], prompt_embeds: Tensor | None = None):
+        self.vae = vae.eval().requires_grad_(False)
+        self.unet = unet.eval().requires_grad_(False)
+        self.scheduler_config = dict(scheduler_config)
+        self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215))
+        self.prompt_embeds = prompt_embeds
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, prompt: str = "", dtype: torch.dtype = torch.float32) -> LatentDenoiser:
+        """Load a local Stable-Diffusion-style checkpoint folder (never downloads)."""
+        from diffusers import DiffusionPipeline
+
+        if not Path(path).is_dir():
+            raise HeadscopeError(f"{str(path)!r} is not a local diffusers checkpoint folder; pass the folder holding model_index.json")
+        pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
+        emb = None
+        if getattr(pipe, "text_encoder", None) is not None:
+            ids = pipe.tokenizer([prompt], padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+            with torch.no_grad():
+                emb = pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
+        return cls(pipe.vae, pipe.unet, dict(pipe.scheduler.config), emb)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @torch.no_grad()
+    def encode(self, images: Float[Tensor, "b 3 H W"]) -> Float[Tensor, "b 4 h w"]:
+        images = images.to(self.device, self.vae.dtype)
+        return self.vae.encode(images).latent_dist.mean.float() * self.scaling_factor
+
+    @torch.no_grad()
+    def decode(self, x0: Float[Tensor, "b 4 h w"]) -> Float[Tensor, "b 3 H W"]:
+        return self.vae.decode((x0 / self.scaling_factor).to(self.vae.dtype)).sample.float().clamp(-1, 1)
+
+    @torch.no_grad()
+    def eps(self, x_t: Float[Tensor, "b 4 h w"], t: int) -> Float[Tensor, "b 4 h w"]:
+        tt = torch.full((x_t.shape[0],), int(t), dtype=torch.long, device=x_t.device)
+        kw = {}
+        if self.prompt_embeds is not None:
+            kw["encoder_hidden_states"] = self.prompt_embeds.expand(x_t.shape[0], -1, -1).to(self.unet.dtype)
+        return self.unet(x_t.to(self.unet.dtype), tt, **kw).sample.float()
+
+
+def load_pixel_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> PixelDenoiser:
+    """Load a pixel DDPM saved in diffusers' ``DDPMPipeline`` layout (default: the bundled one)."""
+    from diffusers import UNet2DModel
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    p = Path(path) if path is not None else BUNDLED_DDPM
+    if not (p / "unet" / "config.json").is_file():
+        raise HeadscopeError(
+            f"no pixel DDPM at {str(p)!r} (expected unet/config.json and scheduler/); "
+            "train one with `headscope gen train --out DIR` or pass the folder of a diffusers DDPMPipeline"
+        )
+    unet = UNet2DModel.from_pretrained(p, subfolder="unet", local_files_only=True).to(device)
+    import json
+
+    sched_cfg = json.loads((p / "scheduler" / "scheduler_config.json").read_text())
+    return PixelDenoiser(unet, sched_cfg)
