@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Optional
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -36,7 +37,7 @@ from torch import Tensor, nn
 from headscope.common import HeadscopeError, log, progress, seed_everything
 
 SETTINGS = ("digits", "mnist1d")
-DETECTORS = ("ConjNorm", "ConjNorm(p=2.2,T=0.05)", "MaxSoftmax", "EnergyBased", "MaxLogit", "GEN", "Mahalanobis", "KNN", "ReAct", "ViM")
+DETECTORS = ("ConjNorm", "ConjNorm-p2.2-T0.05", "MaxSoftmax", "EnergyBased", "MaxLogit", "GEN", "Mahalanobis", "KNN", "ReAct", "ViM")
 OOD_SETS = ("held-out-classes", "noise", "flipped", "inverted", "textures")
 
 
@@ -95,7 +96,9 @@ def _texture_patches(n: int, shape: tuple[int, ...], rng: np.random.Generator) -
         size = int(rng.integers(24, 97))
         r, c = rng.integers(0, img.shape[0] - size), rng.integers(0, img.shape[1] - size)
         crop = img[r : r + size, c : c + size]
-        if len(shape) == 2:
+        if len(shape) == 3:  # (C, H, W): a grey patch repeated over the channels
+            patch = np.repeat(resize(crop, shape[1:], anti_aliasing=True)[None], shape[0], axis=0)
+        elif len(shape) == 2:
             patch = resize(crop, shape, anti_aliasing=True)
         else:  # 1-D signal: one row of the crop, resampled
             row = crop[size // 2]
@@ -113,7 +116,7 @@ def _build(name: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], n_id
     x_test = xi[te]
     n_far = len(te)
     imgs = x_test.reshape((-1, *shape))
-    flipped = imgs[:, ::-1] if len(shape) == 2 else imgs[:, ::-1]  # upside-down / time-reversed
+    flipped = np.flip(imgs, axis=-2 if len(shape) >= 2 else -1)  # upside-down / time-reversed
     ood = {
         "held-out-classes": x[~id_mask],
         "noise": rng.uniform(lo, hi, size=(n_far, x.shape[1])),
@@ -154,12 +157,48 @@ def mnist1d_setting(seed: int, n_id_classes: int = 6, n_samples: int = 4000) -> 
     return _build("mnist1d", x, y, (x.shape[1],), n_id_classes, seed, lo, hi)
 
 
-def load_setting(name: str, seed: int) -> OODData:
+def folder_setting(
+    root: str,
+    seed: int,
+    id_classes: Optional[Sequence[str]] = None,
+    image_size: Optional[int] = None,
+    grayscale: bool = False,
+    max_per_class: Optional[int] = None,
+) -> OODData:
+    """A CIFAR-style image folder (``root/train/<class>/*.png`` or ``root/<class>/*.png``).
+
+    ``id_classes`` are in-distribution (default: the first half of the sorted class names);
+    the other classes are the near-OOD set. Images are flattened to [N, C·H·W] for the MLP.
+    """
+    from pathlib import Path
+
+    from vision.data.images import load_image_folder, select_classes
+
+    split = "train" if (Path(root) / "train").is_dir() else None
+    data = load_image_folder(root, split=split, image_size=image_size, grayscale=grayscale, max_per_class=max_per_class)
+    names = list(id_classes) if id_classes else data.classes[: max(1, len(data.classes) // 2)]
+    id_data, rest = select_classes(data, names)
+    if len(rest.labels) == 0:
+        raise HeadscopeError(f"every class of {root!r} is in-distribution; leave at least one class out as near-OOD")
+    if int(torch.bincount(id_data.labels, minlength=len(names)).min()) < 5:
+        raise HeadscopeError("each in-distribution class needs at least 5 images (train/val/test split)")
+    shape = tuple(id_data.images.shape[1:])
+    x = torch.cat([id_data.images, rest.images]).flatten(1).double().numpy()
+    y = torch.cat([id_data.labels, rest.labels + len(names)]).numpy()
+    return _build(f"folder:{Path(root).name}", x, y, shape, len(names), seed, 0.0, 1.0)
+
+
+def load_setting(name: str, seed: int, **folder_kw) -> OODData:
+    """``digits``, ``mnist1d``, or the path of a CIFAR-style image folder."""
     if name == "digits":
         return digits_setting(seed)
     if name == "mnist1d":
         return mnist1d_setting(seed)
-    raise HeadscopeError(f"unknown in-distribution setting {name!r}; choose one of {', '.join(SETTINGS)}")
+    import os
+
+    if os.path.isdir(name):
+        return folder_setting(name, seed, **folder_kw)
+    raise HeadscopeError(f"unknown in-distribution setting {name!r}; choose one of {', '.join(SETTINGS)} or give an image folder path")
 
 
 # -- classifier ------------------------------------------------------------------------
@@ -254,7 +293,7 @@ def make_scorers(model: nn.Module, ex: Extracted, data: OODData, names: Sequence
         if name == "ConjNorm":
             det = ConjNorm(p=None, p_grid=(1.5, 2.0, 2.2, 2.5, 3.0, 4.0), t_grid=(0.01, 0.05, 0.1, 0.5)).fit_features(z_tr, y_tr, ex.val[0], data.y_val)
             out[name] = lambda z, lg, det=det: det.predict_features(z)
-        elif name == "ConjNorm(p=2.2,T=0.05)":
+        elif name == "ConjNorm-p2.2-T0.05":
             det = ConjNorm(p=2.2, temperature=0.05).fit_features(z_tr, y_tr)
             out[name] = lambda z, lg, det=det: det.predict_features(z)
         elif name == "MaxSoftmax":
@@ -303,10 +342,10 @@ def ood_metrics(score_id: Float[Tensor, " n"], score_ood: Float[Tensor, " m"]) -
     }
 
 
-def run_once(setting: str, seed: int, detectors: Sequence[str] = DETECTORS, epochs: int = 60) -> tuple[list[Row], dict]:
+def run_once(setting: str, seed: int, detectors: Sequence[str] = DETECTORS, epochs: int = 60, **folder_kw) -> tuple[list[Row], dict]:
     """Train, extract, fit and score for one setting and seed; returns rows and run info."""
     torch.set_num_threads(min(torch.get_num_threads(), 2))
-    data = load_setting(setting, seed)
+    data = load_setting(setting, seed, **folder_kw)
     model = train_classifier(data, seed, epochs=epochs)
     ex = extract(model, data)
     acc = float((ex.test[1].argmax(-1) == data.y_test).float().mean())
@@ -322,11 +361,12 @@ def run_once(setting: str, seed: int, detectors: Sequence[str] = DETECTORS, epoc
     return rows, info
 
 
-def run(settings: Sequence[str], seeds: Sequence[int], detectors: Sequence[str] = DETECTORS, epochs: int = 60) -> tuple[list[Row], list[dict]]:
+def run(settings: Sequence[str], seeds: Sequence[int], detectors: Sequence[str] = DETECTORS, epochs: int = 60, **folder_kw) -> tuple[list[Row], list[dict]]:
+    """`run_once` for every setting and seed."""
     rows, infos = [], []
     for s in settings:
         for seed in seeds:
-            r, i = run_once(s, seed, detectors, epochs)
+            r, i = run_once(s, seed, detectors, epochs, **folder_kw)
             rows += r
             infos.append(i)
     return rows, infos
@@ -379,6 +419,8 @@ def wins(summary: Sequence[dict], ours: str = "ConjNorm") -> list[str]:
             continue
         for metric, lower in (("fpr95", True), ("auroc", False)):
             others = {d: r[metric] for d, r in recs.items() if not d.startswith("ConjNorm")}
+            if not others:
+                continue
             best_d = min(others, key=others.get) if lower else max(others, key=others.get)
             mine, theirs = recs[ours][metric], others[best_d]
             won = mine < theirs if lower else mine > theirs
