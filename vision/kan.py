@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from headscope.common import HeadscopeError
 
-__all__ = ["KAN", "WKAN", "KANLinear", "WKANLinear", "b_spline_bases", "uniform_grid"]
+__all__ = ["KAN", "WKAN", "KANLinear", "WKANLinear", "b_spline_bases", "uniform_grid", "uniform_spline_eval"]
 
 
 def uniform_grid(in_features: int, grid_size: int = 5, spline_order: int = 3, grid_range: tuple[float, float] = (-1.0, 1.0)) -> Float[Tensor, "in knots"]:
@@ -71,6 +71,47 @@ def b_spline_bases(x: Float[Tensor, "batch in"], grid: Float[Tensor, "in knots"]
         right = (g[:, k + 1 :] - xe) / (g[:, k + 1 :] - g[:, 1:-k])
         bases = left * bases[..., :-1] + right * bases[..., 1:]
     return bases.contiguous()
+
+
+def uniform_spline_eval(x: Float[Tensor, "batch in"], grid: Float[Tensor, "in knots"], coeff: Float[Tensor, "in n_bases"], spline_order: int) -> Float[Tensor, "batch in"]:
+    """``φ_i(x_i) = Σ_k coeff[i, k] B_k(x_i)`` on a *uniform* grid, touching only the K+1 nonzero bases.
+
+    For ``x ∈ [t_j, t_{j+1})`` only ``B_{j−K..j}`` are nonzero; they follow from the local
+    de Boor triangle (Piegl & Tiller, "The NURBS Book", alg. A2.2) with
+    ``left_r = (u + r − 1)``, ``right_r = (r − u)`` in units of the knot spacing,
+    ``u = (x − t_j)/h``. Same values as ``b_spline_bases`` (tested), ~K× less memory.
+    """
+    K = spline_order
+    g = grid.to(x.dtype)
+    h = g[:, 1:2] - g[:, 0:1]  # (in, 1)
+    s = (x - g[:, 0]) / h.squeeze(1)
+    j = torch.floor(s)
+    u = s - j
+    j = j.long()
+    n_int = g.shape[1] - 1  # number of knot intervals
+    inside = ((j >= 0) & (j < n_int)).to(x.dtype)
+    j = j.clamp(0, n_int - 1)
+    N = [torch.ones_like(u)]
+    for d in range(1, K + 1):
+        saved = torch.zeros_like(u)
+        new = []
+        for r in range(d):
+            # right[r+1] + left[d-r] = (r + 1 - u) + (u + d - r - 1) = d
+            temp = N[r] / d
+            new.append(saved + (r + 1 - u) * temp)
+            saved = (u + d - r - 1) * temp
+        new.append(saved)
+        N = new
+    w = torch.stack(N, dim=-1) * inside.unsqueeze(-1)  # (batch, in, K+1): B_{j-K+m}
+    cpad = F.pad(coeff, (K, K))  # basis index b -> column b + K
+    idx = j.unsqueeze(-1) + torch.arange(K + 1, device=x.device)  # (j - K + m) + K
+    c = cpad.unsqueeze(0).expand(x.shape[0], -1, -1).gather(2, idx)
+    return (w * c).sum(-1)
+
+
+def _is_uniform(grid: Tensor) -> bool:
+    d = grid[:, 1:] - grid[:, :-1]
+    return bool(torch.allclose(d, d[:, :1].expand_as(d), rtol=1e-5, atol=1e-6))
 
 
 class _SplineLayer(nn.Module):
@@ -213,6 +254,7 @@ class WKANLinear(_SplineLayer):
         self.base_weight = nn.Parameter(torch.empty(out_features, in_features))
         self.spline_weight = nn.Parameter(torch.empty(1, in_features, self.n_bases))
         self.spline_scaler = nn.Parameter(torch.empty(out_features, in_features))
+        self.fast = True  # use uniform_spline_eval while the grid is uniform
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -224,7 +266,9 @@ class WKANLinear(_SplineLayer):
         nn.init.kaiming_uniform_(self.spline_scaler, a=math.sqrt(5) * self.scale_spline)
 
     def phi(self, x: Float[Tensor, "batch in"]) -> Float[Tensor, "batch in"]:
-        """The shared per-input spline values ``φ_i(x_i)``."""
+        """The shared per-input spline values ``φ_i(x_i)`` (local evaluation while the grid is uniform)."""
+        if self.fast and _is_uniform(self.grid):
+            return uniform_spline_eval(x, self.grid, self.spline_weight[0], self.spline_order)
         return (self.b_splines(x) * self.spline_weight).sum(-1)
 
     def forward(self, x: Float[Tensor, "batch in"]) -> Float[Tensor, "batch out"]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from headscope.common import HeadscopeError
-from vision.kan import KAN, WKAN, KANLinear, WKANLinear, b_spline_bases, uniform_grid
+from vision.kan import KAN, WKAN, KANLinear, WKANLinear, b_spline_bases, uniform_grid, uniform_spline_eval
 
 torch.set_num_threads(1)
 
@@ -79,6 +79,9 @@ def test_wkan_shares_one_spline_per_input() -> None:
     kn = layer.grid[0].tolist()
     phi = torch.tensor([[sum(float(layer.spline_weight[0, i, k].detach()) * cox_de_boor(float(x[b, i]), kn, k, 3) for k in range(8)) for i in range(5)] for b in range(9)], dtype=torch.float64)
     want = torch.nn.functional.silu(x) @ layer.base_weight.T + phi @ layer.spline_scaler.T
+    # float32 knots are uniform only to ~1e-7, which the local (uniform) evaluation assumes
+    torch.testing.assert_close(layer(x), want, rtol=1e-6, atol=1e-7)
+    layer.fast = False
     torch.testing.assert_close(layer(x), want, rtol=1e-9, atol=1e-10)
 
 
@@ -96,6 +99,7 @@ def test_grid_update_preserves_polynomial_splines() -> None:
     """Cubic splines reproduce cubics, so a refit onto the data grid must keep φ(x) = x² − x/2 exactly."""
     torch.manual_seed(3)
     layer = WKANLinear(2, 3).double()
+    layer.fast = False  # exact Cox-de Boor path; the local path is checked separately
     f = lambda t: t**2 - 0.5 * t  # noqa: E731
     pts = torch.linspace(-1, 0.99, 50, dtype=torch.float64).unsqueeze(1).expand(-1, 2)
     with torch.no_grad():
@@ -144,3 +148,29 @@ def test_gradients_flow_to_all_parameters() -> None:
     m = WKAN([4, 3, 2])
     m(torch.rand(8, 4) * 2 - 1).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+@pytest.mark.parametrize("K", [1, 2, 3])
+def test_local_uniform_evaluation_matches_full_bases(K: int) -> None:
+    torch.manual_seed(5)
+    G = 5
+    grid = torch.tensor([knots_list(G, K, -1.0, 1.0)] * 4, dtype=torch.float64)
+    coeff = torch.randn(4, G + K, dtype=torch.float64)
+    x = torch.rand(300, 4, dtype=torch.float64) * 4 - 2  # covers inside, the extension and far outside
+    kn = grid[0].tolist()
+    want = torch.tensor([[sum(float(coeff[i, k]) * cox_de_boor(float(x[b, i]), kn, k, K) for k in range(G + K)) for i in range(4)] for b in range(300)], dtype=torch.float64)
+    torch.testing.assert_close(uniform_spline_eval(x, grid, coeff, K), want, rtol=1e-9, atol=1e-10)
+
+
+def test_wkan_fast_and_slow_paths_agree_with_gradients() -> None:
+    torch.manual_seed(6)
+    layer = WKANLinear(6, 3).double()
+    x = (torch.rand(20, 6, dtype=torch.float64) * 2.4 - 1.2).requires_grad_(True)
+    y_fast = layer(x)
+    g_fast = torch.autograd.grad(y_fast.sum(), [x, layer.spline_weight])
+    layer.fast = False
+    y_slow = layer(x)
+    g_slow = torch.autograd.grad(y_slow.sum(), [x, layer.spline_weight])
+    torch.testing.assert_close(y_fast, y_slow, rtol=1e-6, atol=1e-7)
+    for a, b in zip(g_fast, g_slow):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

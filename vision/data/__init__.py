@@ -1,0 +1,1 @@
+"""Dataset loaders (real file formats) and offline synthetic generators for ``vision``."""
