@@ -129,18 +129,31 @@ def test_default_partition_is_exact_sum_over_training_set_and_bootstrap_is_unbia
     assert ((boots.mean(0) - exact).abs() < 4 * boots.std(0) / math.sqrt(200)).all()
 
 
-def test_select_p_uses_held_out_id_only_and_picks_the_best_grid_point():
+def test_class_proposal_is_the_exact_sum_over_each_class():
+    x, y = _blobs(n_per=30)
+    y = torch.where(torch.arange(len(y)) % 7 == 0, 0, y)  # unbalanced classes
+    det = ConjNorm(p=1.8, temperature=0.07, proposal="class").fit_features(x, y)
+    q = conjugate_exponent(1.8)
+    sims = conj_similarity(lp_normalize(x.double(), 1.8), det.prototypes, q) / 0.07
+    for k in range(4):
+        torch.testing.assert_close(det.partition.log_z[k], torch.logsumexp(sims[y == k, k], 0))
+    with pytest.raises(HeadscopeError, match="proposal"):
+        ConjNorm(proposal="other")
+
+
+@pytest.mark.parametrize("proposal", ["all", "class"])
+def test_select_p_uses_held_out_id_only_and_picks_the_best_grid_point(proposal):
     x, y = _blobs(n_per=40, seed=6)
     xv, yv = _blobs(n_per=15, seed=7)
-    res = select_p(x, y, xv, yv, p_grid=(1.5, 2.0, 3.0), t_grid=(0.05, 0.5))
+    res = select_p(x, y, xv, yv, p_grid=(1.5, 2.0, 3.0), t_grid=(0.05, 0.5), proposal=proposal)
     assert len(res.table) == 6
     assert max(res.table, key=lambda r: r[2])[:2] == (res.p, res.temperature)
     # recompute one grid point independently: mean log posterior of the true class
     p, t = 3.0, 0.5
-    det = ConjNorm(p=p, temperature=t).fit_features(x, y)
+    det = ConjNorm(p=p, temperature=t, proposal=proposal).fit_features(x, y)
     crit = torch.log_softmax(det.class_log_density(xv), -1).gather(1, yv[:, None]).mean().item()
     assert math.isclose(dict(((a, b), c) for a, b, c in res.table)[(p, t)], crit, rel_tol=1e-9)
-    det_auto = ConjNorm(p=None, p_grid=(1.5, 2.0, 3.0), t_grid=(0.05, 0.5)).fit_features(x, y, xv, yv)
+    det_auto = ConjNorm(p=None, p_grid=(1.5, 2.0, 3.0), t_grid=(0.05, 0.5), proposal=proposal).fit_features(x, y, xv, yv)
     assert (det_auto.p_, det_auto.temperature) == (res.p, res.temperature)
 
 

@@ -21,7 +21,10 @@ sampling (§3.3): with draws x_m from a proposal q(x),
 Ẑ_k = (1/M) Σ_m exp(d(x_m, μ_k)/T) / q(x_m). The paper (and its code) draws the x_m from the
 training features and treats the proposal as uniform over them, so that q(x_m) = 1/N and
 Ẑ_k = (N/M) Σ_m exp(d(x_m, μ_k)/T); with all N training features used once this is the exact
-partition sum over the training set, which is what `ConjNorm` uses by default.
+partition sum over the training set, which is what `ConjNorm` uses by default
+(``proposal="all"``, as in the official CIFAR scripts). The official ImageNet script instead
+draws the samples for Ẑ_k from the training features of class k only (``proposal="class"``):
+Ẑ_k = Σ_{i: y_i = k} exp(d(x_i, μ_k)/T).
 
 Sign convention. pytorch-ood detectors return *outlier* scores (higher = more OOD).
 `ConjNorm.predict_features` / `predict` therefore return ``-S(x)``; `ConjNorm.score` returns
@@ -187,6 +190,8 @@ class ConjNorm(FeaturesDetector):
         n_is_samples: M draws (with replacement, uniform) from the training features for the
             IS estimate of Z_k; ``None`` uses every training feature once (the expectation of
             the bootstrap estimator of the official code).
+        proposal: ``"all"`` — Ẑ_k from all training features (official CIFAR scripts);
+            ``"class"`` — Ẑ_k from the training features of class k only (official ImageNet script).
         val_fraction: share of the training features held out for the p search when no
             validation features are passed to ``fit_features``.
         seed: seeds the held-out split and the IS draws.
@@ -203,10 +208,14 @@ class ConjNorm(FeaturesDetector):
         p_grid: Sequence[float] = (1.5, 2.0, 2.2, 2.5, 3.0, 4.0),
         t_grid: Optional[Sequence[float]] = None,
         n_is_samples: Optional[int] = None,
+        proposal: str = "all",
         val_fraction: float = 0.2,
         seed: int = 0,
     ):
         super().__init__()
+        if proposal not in ("all", "class"):
+            raise HeadscopeError(f"proposal must be 'all' (every training feature) or 'class' (class-k features for Z_k), got {proposal!r}")
+        self.proposal = proposal
         if p is not None:
             conjugate_exponent(p)
         if temperature <= 0:
@@ -256,13 +265,13 @@ class ConjNorm(FeaturesDetector):
                 x_fit, y_fit = x, y
             p_grid = self.p_grid if self.p is None else (self.p,)
             t_grid = self.t_grid if self.t_grid is not None else (self.temperature,)
-            self.search = select_p(x_fit, y_fit, x_val, y_val, p_grid, t_grid, n_classes=n_classes)
+            self.search = select_p(x_fit, y_fit, x_val, y_val, p_grid, t_grid, n_classes=n_classes, proposal=self.proposal)
             self._p_fitted = self.search.p
             self.temperature = self.search.temperature
         else:
             self._p_fitted = float(self.p)
         self.n_classes = n_classes
-        self.prototypes, self.partition = _fit_state(x, y, n_classes, self._p_fitted, self.temperature, self.n_is_samples, self.seed)
+        self.prototypes, self.partition = _fit_state(x, y, n_classes, self._p_fitted, self.temperature, self.n_is_samples, self.seed, self.proposal)
         return self
 
     @property
@@ -307,6 +316,7 @@ def select_p(
     p_grid: Sequence[float],
     t_grid: Sequence[float],
     n_classes: Optional[int] = None,
+    proposal: str = "all",
 ) -> PSearchResult:
     """Choose (p, T) on held-out in-distribution data, using no OOD samples.
 
@@ -340,7 +350,11 @@ def select_p(
         for t in t_grid:
             if t <= 0:
                 raise HeadscopeError(f"temperatures must be > 0, got {t}")
-            log_z = torch.logsumexp(sim_train / t, dim=0)  # uniform proposal over the training set
+            if proposal == "all":
+                log_z = torch.logsumexp(sim_train / t, dim=0)  # uniform proposal over the training set
+            else:
+                own = torch.nn.functional.one_hot(y_train, n_classes).bool()
+                log_z = torch.logsumexp((sim_train / t).masked_fill(~own, -math.inf), dim=0)
             logits = sim_val / t - log_z[None, :]
             crit = float(torch.log_softmax(logits, dim=-1).gather(1, y_val[:, None]).mean())
             table.append((float(p), float(t), crit))
@@ -350,17 +364,31 @@ def select_p(
     return PSearchResult(p=best[0], temperature=best[1], table=table)
 
 
-def _fit_state(x: Tensor, y: Tensor, n_classes: int, p: float, t: float, n_is: Optional[int], seed: int) -> tuple[Tensor, PartitionEstimate]:
+def _fit_state(x: Tensor, y: Tensor, n_classes: int, p: float, t: float, n_is: Optional[int], seed: int, proposal: str = "all") -> tuple[Tensor, PartitionEstimate]:
     q = conjugate_exponent(p)
     protos = class_prototypes(x, y, n_classes, p)
     xn = lp_normalize(x, p)
+    if n_is is not None and n_is < 1:
+        raise HeadscopeError(f"n_is_samples must be >= 1 or None, got {n_is}")
+    if proposal == "class":  # one IS estimate per class, from that class's features only
+        ests = []
+        for k in range(n_classes):
+            xk = xn[y == k]
+            nk = xk.shape[0]
+            if n_is is None:
+                samples, log_prop = xk, torch.full((nk,), -math.log(nk), dtype=xn.dtype)
+            else:
+                idx = torch.randint(0, nk, (n_is,), generator=torch.Generator().manual_seed(seed + k))
+                samples, log_prop = xk[idx], torch.full((n_is,), -math.log(nk), dtype=xn.dtype)
+            ests.append(importance_sampling_log_partition(samples, protos[k : k + 1], q, t, log_prop))
+        return protos, PartitionEstimate(
+            log_z=torch.cat([e.log_z for e in ests]), rel_se=torch.cat([e.rel_se for e in ests]), n_samples=min(e.n_samples for e in ests)
+        )
     n = xn.shape[0]
     if n_is is None:
         samples = xn
         log_prop = torch.full((n,), -math.log(n), dtype=xn.dtype)
     else:
-        if n_is < 1:
-            raise HeadscopeError(f"n_is_samples must be >= 1 or None, got {n_is}")
         gen = torch.Generator().manual_seed(seed)
         idx = torch.randint(0, n, (n_is,), generator=gen)
         samples = xn[idx]
