@@ -98,7 +98,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _interpolate(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import image_strip, read_image, save_image
+    from .data import center_square, image_strip, read_image, save_image
     from .metrics import evaluate_path
     from .models import LatentDenoiser, load_pixel_model
     from .pipeline import METHODS, InterpolationPipeline, default_lambdas
@@ -108,19 +108,21 @@ def _interpolate(args: argparse.Namespace) -> int:
         raise HeadscopeError(f"unknown --method {args.method!r}; choose one of {', '.join(METHODS)}")
     if args.steps < 2:
         raise HeadscopeError(f"--steps must be at least 2 DDIM steps, got {args.steps}")
+    lambdas = default_lambdas(args.frames)
+    a, b = read_image(args.image_a), read_image(args.image_b)  # fail on a bad path before loading a model
     if args.latent_model:
         model = LatentDenoiser.from_pretrained(args.latent_model)
         size = args.size or 512
     else:
         model = load_pixel_model(args.model)
         size = args.size or model.sample_size
-    a, b = read_image(args.image_a, size), read_image(args.image_b, size)
+    a, b = center_square(a[0], size)[None], center_square(b[0], size)[None]
     pipe = InterpolationPipeline(model, args.steps, args.stop_frac)
     res = pipe(
         a,
         b,
         args.method,
-        default_lambdas(args.frames),
+        lambdas,
         gamma=args.gamma,
         boundary=args.boundary if args.boundary > 0 else None,
         mu_scale=args.mu_scale,

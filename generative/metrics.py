@@ -39,7 +39,8 @@ def psnr(a: Float[Tensor, "3 H W"], b: Float[Tensor, "3 H W"]) -> float:
     """PSNR in dB on [0, 1] images."""
     from skimage.metrics import peak_signal_noise_ratio
 
-    return float(peak_signal_noise_ratio(_hwc(a), _hwc(b), data_range=1.0))
+    with np.errstate(divide="ignore"):  # identical images: inf dB
+        return float(peak_signal_noise_ratio(_hwc(a), _hwc(b), data_range=1.0))
 
 
 def ssim(a: Float[Tensor, "3 H W"], b: Float[Tensor, "3 H W"]) -> float:

@@ -20,12 +20,20 @@ def _one_thread():
 
 
 @pytest.fixture(scope="session")
-def pixel_model():
-    from generative.models import BUNDLED_DDPM, load_pixel_model
+def pixel_model_path() -> str:
+    from generative.models import BUNDLED_DDPM
 
-    if not (BUNDLED_DDPM / "unet" / "config.json").is_file():
-        pytest.skip("bundled DDPM missing; train it with `headscope gen train`")
-    return load_pixel_model()
+    path = os.environ.get("HEADSCOPE_GEN_MODEL", str(BUNDLED_DDPM))  # override: test another pixel DDPM
+    if not os.path.isfile(os.path.join(path, "unet", "config.json")):
+        pytest.skip(f"no pixel DDPM at {path}; train the bundled one with `headscope gen train`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pixel_model(pixel_model_path):
+    from generative.models import load_pixel_model
+
+    return load_pixel_model(pixel_model_path)
 
 
 @pytest.fixture(scope="session")
