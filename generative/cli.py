@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--steps", type=int, default=1500, help="optimiser steps (batch 32)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--max-minutes", type=float, default=0.0, help="stop early after this many minutes (0: no cap)")
+    tr.add_argument("--stop-after", type=int, default=0, help="stop after this many steps on the --steps schedule (replays a capped run)")
     tr.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     tr.set_defaults(func=_train)
 
@@ -69,7 +70,7 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise HeadscopeError(f"--steps must be a positive number of optimiser steps, got {args.steps}")
-    summary = train_ddpm(TrainConfig(out=args.out, steps=args.steps, seed=args.seed, max_minutes=args.max_minutes, threads=args.threads))
+    summary = train_ddpm(TrainConfig(out=args.out, steps=args.steps, seed=args.seed, max_minutes=args.max_minutes, stop_after=args.stop_after, threads=args.threads))
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     return 0
 

@@ -43,6 +43,7 @@ class TrainConfig:
     block_out_channels: tuple[int, ...] = (32, 64, 96)
     layers_per_block: int = 1
     max_minutes: float = 0.0  # 0 = no wall-clock cap; else stop early and record it
+    stop_after: int = 0  # 0 = run all `steps`; else stop after this many (same lr schedule), to replay a capped run
     threads: int = 1
     photos: tuple[str, ...] = field(default_factory=lambda: PHOTOS)
 
@@ -103,13 +104,16 @@ def train_ddpm(cfg: TrainConfig) -> dict:
             d = min(cfg.ema_decay, (1 + step) / (10 + step))
             for pe, p in zip(ema.parameters(), unet.parameters()):
                 pe.lerp_(p, 1 - d)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         minutes = (time.time() - t0) / 60
         if step % 25 == 0 or step == cfg.steps - 1:
             recent = sum(losses[-25:]) / len(losses[-25:])
             log(f"[gen train] step {step + 1}/{cfg.steps} loss {recent:.4f} lr {lr_at(step):.2e} {minutes:.1f} min")
         if cfg.max_minutes and minutes > cfg.max_minutes:
             log(f"[gen train] wall-clock cap of {cfg.max_minutes} min reached after {step + 1} steps; saving")
+            break
+        if cfg.stop_after and step + 1 >= cfg.stop_after:
+            log(f"[gen train] stopping after {step + 1} steps as asked (--stop-after); saving")
             break
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,8 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--max-minutes", type=float, default=0.0)
+    p.add_argument("--stop-after", type=int, default=0)
     a = p.parse_args(argv)
-    print(json.dumps(train_ddpm(TrainConfig(out=a.out, steps=a.steps, seed=a.seed, max_minutes=a.max_minutes)), indent=2))
+    cfg = TrainConfig(out=a.out, steps=a.steps, seed=a.seed, max_minutes=a.max_minutes, stop_after=a.stop_after)
+    print(json.dumps(train_ddpm(cfg), indent=2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,145 @@
+"""NoiseDiffusion vs slerp vs noise (and lerp) on the bundled pixel DDPM, same pairs, same process.
+
+For each of >= 10 fixed pairs of natural 32x32 images (scikit-image photos, see
+``generative.data.evaluation_images``), both images are DDIM-inverted once (N steps,
+stopped at stop_frac * N, as the paper's 140/200), and every method mixes the same two
+inverted latents at the same lambdas and denoises with the same DDIM steps. Printed:
+
+1. the path table: endpoint PSNR/SSIM (lambda 0/1 vs the inputs), mean and max RMSE between
+   consecutive frames, and the high-frequency artifact ratio of the inner frames
+   (mean +- std over pairs, and how many pairs each method is best on);
+2. the noise-validity table: moments and KS test vs N(0, 1) of fully inverted latents, for the
+   model's own samples and for the natural images (the paper's premise).
+
+Usage: python benchmarks/interpolation_table.py [--pairs 12] [--steps 50] [--out out/interpolation]
+Not a timed test: it takes a few minutes on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from generative.data import evaluation_images, image_strip, save_image  # noqa: E402
+from generative.ddim import DDIM  # noqa: E402
+from generative.metrics import evaluate_path, noise_stats  # noqa: E402
+from generative.models import load_pixel_model  # noqa: E402
+from generative.pipeline import InterpolationPipeline, default_lambdas  # noqa: E402
+from headscope.common import log  # noqa: E402
+
+METHODS = ("noisediffusion", "slerp", "noise", "lerp")
+METRICS = (("endpoint_psnr", "max"), ("endpoint_ssim", "max"), ("mean_step", None), ("max_step", "min"), ("hf_ratio", "one"))
+
+
+def make_pairs(names: list[str], n_pairs: int) -> list[tuple[int, int]]:
+    """Whole photo i with whole photo i+1 (cyclic), then crop pairs of different photos."""
+    full = [i for i, n in enumerate(names) if n.endswith(":full")]
+    tl = [i for i, n in enumerate(names) if n.endswith(":tl")]
+    br = [i for i, n in enumerate(names) if n.endswith(":br")]
+    pairs = [(full[i], full[(i + 1) % len(full)]) for i in range(len(full))]
+    pairs += [(tl[i], br[(i + 1) % len(br)]) for i in range(len(tl))]
+    if n_pairs > len(pairs):
+        raise SystemExit(f"at most {len(pairs)} pairs available")
+    return pairs[:n_pairs]
+
+
+def fmt(v: list[float]) -> str:
+    a = np.asarray(v, dtype=float)
+    return f"{a.mean():.3f} ± {a.std():.3f}"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=50, help="DDIM steps N")
+    ap.add_argument("--stop-frac", type=float, default=0.7)
+    ap.add_argument("--frames", type=int, default=7)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="out/interpolation")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    model = load_pixel_model(args.model)
+    names, imgs = evaluation_images(model.sample_size)
+    pairs = make_pairs(names, args.pairs)
+    pipe = InterpolationPipeline(model, args.steps, args.stop_frac)
+    lambdas = default_lambdas(args.frames)
+    rows: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
+    t0 = time.time()
+    for p, (i, j) in enumerate(pairs):
+        a, b = imgs[i : i + 1], imgs[j : j + 1]
+        inv = pipe.invert_pair(a, b)
+        strips = []
+        for m in METHODS:
+            res = pipe(a, b, m, lambdas, generator=torch.Generator().manual_seed(args.seed + p), inverted=inv)
+            rows[m].append(evaluate_path(res.frames, a, b))
+            strips.append(image_strip(torch.cat([a, res.frames, b])))
+        save_image(torch.cat(strips, dim=1), out / f"pair{p:02d}.png")  # rows: methods; first/last column: inputs
+        log(f"[interpolation_table] pair {p + 1}/{len(pairs)} {names[i]} -> {names[j]} ({time.time() - t0:.0f} s)")
+
+    print(f"\n## Interpolation on the bundled DDPM: {len(pairs)} pairs, N={args.steps} DDIM steps, mixed at step {pipe.k}/{args.steps} "
+          f"(t={pipe.ddim.level(pipe.k)}, abar={pipe.ddim.alpha_bar(pipe.k):.3f}), {args.frames} frames\n")
+    print("| method | " + " | ".join(k for k, _ in METRICS) + " |")
+    print("|---|" + "---|" * len(METRICS))
+    for m in METHODS:
+        print(f"| {m} | " + " | ".join(fmt([r[k] for r in rows[m]]) for k, _ in METRICS) + " |")
+    wins: dict[str, dict[str, int]] = {m: {} for m in METHODS[:3]}
+    for k, better in METRICS:
+        if better is None:
+            continue
+        for p in range(len(pairs)):
+            vals = {m: rows[m][p][k] for m in METHODS[:3]}
+            key = {"max": lambda m: -vals[m], "min": lambda m: vals[m], "one": lambda m: abs(np.log(max(vals[m], 1e-9)))}[better]
+            best = min(key(m) for m in vals)
+            for m in vals:  # ties (e.g. the shared DDIM-reconstruction endpoints) count for every tied method
+                if key(m) <= best + 1e-9:
+                    wins[m][k] = wins[m].get(k, 0) + 1
+    print("\nPairs on which each method is best among noisediffusion/slerp/noise (ties count for each; hf_ratio: closest to 1):\n")
+    print("| method | " + " | ".join(k for k, b in METRICS if b) + " |")
+    print("|---|" + "---|" * sum(1 for _, b in METRICS if b))
+    for m in METHODS[:3]:
+        print(f"| {m} | " + " | ".join(str(wins[m].get(k, 0)) for k, b in METRICS if b) + " |")
+
+    # noise validity: full inversion of own samples vs natural images
+    ddim = DDIM(model, args.steps)
+    s = model.sample_size
+    _, x0 = ddim.generate(8, (3, s, s), generator=torch.Generator().manual_seed(args.seed))
+    save_image(image_strip(x0), out / "own_samples.png")
+    own = [noise_stats(z) for z in ddim.invert(x0)]
+    nat_idx = sorted({i for pr in pairs for i in pr})
+    nat = [noise_stats(z) for z in ddim.invert(imgs[nat_idx])]
+    print(f"\n## Noise validity of fully inverted latents (N={args.steps}), KS vs N(0, 1) at 0.01\n")
+    print("| inputs | n | mean | std | excess kurtosis | KS stat | share |z|>2 (N(0,1): 0.046) | pass KS |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, st in (("model's own samples", own), ("natural images", nat)):
+        print(
+            f"| {label} | {len(st)} | {fmt([x.mean for x in st])} | {fmt([x.std for x in st])} | {fmt([x.kurtosis for x in st])} | "
+            f"{fmt([x.ks_stat for x in st])} | {fmt([x.frac_outside_2 for x in st])} | {sum(x.is_normal for x in st)}/{len(st)} |"
+        )
+    result = {
+        "settings": vars(args) | {"k": pipe.k, "level": pipe.ddim.level(pipe.k), "alpha_bar": pipe.ddim.alpha_bar(pipe.k)},
+        "pairs": [(names[i], names[j]) for i, j in pairs],
+        "rows": rows,
+        "wins": wins,
+        "noise_own": [x.as_dict() for x in own],
+        "noise_natural": [x.as_dict() for x in nat],
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nstrips and results.json in {out}/ ({time.time() - t0:.0f} s)")
+    return result
+
+
+if __name__ == "__main__":
+    main()
