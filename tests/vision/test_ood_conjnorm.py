@@ -180,3 +180,21 @@ def test_bad_input_raises_headscope_error():
         ConjNorm().fit_features(x[:, :, None], y)
     with pytest.raises(Exception):
         ConjNorm().predict_features(x)
+
+
+def test_fit_from_loader_through_encoder_matches_fit_features():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(21)
+    enc = torch.nn.Sequential(torch.nn.Linear(5, 12), torch.nn.ReLU()).double()
+    x_in = torch.randn(120, 5, generator=g, dtype=torch.float64)
+    y = torch.arange(3).repeat(40)
+    x_in = x_in + 2.0 * torch.nn.functional.one_hot(y, 5).double()
+    with torch.no_grad():
+        z = enc(x_in)
+    a = ConjNorm(encoder=enc, p=2.5, temperature=0.1).fit(DataLoader(TensorDataset(x_in, y), batch_size=32))
+    b = ConjNorm(p=2.5, temperature=0.1).fit_features(z, y)
+    torch.testing.assert_close(a.partition.log_z, b.partition.log_z)
+    torch.testing.assert_close(a.predict(x_in[:10]), b.predict_features(z[:10]))
+    with pytest.raises(HeadscopeError, match="needs an encoder"):
+        ConjNorm().fit(DataLoader(TensorDataset(x_in, y)))
