@@ -41,6 +41,10 @@ def register_ood(vision_subparsers) -> argparse.ArgumentParser:
     return p
 
 
+# ``vision/cli.py`` imports this module's entry point as ``register``; both names work.
+register = register_ood
+
+
 def parse_detectors(spec: str) -> list[str]:
     """'all' or a comma-separated list of known detector names (case-insensitive)."""
     if spec.strip().lower() == "all":
