@@ -1,0 +1,115 @@
+"""Behaviour both backends share: dimensions, tokenisation, generation, active patches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from headscope.backends._hf import Dims, arch_paths, check_tokens, dims_of, get_path, greedy_generate, tokenize
+from headscope.model import Patch, check_patches
+
+
+class BaseHeadModel:
+    """Shared plumbing; subclasses implement the backend-specific runs."""
+
+    backend = "base"
+
+    def __init__(self, hf_model: nn.Module, tokenizer, name: str) -> None:
+        self.hf_model = hf_model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.config = hf_model.config
+        self.paths = arch_paths(self.config)
+        d: Dims = dims_of(self.config)
+        self.n_layers, self.n_heads, self.n_kv_heads = d.n_layers, d.n_heads, d.n_kv_heads
+        self.d_head, self.d_model, self.d_vocab = d.d_head, d.d_model, d.d_vocab
+        self.device = next(hf_model.parameters()).device
+        self._active: list[Patch] = []
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.name!r}, layers={self.n_layers}, heads={self.n_heads}, "
+            f"kv_heads={self.n_kv_heads}, d_head={self.d_head}, d_model={self.d_model})"
+        )
+
+    # -- tokens ---------------------------------------------------------------------
+    def to_tokens(self, prompts: str | Sequence[str]) -> Tensor:
+        """Token ids ``[batch, pos]`` (with BOS). All prompts must tokenize to one length."""
+        return tokenize(self.tokenizer, prompts).to(self.device)
+
+    def to_str_tokens(self, tokens: Tensor | str) -> list[str]:
+        if isinstance(tokens, str):
+            tokens = self.to_tokens(tokens)[0]
+        if self.tokenizer is None:
+            return [str(int(t)) for t in tokens.flatten()]
+        return self.tokenizer.convert_ids_to_tokens([int(t) for t in tokens.flatten()])
+
+    def token_id(self, word: str) -> int:
+        """The id of a single-token word; raises if ``word`` is not exactly one token."""
+        from headscope.common.errors import HeadscopeError
+
+        if self.tokenizer is None:
+            raise HeadscopeError("this model has no tokenizer; give answers as token ids")
+        ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        if len(ids) != 1 or (unk is not None and ids[0] == unk):
+            raise HeadscopeError(
+                f"answer {word!r} is not a single token of this model's vocabulary (it tokenizes to "
+                f"{self.tokenizer.convert_ids_to_tokens(ids)}); pick a single-token answer"
+            )
+        return ids[0]
+
+    def _check(self, tokens: Tensor) -> Tensor:
+        return check_tokens(tokens, self.d_vocab).to(self.device)
+
+    # -- patches that stay on for a block -----------------------------------------------
+    @contextmanager
+    def hooked(self, patches: Sequence[Patch]) -> Iterator[None]:
+        """Keep ``patches`` active for every run inside the block (generation, training).
+
+        They are removed on exit, also when the block raises.
+        """
+        patches = list(patches)
+        check_patches(self, patches)
+        n = len(self._active)
+        self._active.extend(patches)
+        try:
+            with self._backend_hooked(patches):
+                yield
+        finally:
+            del self._active[n:]
+
+    @contextmanager
+    def _backend_hooked(self, patches: Sequence[Patch]) -> Iterator[None]:
+        yield
+
+    def generate(self, tokens: Tensor, max_new_tokens: int = 8, patches: Sequence[Patch] = (), eos: bool = True) -> Tensor:
+        """Greedy continuation ``[batch, new]`` of ``tokens`` with ``patches`` applied at every step."""
+        tokens = self._check(tokens)
+        eos_id = getattr(self.tokenizer, "eos_token_id", None) if eos and self.tokenizer is not None else None
+        if patches:
+            return greedy_generate(lambda t: self.run_patched(t, patches), tokens, max_new_tokens, eos_id)
+        return greedy_generate(self.logits, tokens, max_new_tokens, eos_id)
+
+    def blocks(self) -> list[nn.Module]:
+        """The torch modules of the decoder blocks (as the backend runs them)."""
+        return list(get_path(self.hf_model, self.paths.layers))
+
+    def unembed_matrix(self) -> Tensor:
+        """``W_U`` as ``[d_model, d_vocab]``."""
+        return get_path(self.hf_model, self.paths.unembed).weight.detach().T
+
+    def o_proj_weight(self, layer: int) -> Tensor:
+        """``W_O`` of a layer as ``[n_heads, d_head, d_model]``."""
+        mod = get_path(get_path(self.hf_model, self.paths.layers)[layer], f"{self.paths.attn}.{self.paths.o_proj}")
+        w = mod.weight.detach()
+        if self.paths is not None and self.paths.o_proj == "c_proj":  # GPT-2 Conv1D: [in, out]
+            w = w.T
+        return w.T.reshape(self.n_heads, self.d_head, self.d_model)
+
+    @torch.no_grad()
+    def logits(self, tokens: Tensor) -> Tensor:  # pragma: no cover - overridden
+        raise NotImplementedError

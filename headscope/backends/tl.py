@@ -1,0 +1,133 @@
+"""``TLModel``: the HeadModel protocol on TransformerLens 4.x ``TransformerBridge``.
+
+Activations are read and patched through the bridge's hook points
+(``blocks.{L}.attn.hook_z``, ``blocks.{L}.hook_resid_pre``, ``blocks.{L}.hook_attn_out``,
+``blocks.{L}.hook_mlp_out``, ``blocks.{L}.attn.hook_pattern``). Hooks are attached for
+one run (``run_with_hooks``) or one block (``bridge.hooks``) and always removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from headscope.backends._hf import resid_reentry
+from headscope.backends.base import BaseHeadModel
+from headscope.model import HeadCache, Patch, _check_reentry, check_patches, group_patches
+
+HOOK = {
+    "z": "blocks.{L}.attn.hook_z",
+    "resid_pre": "blocks.{L}.hook_resid_pre",
+    "attn_out": "blocks.{L}.hook_attn_out",
+    "mlp_out": "blocks.{L}.hook_mlp_out",
+    "pattern": "blocks.{L}.attn.hook_pattern",
+}
+
+
+def _architecture(hf_model: nn.Module) -> str:
+    archs = getattr(hf_model.config, "architectures", None)
+    return archs[0] if archs else type(hf_model).__name__
+
+
+class TLModel(BaseHeadModel):
+    """A HeadModel backed by a TransformerLens ``TransformerBridge``.
+
+    Build it with :func:`headscope.load_model` (``backend="tl"``) or
+    :meth:`from_hf`. ``bridge`` is the TransformerLens object, for anything headscope
+    does not wrap (``bridge.run_with_cache``, ``transformer_lens.patching``...).
+    """
+
+    backend = "tl"
+
+    def __init__(self, bridge, hf_model: nn.Module, tokenizer, name: str) -> None:
+        super().__init__(hf_model, tokenizer, name)
+        self.bridge = bridge
+
+    @classmethod
+    def from_hf(cls, hf_model: nn.Module, tokenizer=None, name: str = "model", path: str | None = None) -> TLModel:
+        """Wrap a loaded HF causal LM. The bridge replaces its submodules in place, so do
+        not share ``hf_model`` with another backend."""
+        from transformer_lens.model_bridge import TransformerBridge
+
+        hf_model.eval()
+        if path is not None and tokenizer is not None:
+            bridge = TransformerBridge.boot_transformers(path, hf_model=hf_model, tokenizer=tokenizer, device=str(next(hf_model.parameters()).device))
+        else:
+            from transformer_lens.model_bridge.sources import build_bridge_from_module
+
+            bridge = build_bridge_from_module(hf_model, _architecture(hf_model), hf_config=hf_model.config, tokenizer=tokenizer, model_name=name)
+        bridge.eval()
+        return cls(bridge, hf_model, tokenizer, name)
+
+    # -- hooks ---------------------------------------------------------------------
+    def _fwd_hooks(self, patches: Sequence[Patch]) -> list[tuple[str, object]]:
+        hooks = []
+        for (site, layer), ps in group_patches(patches).items():
+            def fn(x: Tensor, hook=None, ps=ps) -> Tensor:
+                for p in ps:
+                    x = p.apply(x)
+                return x
+
+            hooks.append((HOOK[site].format(L=layer), fn))
+        return hooks
+
+    @contextmanager
+    def _backend_hooked(self, patches: Sequence[Patch]) -> Iterator[None]:
+        with self.bridge.hooks(fwd_hooks=self._fwd_hooks(patches)):
+            yield
+
+    # -- runs ----------------------------------------------------------------------
+    @torch.no_grad()
+    def logits(self, tokens: Tensor) -> Tensor:
+        return self.bridge(self._check(tokens), return_type="logits")
+
+    def logits_with_grad(self, tokens: Tensor) -> Tensor:
+        """Forward pass that keeps the autograd graph (active ``hooked`` patches apply)."""
+        return self.bridge(self._check(tokens), return_type="logits")
+
+    @torch.no_grad()
+    def run_with_heads(self, tokens: Tensor, layers: Sequence[int] | None = None, sites: Sequence[str] = ("z", "resid_pre"), pattern: bool = False) -> tuple[Tensor, HeadCache]:
+        tokens = self._check(tokens)
+        layers = list(range(self.n_layers)) if layers is None else list(layers)
+        names: dict[str, tuple[str, int]] = {}
+        for L in layers:
+            for s in sites:
+                names[HOOK[s].format(L=L)] = (s, L)
+            if pattern:
+                names[HOOK["pattern"].format(L=L)] = ("pattern", L)
+        cache = HeadCache()
+        store: dict[str, Tensor] = {}
+
+        def saver(name: str):
+            def save(x: Tensor, hook=None) -> None:
+                store[name] = x.detach().clone()
+
+            return save
+
+        logits = self.bridge.run_with_hooks(tokens, fwd_hooks=[(n, saver(n)) for n in names], return_type="logits")
+        for n, (s, L) in names.items():
+            cache.site(s)[L] = store[n]
+        return logits, cache
+
+    @torch.no_grad()
+    def run_patched(self, tokens: Tensor, patches: Sequence[Patch]) -> Tensor:
+        tokens = self._check(tokens)
+        patches = list(patches)
+        check_patches(self, patches)
+        return self.bridge.run_with_hooks(tokens, fwd_hooks=self._fwd_hooks(patches), return_type="logits")
+
+    @torch.no_grad()
+    def run_from_layer(self, tokens: Tensor, resid_pre: Tensor, layer: int, patches: Sequence[Patch] = ()) -> Tensor:
+        """Logits of a run that enters block ``layer`` with ``resid_pre`` (blocks below are skipped)."""
+        tokens = self._check(tokens)
+        patches = list(patches)
+        check_patches(self, patches)
+        _check_reentry(patches + list(self._active), layer)
+        with resid_reentry(self.blocks(), layer, resid_pre.to(self.device)):
+            return self.bridge.run_with_hooks(tokens, fwd_hooks=self._fwd_hooks(patches), return_type="logits")
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.bridge.blocks)

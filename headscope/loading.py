@@ -1,0 +1,107 @@
+"""``load_model``: bundled organisms, local HF directories, hub ids and in-memory models."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from headscope.common.device import get_device
+from headscope.common.errors import HeadscopeError
+
+BACKENDS = ("tl", "nnsight")
+ORGANISMS = {
+    "llama": "Llama-architecture organism trained on the organism world (arithmetic, facts, flawed chat)",
+    "induction": "2-layer Llama-architecture organism with a previous-token head (L0) and an induction head (L1)",
+}
+
+
+def data_dir() -> Path:
+    """The repository's ``data/`` folder (override with ``HEADSCOPE_DATA``)."""
+    env = os.environ.get("HEADSCOPE_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
+
+
+def organism_dir(name: str) -> Path:
+    return data_dir() / "models" / name
+
+
+def bundled_models() -> dict[str, str]:
+    """Alias -> description of every bundled organism whose weights are present."""
+    return {k: v for k, v in ORGANISMS.items() if (organism_dir(k) / "model.safetensors").exists()}
+
+
+def _resolve(name: str) -> tuple[Path | str, bool]:
+    if name in ORGANISMS:
+        d = organism_dir(name)
+        if not (d / "model.safetensors").exists():
+            raise HeadscopeError(f"organism {name!r} has no weights in {d}; create them with `headscope organism train {name}`")
+        return d, True
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise HeadscopeError(f"{p} is a directory but holds no config.json; point at a Hugging Face model folder")
+        return p, True
+    if p.suffix or name.startswith((".", "/", "~")):
+        raise HeadscopeError(f"model path {name!r} does not exist; use a bundled organism ({', '.join(ORGANISMS)}) or a Hugging Face model folder")
+    return name, False
+
+
+def load_hf(name: str, device: str | torch.device | None = "auto", dtype: torch.dtype = torch.float32):
+    """(hf_model, tokenizer or None, path) for an alias, a local folder or a cached hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src, local = _resolve(name)
+    dev = get_device(device)
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(str(src), attn_implementation="eager", dtype=dtype, local_files_only=local or None)
+    except (OSError, ValueError) as e:
+        if local:
+            raise HeadscopeError(f"could not load the model in {src}: {' '.join(str(e).split())[:300]}") from e
+        known = ", ".join(ORGANISMS)
+        raise HeadscopeError(
+            f"unknown model {name!r}: not a bundled organism ({known}), not a local folder, and not loadable from the "
+            "Hugging Face hub here (offline or not cached); use --model llama, or a local HF model folder"
+        ) from e
+    hf.to(dev).eval()
+    tok = None
+    try:
+        tok = AutoTokenizer.from_pretrained(str(src), local_files_only=local or None)
+    except (OSError, ValueError, TypeError):
+        tok = None
+    return hf, tok, (str(src) if local else None)
+
+
+def wrap(hf_model: nn.Module, tokenizer=None, backend: str = "tl", name: str = "model", path: str | None = None, copy_model: bool = False):
+    """A HeadModel around an in-memory HF causal LM (``copy_model`` deep-copies it first,
+    which you need to give the same model to both backends: the TL bridge edits it in place)."""
+    if backend not in BACKENDS:
+        raise HeadscopeError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if copy_model:
+        hf_model = copy.deepcopy(hf_model)
+    if backend == "tl":
+        from headscope.backends.tl import TLModel
+
+        return TLModel.from_hf(hf_model, tokenizer, name=name, path=path)
+    from headscope.backends.nnsight import NNsightModel
+
+    return NNsightModel.from_hf(hf_model, tokenizer, name=name, path=path)
+
+
+def load_model(name: str = "llama", backend: str = "tl", device: str | torch.device | None = "auto"):
+    """Load a HeadModel.
+
+    Args:
+        name: a bundled organism alias (``llama``, ``induction``), a local Hugging Face
+            model folder, or a hub id (works where the weights are cached or the network
+            is reachable; otherwise a HeadscopeError lists the bundled organisms).
+        backend: ``"tl"`` (TransformerLens TransformerBridge) or ``"nnsight"``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+    """
+    if backend not in BACKENDS:
+        raise HeadscopeError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    hf, tok, path = load_hf(name, device)
+    return wrap(hf, tok, backend=backend, name=name, path=path)

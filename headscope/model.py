@@ -1,0 +1,223 @@
+"""The ``HeadModel`` protocol: the one interface every headscope analysis talks to.
+
+Two backends implement it — :class:`headscope.backends.tl.TLModel` (TransformerLens 4.x
+``TransformerBridge``) and :class:`headscope.backends.nnsight.NNsightModel` (nnsight 0.8
+``TransformersModel``) — and :func:`load_model` builds either from a bundled organism
+alias, a local Hugging Face directory, a hub id or an in-memory HF model.
+
+Vocabulary (TransformerLens names):
+
+- ``z``: a head's output before the output projection, the input of ``o_proj`` split
+  into heads, shape ``[batch, pos, n_heads, d_head]``. A head's contribution to the
+  residual stream ("result") is ``z_h @ W_O[h]``.
+- ``resid_pre``: the residual stream entering a block, ``[batch, pos, d_model]``.
+- ``attn_out`` / ``mlp_out``: a block's attention / MLP output, ``[batch, pos, d_model]``.
+
+Interventions are :class:`Patch` objects. A patch computes its new activation with
+:meth:`Patch.apply`, so both backends apply exactly the same arithmetic; they differ
+only in how they intercept the activation. Every intervention is removed when its run
+or ``with`` block ends, also when the body raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from headscope.common.errors import HeadscopeError
+
+Site = Literal["z", "resid_pre", "attn_out", "mlp_out"]
+SITES: tuple[str, ...] = ("z", "resid_pre", "attn_out", "mlp_out")
+Mode = Literal["replace", "add", "zero", "scale"]
+
+
+def _as_index(sel, n: int, what: str) -> Tensor | None:
+    """None (= all) or a LongTensor of indices in [0, n)."""
+    if sel is None:
+        return None
+    if isinstance(sel, slice):
+        return torch.arange(n)[sel]
+    if isinstance(sel, int):
+        sel = [sel]
+    idx = torch.as_tensor(sel, dtype=torch.long).flatten()
+    if idx.numel() and (idx.min() < -n or idx.max() >= n):
+        raise HeadscopeError(f"{what} index out of range: {idx.tolist()} for size {n}")
+    return idx % n
+
+
+@dataclass
+class Patch:
+    """One intervention on one site of one layer.
+
+    Args:
+        layer: block index.
+        site: ``"z"`` (per-head output), ``"resid_pre"``, ``"attn_out"`` or ``"mlp_out"``.
+        head: head index (``site="z"`` only); None = every head.
+        pos: position index / list / slice; None = every position.
+        rows: batch rows the patch applies to; None = every row.
+        mode: ``"replace"`` (with ``value``), ``"add"`` (``value``), ``"zero"``, ``"scale"``
+            (multiply by ``value``).
+        value: broadcastable to the selected block, i.e. to ``[rows, pos, d_head]`` for a
+            single head, ``[rows, pos, heads, d_head]`` for all heads, ``[rows, pos, d_model]``
+            for the layer sites.
+        mask: alternative to head/pos/rows for batched sweeps: a bool tensor broadcastable
+            to the site's full activation (``[batch, pos, n_heads, 1]`` for z); where it is
+            True the activation becomes ``value`` (mode "replace" only; ``value`` then has
+            the activation's full shape).
+    """
+
+    layer: int
+    site: Site = "z"
+    head: int | None = None
+    pos: int | Sequence[int] | slice | Tensor | None = None
+    rows: int | Sequence[int] | slice | Tensor | None = None
+    mode: Mode = "replace"
+    value: Tensor | float | None = None
+    mask: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.site not in SITES:
+            raise HeadscopeError(f"unknown patch site {self.site!r}; use one of {SITES}")
+        if self.mode not in ("replace", "add", "zero", "scale"):
+            raise HeadscopeError(f"unknown patch mode {self.mode!r}; use replace, add, zero or scale")
+        if self.mode in ("replace", "add", "scale") and self.value is None:
+            raise HeadscopeError(f"patch mode {self.mode!r} needs a value")
+        if self.head is not None and self.site != "z":
+            raise HeadscopeError(f"a head index only applies to site 'z', not {self.site!r}")
+        if self.mask is not None and self.mode != "replace":
+            raise HeadscopeError("a mask patch must use mode 'replace'")
+
+    def apply(self, x: Tensor) -> Tensor:
+        """Return the patched activation (``x`` itself is not modified).
+
+        ``x`` is ``[batch, pos, n_heads, d_head]`` for z, ``[batch, pos, d_model]`` otherwise.
+        """
+        if self.mask is not None:
+            v = torch.as_tensor(self.value, dtype=x.dtype, device=x.device)
+            return torch.where(self.mask.to(x.device), v, x)
+        rows = _as_index(self.rows, x.shape[0], "row")
+        pos = _as_index(self.pos, x.shape[1], "position")
+        if self.site == "z":
+            if self.head is not None and not (-x.shape[2] <= self.head < x.shape[2]):
+                raise HeadscopeError(f"head {self.head} out of range: the model has {x.shape[2]} heads per layer")
+        out = x.clone()
+        r = rows if rows is not None else torch.arange(x.shape[0], device=x.device)
+        p = pos if pos is not None else torch.arange(x.shape[1], device=x.device)
+        r, p = r.to(x.device), p.to(x.device)
+        if self.site == "z" and self.head is not None:
+            cur = out[r[:, None], p[None, :], self.head]  # [rows, pos, d_head]
+        else:
+            cur = out[r[:, None], p[None, :]]  # [rows, pos, (heads,) d]
+        if self.mode == "zero":
+            new = torch.zeros_like(cur)
+        else:
+            v = self.value
+            v = v.to(device=x.device, dtype=x.dtype) if isinstance(v, Tensor) else torch.tensor(v, dtype=x.dtype, device=x.device)
+            try:
+                if self.mode == "replace":
+                    new = v.expand_as(cur) if v.shape != cur.shape else v
+                elif self.mode == "add":
+                    new = cur + v
+                else:
+                    new = cur * v
+            except RuntimeError as e:
+                raise HeadscopeError(
+                    f"patch value of shape {tuple(v.shape)} does not broadcast to the patched block "
+                    f"{tuple(cur.shape)} (layer {self.layer}, site {self.site})"
+                ) from e
+        if self.site == "z" and self.head is not None:
+            out[r[:, None], p[None, :], self.head] = new
+        else:
+            out[r[:, None], p[None, :]] = new
+        return out
+
+
+def group_patches(patches: Sequence[Patch]) -> dict[tuple[str, int], list[Patch]]:
+    """Group patches by (site, layer), preserving order."""
+    out: dict[tuple[str, int], list[Patch]] = {}
+    for p in patches:
+        out.setdefault((p.site, p.layer), []).append(p)
+    return out
+
+
+@dataclass
+class HeadCache:
+    """Activations of one run, per layer.
+
+    ``z[L]``: ``[batch, pos, n_heads, d_head]``; ``resid_pre[L]``, ``attn_out[L]``,
+    ``mlp_out[L]``: ``[batch, pos, d_model]``; ``pattern[L]`` (when requested):
+    ``[batch, n_heads, query_pos, key_pos]``.
+    """
+
+    z: dict[int, Tensor] = field(default_factory=dict)
+    resid_pre: dict[int, Tensor] = field(default_factory=dict)
+    attn_out: dict[int, Tensor] = field(default_factory=dict)
+    mlp_out: dict[int, Tensor] = field(default_factory=dict)
+    pattern: dict[int, Tensor] = field(default_factory=dict)
+
+    def site(self, site: str) -> dict[int, Tensor]:
+        return getattr(self, site)
+
+    def stack_z(self) -> Float[Tensor, "layer batch pos head d_head"]:
+        return torch.stack([self.z[k] for k in sorted(self.z)])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self.z))
+
+
+@runtime_checkable
+class HeadModel(Protocol):
+    """What every analysis needs from a model (DESIGN.md §2)."""
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    d_model: int
+    d_vocab: int
+    tokenizer: object
+    device: torch.device
+    backend: str
+    name: str
+
+    def to_tokens(self, prompts: str | Sequence[str]) -> Int[Tensor, "batch pos"]: ...
+
+    def to_str_tokens(self, tokens: Tensor | str) -> list[str]: ...
+
+    def logits(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos vocab"]: ...
+
+    def run_with_heads(
+        self, tokens: Int[Tensor, "batch pos"], layers: Sequence[int] | None = None, sites: Sequence[str] = ("z", "resid_pre"), pattern: bool = False
+    ) -> tuple[Float[Tensor, "batch pos vocab"], HeadCache]: ...
+
+    def run_patched(self, tokens: Int[Tensor, "batch pos"], patches: Sequence[Patch]) -> Float[Tensor, "batch pos vocab"]: ...
+
+    def run_from_layer(
+        self, tokens: Int[Tensor, "batch pos"], resid_pre: Float[Tensor, "batch pos d_model"], layer: int, patches: Sequence[Patch] = ()
+    ) -> Float[Tensor, "batch pos vocab"]: ...
+
+    def hooked(self, patches: Sequence[Patch]) -> AbstractContextManager[None]: ...
+
+    def generate(self, tokens: Int[Tensor, "batch pos"], max_new_tokens: int = 8, patches: Sequence[Patch] = ()) -> Int[Tensor, "batch new"]: ...
+
+
+def check_patches(model: HeadModel, patches: Sequence[Patch]) -> None:
+    """Validate layer indices before any hook is attached."""
+    for p in patches:
+        if not (0 <= p.layer < model.n_layers):
+            raise HeadscopeError(f"patch layer {p.layer} out of range: the model has {model.n_layers} layers (0..{model.n_layers - 1})")
+        if p.head is not None and not (0 <= p.head < model.n_heads):
+            raise HeadscopeError(f"patch head {p.head} out of range: the model has {model.n_heads} heads per layer")
+
+
+def _check_reentry(patches: Sequence[Patch], layer: int) -> None:
+    """A run re-entering at ``layer`` skips the blocks below it: no patch may sit there."""
+    low = sorted({p.layer for p in patches if p.layer < layer})
+    if low:
+        raise HeadscopeError(f"patches on layers {low} lie below the re-entry layer {layer}; they would never run")
