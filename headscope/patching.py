@@ -1,0 +1,233 @@
+"""Activation patching of heads and layers, batched and restarted from cached residuals.
+
+Method (Meng et al. 2022; Heimersheim & Nanda, "How to use and interpret activation
+patching", 2024): run the clean and the corrupt prompts once, caching activations; then,
+for each component, run the *base* prompts (corrupt when denoising, clean when noising)
+with that component's activation replaced by its value from the other run, and score the
+metric normalised as ``(m − m_corrupt) / (m_clean − m_corrupt)`` (1 = clean behaviour,
+0 = corrupt behaviour).
+
+Speed: a sweep over the heads of layer L stacks one copy of the batch per patched
+component along the batch axis (chunked to ``max_rows`` rows), and every patched run
+re-enters the model at block L from the cached residual, so blocks 0..L−1 are never
+recomputed. TransformerLens's ``patching.get_act_patch_attn_head_out_by_pos`` runs one
+full forward pass per (layer, position, head) instead; the results are identical
+(tests/headscope/test_patching.py) and ``benchmarks/patching_speed.py`` compares times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from headscope.common.batching import chunks
+from headscope.common.errors import HeadscopeError
+from headscope.common.metrics import normalized_patching_metric
+from headscope.common.progress import progress
+from headscope.model import HeadCache, HeadModel, Patch
+from headscope.results import HeadResult
+
+Metric = Callable[[Float[Tensor, "batch pos vocab"]], Tensor]
+PatchMode = Literal["denoise", "noise"]
+
+
+def _validate(model: HeadModel, clean: Tensor, corrupt: Tensor, mode: str) -> None:
+    if mode not in ("denoise", "noise"):
+        raise HeadscopeError(f"unknown patching mode {mode!r}; use denoise (clean into corrupt) or noise (corrupt into clean)")
+    if clean.shape != corrupt.shape:
+        raise HeadscopeError(
+            f"clean tokens {tuple(clean.shape)} and corrupt tokens {tuple(corrupt.shape)} differ in shape; "
+            "each clean prompt needs a corrupt partner of the same token length"
+        )
+
+
+def _runs(model: HeadModel, clean: Tensor, corrupt: Tensor, metric: Metric, sites: Sequence[str]):
+    cl_logits, cl_cache = model.run_with_heads(clean, sites=tuple(sites))
+    co_logits, co_cache = model.run_with_heads(corrupt, sites=tuple(sites))
+    m_clean, m_corrupt = metric(cl_logits).detach(), metric(co_logits).detach()
+    if torch.isclose(m_clean, m_corrupt, atol=1e-6):
+        raise HeadscopeError(
+            f"the metric is the same on clean and corrupt prompts ({float(m_clean):.4g}); patching cannot be "
+            "normalised — use a corruption that changes the model's answer"
+        )
+    return m_clean, m_corrupt, cl_cache, co_cache
+
+
+def _fast_ok(model: HeadModel) -> bool:
+    return getattr(getattr(model, "paths", None), "layers", "") == "model.layers" and hasattr(model, "run_from_layer")
+
+
+def patch_heads(
+    model: HeadModel,
+    clean: Int[Tensor, "batch pos"],
+    corrupt: Int[Tensor, "batch pos"],
+    metric: Metric,
+    *,
+    mode: PatchMode = "denoise",
+    per_position: bool = False,
+    layers: Sequence[int] | None = None,
+    max_rows: int = 512,
+    fast: bool = True,
+    normalize: bool = True,
+    show_progress: bool = True,
+) -> HeadResult:
+    """Patch every head's output ``z`` (all positions, or one position at a time).
+
+    Args:
+        metric: logits ``[batch, pos, vocab]`` → scalar (mean over the batch).
+        mode: ``"denoise"``: clean activation into the corrupt run; ``"noise"``: corrupt
+            activation into the clean run.
+        per_position: one patch per (head, position) instead of per head.
+        max_rows: rows per forward pass (patched copies × batch), bounding memory.
+        fast: re-enter at the patched layer from the cached residual (Llama-family).
+        normalize: report ``(m − m_corrupt)/(m_clean − m_corrupt)``; else the raw metric.
+
+    Returns:
+        HeadResult with axes ``("layer", "head")`` or ``("layer", "pos", "head")``.
+    """
+    clean, corrupt = model._check(clean), model._check(corrupt)  # type: ignore[attr-defined]
+    _validate(model, clean, corrupt, mode)
+    m_clean, m_corrupt, cl_cache, co_cache = _runs(model, clean, corrupt, metric, ("z", "resid_pre"))
+    base_tokens, base, src = (corrupt, co_cache, cl_cache) if mode == "denoise" else (clean, cl_cache, co_cache)
+    B, P = clean.shape
+    H = model.n_heads
+    layers = list(range(model.n_layers)) if layers is None else list(layers)
+    out = torch.full((model.n_layers, P, H) if per_position else (model.n_layers, H), float("nan"))
+    use_fast = fast and _fast_ok(model)
+    per_chunk = max(1, max_rows // B)
+    for L in progress(layers, desc="patching heads") if show_progress else layers:
+        jobs = [(h, p) for h in range(H) for p in (range(P) if per_position else [None])]
+        for chunk in chunks(jobs, per_chunk):
+            n = len(chunk)
+            mask = torch.zeros(n * B, P, H, 1, dtype=torch.bool, device=clean.device)
+            for j, (h, p) in enumerate(chunk):
+                mask[j * B : (j + 1) * B, slice(None) if p is None else p, h] = True
+            value = src.z[L].repeat(n, 1, 1, 1)
+            patch = Patch(layer=L, site="z", mode="replace", value=value, mask=mask)
+            toks = base_tokens.repeat(n, 1)
+            if use_fast:
+                logits = model.run_from_layer(toks, base.resid_pre[L].repeat(n, 1, 1), L, [patch])
+            else:
+                logits = model.run_patched(toks, [patch])
+            for j, (h, p) in enumerate(chunk):
+                m = metric(logits[j * B : (j + 1) * B]).detach()
+                v = normalized_patching_metric(m, m_clean, m_corrupt) if normalize else m.float()
+                if per_position:
+                    out[L, p, h] = v
+                else:
+                    out[L, h] = v
+    axes = ("layer", "pos", "head") if per_position else ("layer", "head")
+    info = _info(model, mode, m_clean, m_corrupt, normalize, site="z", per_position=per_position)
+    return HeadResult(out, axes, {"pos": _pos_labels(model, clean)}, info)
+
+
+def patch_layers(
+    model: HeadModel,
+    clean: Int[Tensor, "batch pos"],
+    corrupt: Int[Tensor, "batch pos"],
+    metric: Metric,
+    *,
+    site: str = "resid_pre",
+    mode: PatchMode = "denoise",
+    per_position: bool = True,
+    layers: Sequence[int] | None = None,
+    max_rows: int = 512,
+    fast: bool = True,
+    normalize: bool = True,
+    show_progress: bool = True,
+) -> HeadResult:
+    """Patch a layer-level site (``resid_pre``, ``attn_out`` or ``mlp_out``) per layer (and position).
+
+    Returns a HeadResult with axes ``("layer", "pos")`` or ``("layer",)``.
+    """
+    if site not in ("resid_pre", "attn_out", "mlp_out"):
+        raise HeadscopeError(f"unknown layer site {site!r}; use resid_pre, attn_out or mlp_out")
+    clean, corrupt = model._check(clean), model._check(corrupt)  # type: ignore[attr-defined]
+    _validate(model, clean, corrupt, mode)
+    sites = ("resid_pre",) if site == "resid_pre" else ("resid_pre", site)
+    m_clean, m_corrupt, cl_cache, co_cache = _runs(model, clean, corrupt, metric, sites)
+    base_tokens, base, src = (corrupt, co_cache, cl_cache) if mode == "denoise" else (clean, cl_cache, co_cache)
+    B, P = clean.shape
+    layers = list(range(model.n_layers)) if layers is None else list(layers)
+    out = torch.full((model.n_layers, P) if per_position else (model.n_layers,), float("nan"))
+    use_fast = fast and _fast_ok(model)
+    per_chunk = max(1, max_rows // B)
+    it = progress(layers, desc=f"patching {site}") if show_progress else layers
+    for L in it:
+        jobs = list(range(P)) if per_position else [None]
+        for chunk in chunks(jobs, per_chunk):
+            n = len(chunk)
+            mask = torch.zeros(n * B, P, 1, dtype=torch.bool, device=clean.device)
+            for j, p in enumerate(chunk):
+                mask[j * B : (j + 1) * B, slice(None) if p is None else p] = True
+            toks = base_tokens.repeat(n, 1)
+            resid = base.resid_pre[L].repeat(n, 1, 1)
+            value = src.site(site)[L].repeat(n, 1, 1)
+            if site == "resid_pre":
+                patched = torch.where(mask, value, resid)
+                logits = model.run_from_layer(toks, patched, L, []) if use_fast else model.run_patched(toks, [Patch(layer=L, site=site, value=value, mask=mask)])
+            else:
+                patch = Patch(layer=L, site=site, value=value, mask=mask)
+                logits = model.run_from_layer(toks, resid, L, [patch]) if use_fast else model.run_patched(toks, [patch])
+            for j, p in enumerate(chunk):
+                m = metric(logits[j * B : (j + 1) * B]).detach()
+                v = normalized_patching_metric(m, m_clean, m_corrupt) if normalize else m.float()
+                if per_position:
+                    out[L, p] = v
+                else:
+                    out[L] = v
+    axes = ("layer", "pos") if per_position else ("layer",)
+    info = _info(model, mode, m_clean, m_corrupt, normalize, site=site, per_position=per_position)
+    return HeadResult(out, axes, {"pos": _pos_labels(model, clean)}, info)
+
+
+def patch_task(model: HeadModel, task, *, sites: str = "heads", **kwargs) -> HeadResult:
+    """Run :func:`patch_heads` (``sites="heads"``) or :func:`patch_layers` on a Task / TaskBatch."""
+    batch = task.prepare(model) if hasattr(task, "prepare") else task
+    fn = patch_heads if sites == "heads" else patch_layers
+    if sites not in ("heads",):
+        kwargs.setdefault("site", sites)
+    res = fn(model, batch.clean, batch.corrupt, batch.metric_fn(), **kwargs)
+    res.info["task"] = batch.name
+    return res
+
+
+def _pos_labels(model: HeadModel, tokens: Tensor) -> list[str]:
+    try:
+        return [str(t) for t in model.to_str_tokens(tokens[0])]
+    except Exception:  # noqa: BLE001 - labels are cosmetic
+        return [str(i) for i in range(tokens.shape[1])]
+
+
+def _info(model: HeadModel, mode: str, m_clean: Tensor, m_corrupt: Tensor, normalize: bool, **kw) -> dict:
+    return {
+        "method": "activation_patching",
+        "model": getattr(model, "name", "model"),
+        "backend": getattr(model, "backend", "?"),
+        "mode": mode,
+        "metric_clean": float(m_clean),
+        "metric_corrupt": float(m_corrupt),
+        "metric_name": "normalised logit diff" if normalize else "logit diff",
+        "title": f"{'denoising' if mode == 'denoise' else 'noising'} patching of {kw.get('site', 'z')}",
+        **kw,
+    }
+
+
+def ablate_heads(model: HeadModel, tokens: Tensor, heads: Sequence[tuple[int, int]], how: str = "zero", reference: HeadCache | None = None) -> Tensor:
+    """Logits with ``heads`` ablated: ``"zero"`` (z = 0) or ``"mean"`` (z = its mean over
+    ``reference``'s batch and positions)."""
+    patches = []
+    for L, h in heads:
+        if how == "zero":
+            patches.append(Patch(layer=L, head=h, mode="zero"))
+        elif how == "mean":
+            if reference is None or L not in reference.z:
+                raise HeadscopeError("mean ablation needs a reference cache with z for the ablated layers")
+            patches.append(Patch(layer=L, head=h, mode="replace", value=reference.z[L][:, :, h].mean(dim=(0, 1))))
+        else:
+            raise HeadscopeError(f"unknown ablation {how!r}; use zero or mean")
+    return model.run_patched(tokens, patches)

@@ -1,0 +1,24 @@
+"""Prompt sets with clean/corrupt pairs, answers and metrics.
+
+``get_task(name, **kwargs)`` returns a :class:`Task` (text pairs, model-independent);
+``task.prepare(model)`` tokenizes it into a :class:`TaskBatch` with the metric.
+"""
+
+from __future__ import annotations
+
+from headscope.common.errors import HeadscopeError
+from headscope.tasks.arithmetic import arithmetic_task
+from headscope.tasks.base import Task, TaskBatch
+from headscope.tasks.facts import facts_task
+from headscope.tasks.induction import induction_task
+
+TASKS = {"arithmetic": arithmetic_task, "induction": induction_task, "facts": facts_task}
+
+
+def get_task(name: str, **kwargs) -> Task:
+    if name not in TASKS:
+        raise HeadscopeError(f"unknown task {name!r}; use one of {', '.join(TASKS)}")
+    return TASKS[name](**kwargs)
+
+
+__all__ = ["TASKS", "Task", "TaskBatch", "arithmetic_task", "facts_task", "get_task", "induction_task"]
