@@ -186,6 +186,35 @@ def advance(model: FuseFLModel, fused_block: FusedBlock, new_adaptor: Adaptor | 
     return FuseFLModel(list(model.fused) + [fused_block], new_adaptor, list(model.local_blocks)[1:], model.classifier)
 
 
+class _Upper(nn.Module):
+    """The trainable part of a stage model, fed with the (frozen, precomputed) outputs of its fused blocks."""
+
+    def __init__(self, model: FuseFLModel) -> None:
+        super().__init__()
+        self.adaptor, self.local_blocks, self.classifier = model.adaptor, model.local_blocks, model.classifier
+
+    def forward(self, z: Float[Tensor, "batch branches *feat"]) -> Float[Tensor, "batch classes"]:
+        h = self.adaptor(list(z.unbind(1))) if self.adaptor is not None else z
+        for b in self.local_blocks:
+            h = b(h)
+        return self.classifier(h.flatten(1))
+
+
+def _train_stage(model: FuseFLModel, env: ClientEnv, seed: int) -> float:
+    """Local training of a stage model; the frozen fused blocks run once per sample, not once per epoch."""
+    cfg = env.cfg
+    if len(model.fused) == 0:
+        return train_local(model, env.x, env.y, cfg.local_epochs, cfg.batch_size, cfg.lr, seed)
+    with torch.no_grad():
+        outs = []
+        for i in range(0, len(env.x), 256):
+            h: Tensor | list[Tensor] = env.x[i : i + 256]
+            for fb in model.fused:
+                h = fb(h)
+            outs.append(torch.stack(h, dim=1))  # type: ignore[arg-type]
+    return train_local(_Upper(model), torch.cat(outs), env.y, cfg.local_epochs, cfg.batch_size, cfg.lr, seed)
+
+
 @client_action("fusefl_stage")
 def client_stage(task: Task, env: ClientEnv) -> Reply:
     """Client side of FuseFL stage k (``task.config["stage"]``).
@@ -207,7 +236,7 @@ def client_stage(task: Task, env: ClientEnv) -> Reply:
         fb = fused_block_model(cfg, shape, C, k - 1)
         fb.load_state_dict(task.arrays)
         model = advance(prev, fb, stage_model(cfg, shape, C, k).adaptor)
-    loss = train_local(model, env.x, env.y, cfg.local_epochs, cfg.batch_size, cfg.lr, client_seed(cfg, env.cid, k))
+    loss = _train_stage(model, env, client_seed(cfg, env.cid, k))
     env.state.clear()
     env.state.update(_prefixed(state_of(model), "model."))
     env.state["stage"] = torch.tensor(k)
