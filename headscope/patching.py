@@ -5,7 +5,10 @@ patching", 2024): run the clean and the corrupt prompts once, caching activation
 for each component, run the *base* prompts (corrupt when denoising, clean when noising)
 with that component's activation replaced by its value from the other run, and score the
 metric normalised as ``(m − m_corrupt) / (m_clean − m_corrupt)`` (1 = clean behaviour,
-0 = corrupt behaviour).
+0 = corrupt behaviour). Noising results are reported relative to the clean run,
+``(m − m_clean) / (m_clean − m_corrupt)``, so that in both modes 0 means "no effect" and
+a heatmap centred on 0 reads the same way (−1: noising this component alone destroys
+the behaviour; +1: denoising it alone restores it).
 
 Speed: a sweep over the heads of layer L stacks one copy of the batch per patched
 component along the batch axis (chunked to ``max_rows`` rows), and every patched run
@@ -115,7 +118,7 @@ def patch_heads(
                 logits = model.run_patched(toks, [patch])
             for j, (h, p) in enumerate(chunk):
                 m = metric(logits[j * B : (j + 1) * B]).detach()
-                v = normalized_patching_metric(m, m_clean, m_corrupt) if normalize else m.float()
+                v = _score(m, m_clean, m_corrupt, mode, normalize)
                 if per_position:
                     out[L, p, h] = v
                 else:
@@ -175,7 +178,7 @@ def patch_layers(
                 logits = model.run_from_layer(toks, resid, L, [patch]) if use_fast else model.run_patched(toks, [patch])
             for j, p in enumerate(chunk):
                 m = metric(logits[j * B : (j + 1) * B]).detach()
-                v = normalized_patching_metric(m, m_clean, m_corrupt) if normalize else m.float()
+                v = _score(m, m_clean, m_corrupt, mode, normalize)
                 if per_position:
                     out[L, p] = v
                 else:
@@ -196,6 +199,13 @@ def patch_task(model: HeadModel, task, *, sites: str = "heads", **kwargs) -> Hea
     return res
 
 
+def _score(m: Tensor, m_clean: Tensor, m_corrupt: Tensor, mode: str, normalize: bool) -> Tensor:
+    if not normalize:
+        return m.float()
+    v = normalized_patching_metric(m, m_clean, m_corrupt)
+    return v - 1.0 if mode == "noise" else v
+
+
 def _pos_labels(model: HeadModel, tokens: Tensor) -> list[str]:
     try:
         return [str(t) for t in model.to_str_tokens(tokens[0])]
@@ -211,7 +221,7 @@ def _info(model: HeadModel, mode: str, m_clean: Tensor, m_corrupt: Tensor, norma
         "mode": mode,
         "metric_clean": float(m_clean),
         "metric_corrupt": float(m_corrupt),
-        "metric_name": "normalised logit diff" if normalize else "logit diff",
+        "metric_name": ("normalised logit diff" if mode == "denoise" else "normalised change from clean") if normalize else "logit diff",
         "title": f"{'denoising' if mode == 'denoise' else 'noising'} patching of {kw.get('site', 'z')}",
         **kw,
     }

@@ -58,6 +58,12 @@ class TLModel(BaseHeadModel):
         else:
             from transformer_lens.model_bridge.sources import build_bridge_from_module
 
+            if tokenizer is not None and "name_or_path" not in tokenizer.init_kwargs:
+                # An in-memory tokenizer: TransformerLens would reload it from its path to
+                # turn on add_bos_token. Ours already prepend BOS in their post-processor.
+                tokenizer.init_kwargs["name_or_path"] = getattr(tokenizer, "name_or_path", "") or name
+                tokenizer.init_kwargs["add_bos_token"] = True
+
             bridge = build_bridge_from_module(hf_model, _architecture(hf_model), hf_config=hf_model.config, tokenizer=tokenizer, model_name=name)
         bridge.eval()
         return cls(bridge, hf_model, tokenizer, name)
