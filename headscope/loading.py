@@ -53,7 +53,9 @@ def _resolve(name: str) -> tuple[Path | str, bool]:
 def load_hf(name: str, device: str | torch.device | None = "auto", dtype: torch.dtype = torch.float32):
     """(hf_model, tokenizer or None, path) for an alias, a local folder or a cached hub id."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own progress bars cover long work; loading is quick
     src, local = _resolve(name)
     dev = get_device(device)
     try:

@@ -1,0 +1,74 @@
+"""The CLI: the demo job end to end, and one-line errors with exit code 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from headscope.cli import main
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HEADSCOPE_PROGRESS": "0"}
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "headscope.cli", *args], capture_output=True, text=True, env=ENV, timeout=600)
+
+
+def test_patch_writes_heatmap_and_json(tmp_path):
+    r = run("patch", "--model", "llama", "-n", "8", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "top 10 heads" in r.stdout and "L" in r.stdout
+    js = next(tmp_path.glob("*.json"))
+    data = json.loads(js.read_text())
+    assert data["axes"] == ["layer", "head"] and len(data["scores"]) == 6 and len(data["scores"][0]) == 8
+    assert next(tmp_path.glob("*.html")).stat().st_size > 10_000
+
+
+def test_models_lists_organisms(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "llama" in out and "induction" in out
+
+
+def _pairs(tmp_path, rows):
+    p = tmp_path / "pairs.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows) + ("\n" if rows else ""))
+    return str(p)
+
+
+def _one_line_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and "Warning" not in ln and "warn(" not in ln]
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_unknown_model(tmp_path):
+    _one_line_error(run("patch", "--model", "no-such-model", "--out", str(tmp_path)), "unknown model", "llama")
+
+
+def test_length_mismatch(tmp_path):
+    f = _pairs(tmp_path, [{"clean": "3 + 5 =", "corrupt": "Q : What is 3 plus 5 ? A :", "answer": "8", "wrong": "2"}])
+    _one_line_error(run("patch", "--prompts", f, "--out", str(tmp_path)), "same length")
+
+
+def test_answer_not_single_token(tmp_path):
+    f = _pairs(tmp_path, [{"clean": "3 + 5 =", "corrupt": "3 @ 5 =", "answer": "eight thousand", "wrong": "2"}])
+    _one_line_error(run("patch", "--prompts", f, "--out", str(tmp_path)), "single token")
+
+
+def test_empty_prompt_set(tmp_path):
+    f = _pairs(tmp_path, [])
+    _one_line_error(run("patch", "--prompts", f, "--out", str(tmp_path)), "empty")
+
+
+@pytest.mark.parametrize("args,needle", [(["patch", "--backend", "jax"], "invalid choice"), (["patch", "-n", "0"], "n-prompts")])
+def test_usage_errors(args, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args) if args[1] != "-n" else sys.exit(main(args))
+    assert e.value.code == 2
+    assert needle in capsys.readouterr().err
