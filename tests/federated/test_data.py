@@ -121,3 +121,12 @@ def test_missing_local_dataset(tmp_path):
         load_dataset("cifar10", str(tmp_path))
     with pytest.raises(HeadscopeError, match="unknown dataset"):
         load_dataset("imagenet")
+
+
+def test_mnist1d_is_generated_offline():
+    from federated.protocol import FLConfig
+
+    d = load_dataset("mnist1d")
+    assert d.input_shape == (40,) and d.num_classes == 10
+    assert len(d.x_train) + len(d.x_server) == 4000 and len(d.x_test) == 1000
+    assert FLConfig().model_kind(d.input_shape) == "mlp"
