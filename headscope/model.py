@@ -32,8 +32,9 @@ from torch import Tensor
 
 from headscope.common.errors import HeadscopeError
 
-Site = Literal["z", "resid_pre", "attn_out", "mlp_out"]
-SITES: tuple[str, ...] = ("z", "resid_pre", "attn_out", "mlp_out")
+Site = Literal["z", "resid_pre", "attn_out", "mlp_out", "q", "k", "v"]
+SITES: tuple[str, ...] = ("z", "resid_pre", "attn_out", "mlp_out", "q", "k", "v")
+HEAD_SITES: tuple[str, ...] = ("z", "q", "k", "v")
 Mode = Literal["replace", "add", "zero", "scale"]
 
 
@@ -88,8 +89,8 @@ class Patch:
             raise HeadscopeError(f"unknown patch mode {self.mode!r}; use replace, add, zero or scale")
         if self.mode in ("replace", "add", "scale") and self.value is None:
             raise HeadscopeError(f"patch mode {self.mode!r} needs a value")
-        if self.head is not None and self.site != "z":
-            raise HeadscopeError(f"a head index only applies to site 'z', not {self.site!r}")
+        if self.head is not None and self.site not in HEAD_SITES:
+            raise HeadscopeError(f"a head index only applies to the per-head sites {HEAD_SITES}, not {self.site!r}")
         if self.mask is not None and self.mode != "replace":
             raise HeadscopeError("a mask patch must use mode 'replace'")
 
@@ -103,14 +104,14 @@ class Patch:
             return torch.where(self.mask.to(x.device), v, x)
         rows = _as_index(self.rows, x.shape[0], "row")
         pos = _as_index(self.pos, x.shape[1], "position")
-        if self.site == "z":
+        if self.site in HEAD_SITES:
             if self.head is not None and not (-x.shape[2] <= self.head < x.shape[2]):
-                raise HeadscopeError(f"head {self.head} out of range: the model has {x.shape[2]} heads per layer")
+                raise HeadscopeError(f"head {self.head} out of range: this site has {x.shape[2]} heads per layer")
         out = x.clone()
         r = rows if rows is not None else torch.arange(x.shape[0], device=x.device)
         p = pos if pos is not None else torch.arange(x.shape[1], device=x.device)
         r, p = r.to(x.device), p.to(x.device)
-        if self.site == "z" and self.head is not None:
+        if self.site in HEAD_SITES and self.head is not None:
             cur = out[r[:, None], p[None, :], self.head]  # [rows, pos, d_head]
         else:
             cur = out[r[:, None], p[None, :]]  # [rows, pos, (heads,) d]
@@ -131,7 +132,7 @@ class Patch:
                     f"patch value of shape {tuple(v.shape)} does not broadcast to the patched block "
                     f"{tuple(cur.shape)} (layer {self.layer}, site {self.site})"
                 ) from e
-        if self.site == "z" and self.head is not None:
+        if self.site in HEAD_SITES and self.head is not None:
             out[r[:, None], p[None, :], self.head] = new
         else:
             out[r[:, None], p[None, :]] = new
@@ -150,7 +151,8 @@ def group_patches(patches: Sequence[Patch]) -> dict[tuple[str, int], list[Patch]
 class HeadCache:
     """Activations of one run, per layer.
 
-    ``z[L]``: ``[batch, pos, n_heads, d_head]``; ``resid_pre[L]``, ``attn_out[L]``,
+    ``z[L]``, ``q[L]``: ``[batch, pos, n_heads, d_head]``; ``k[L]``, ``v[L]``: ``[batch, pos,
+    n_kv_heads, d_head]`` (before rotary embeddings); ``resid_pre[L]``, ``attn_out[L]``,
     ``mlp_out[L]``: ``[batch, pos, d_model]``; ``pattern[L]`` (when requested):
     ``[batch, n_heads, query_pos, key_pos]``.
     """
@@ -160,6 +162,9 @@ class HeadCache:
     attn_out: dict[int, Tensor] = field(default_factory=dict)
     mlp_out: dict[int, Tensor] = field(default_factory=dict)
     pattern: dict[int, Tensor] = field(default_factory=dict)
+    q: dict[int, Tensor] = field(default_factory=dict)
+    k: dict[int, Tensor] = field(default_factory=dict)
+    v: dict[int, Tensor] = field(default_factory=dict)
 
     def site(self, site: str) -> dict[int, Tensor]:
         return getattr(self, site)
@@ -212,8 +217,9 @@ def check_patches(model: HeadModel, patches: Sequence[Patch]) -> None:
     for p in patches:
         if not (0 <= p.layer < model.n_layers):
             raise HeadscopeError(f"patch layer {p.layer} out of range: the model has {model.n_layers} layers (0..{model.n_layers - 1})")
-        if p.head is not None and not (0 <= p.head < model.n_heads):
-            raise HeadscopeError(f"patch head {p.head} out of range: the model has {model.n_heads} heads per layer")
+        n = model.n_kv_heads if p.site in ("k", "v") else model.n_heads
+        if p.head is not None and not (0 <= p.head < n):
+            raise HeadscopeError(f"patch head {p.head} out of range: site {p.site!r} has {n} heads per layer")
 
 
 def _check_reentry(patches: Sequence[Patch], layer: int) -> None:

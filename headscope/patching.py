@@ -241,3 +241,124 @@ def ablate_heads(model: HeadModel, tokens: Tensor, heads: Sequence[tuple[int, in
         else:
             raise HeadscopeError(f"unknown ablation {how!r}; use zero or mean")
     return model.run_patched(tokens, patches)
+
+
+# ---------------------------------------------------------------------------------------
+# Path patching
+
+
+def path_patch_heads(
+    model: HeadModel,
+    clean: Int[Tensor, "batch pos"],
+    corrupt: Int[Tensor, "batch pos"],
+    metric: Metric,
+    *,
+    receiver: tuple[int, int] | None = None,
+    via: str = "q",
+    max_rows: int = 512,
+    normalize: bool = True,
+    show_progress: bool = True,
+) -> HeadResult:
+    """Path patching from every sender head (Wang et al. 2022; Goldowsky-Dill et al. 2023).
+
+    Sender → logits (``receiver=None``): run the clean prompts with the sender head's
+    ``z`` taken from the corrupt run while every other head's ``z`` (in the sender's
+    layer and all later layers) is frozen at its clean value; MLPs and norms recompute.
+    The effect therefore reaches the logits only through paths sender → MLPs → logits.
+
+    Sender → receiver head (``receiver=(L, h)``, ``via`` ∈ q, k, v): as above but only up
+    to the receiver's layer, recording the receiver's ``via`` input (its query, or its
+    key/value group for grouped-query models); then a second clean run where only the
+    receiver's ``via`` is replaced by the recorded value. Senders lie in layers below
+    the receiver's.
+
+    Score: ``(m − m_clean) / (m_clean − m_corrupt)`` (0 = no effect, −1 = the sender's
+    path alone carries the whole clean-vs-corrupt difference). Batched: all senders of
+    one layer run as stacked copies of the batch, re-entering at that layer.
+
+    Returns a HeadResult with axes ``("layer", "head")`` (NaN for layers that cannot send
+    to the receiver).
+    """
+    clean, corrupt = model._check(clean), model._check(corrupt)  # type: ignore[attr-defined]
+    _validate(model, clean, corrupt, "noise")
+    if via not in ("q", "k", "v"):
+        raise HeadscopeError(f"unknown receiver input {via!r}; use q, k or v")
+    if receiver is not None:
+        R, hr = receiver
+        if not (0 < R < model.n_layers and 0 <= hr < model.n_heads):
+            raise HeadscopeError(f"receiver L{R}H{hr} is not a head of this model with earlier layers (layers 1..{model.n_layers - 1}, heads 0..{model.n_heads - 1})")
+    sites = ("z", "resid_pre") + ((via,) if receiver is not None else ())
+    m_clean, m_corrupt, cl_cache, co_cache = _runs(model, clean, corrupt, metric, sites)
+    B, P = clean.shape
+    H = model.n_heads
+    top = model.n_layers if receiver is None else receiver[0]
+    out = torch.full((model.n_layers, H), float("nan"))
+    per_chunk = max(1, max_rows // B)
+    use_fast = _fast_ok(model)
+    group = model.n_heads // model.n_kv_heads
+    it = progress(range(top), desc="path patching") if show_progress else range(top)
+    for L in it:
+        for chunk in chunks(list(range(H)), per_chunk):
+            n = len(chunk)
+            toks = clean.repeat(n, 1)
+            mask = torch.zeros(n * B, P, H, 1, dtype=torch.bool, device=clean.device)
+            for j, h in enumerate(chunk):
+                mask[j * B : (j + 1) * B, :, h] = True
+            src = torch.where(mask, co_cache.z[L].repeat(n, 1, 1, 1), cl_cache.z[L].repeat(n, 1, 1, 1))
+            patches = [Patch(layer=L, site="z", value=src, mask=torch.ones_like(mask))]
+            for ell in range(L + 1, top):
+                patches.append(Patch(layer=ell, site="z", value=cl_cache.z[ell].repeat(n, 1, 1, 1), mask=torch.ones(1, 1, 1, 1, dtype=torch.bool)))
+            resid = cl_cache.resid_pre[L].repeat(n, 1, 1)
+            if receiver is None:
+                logits = model.run_from_layer(toks, resid, L, patches) if use_fast else model.run_patched(toks, patches)
+            else:
+                R, hr = receiver
+                rh = hr // group if via in ("k", "v") else hr
+                with _record(model, via, R) as rec:
+                    if use_fast:
+                        model.run_from_layer(toks, resid, L, patches)
+                    else:
+                        model.run_patched(toks, patches)
+                recorded = rec["value"]  # [n*B, P, heads_or_kv, d_head]
+                new = cl_cache.site(via)[R].repeat(n, 1, 1, 1).clone()
+                new[:, :, rh] = recorded[:, :, rh]
+                p2 = [Patch(layer=R, site=via, value=new, mask=torch.ones(1, 1, 1, 1, dtype=torch.bool))]
+                logits = model.run_from_layer(toks, cl_cache.resid_pre[R].repeat(n, 1, 1), R, p2) if use_fast else model.run_patched(toks, p2)
+            for j, h in enumerate(chunk):
+                m = metric(logits[j * B : (j + 1) * B]).detach()
+                out[L, h] = _score(m, m_clean, m_corrupt, "noise", normalize)
+    info = _info(model, "path", m_clean, m_corrupt, normalize, site="z")
+    info.update({"method": "path_patching", "receiver": None if receiver is None else f"L{receiver[0]}H{receiver[1]}", "via": via if receiver else None,
+                 "metric_name": "normalised change from clean", "title": "path patching " + ("to logits" if receiver is None else f"to L{receiver[0]}H{receiver[1]} via {via}")})
+    return HeadResult(out, ("layer", "head"), {}, info)
+
+
+class _record:
+    """Context manager that records one site's activation through a pass-through patch."""
+
+    def __init__(self, model: HeadModel, site: str, layer: int) -> None:
+        self.model, self.site, self.layer = model, site, layer
+        self.store: dict[str, Tensor] = {}
+
+    def __enter__(self) -> dict[str, Tensor]:
+        store = self.store
+
+        class _Tap(Patch):
+            def apply(self, x: Tensor) -> Tensor:  # records, changes nothing
+                store["value"] = x.detach().clone()
+                return x
+
+        self._cm = self.model.hooked([_Tap(layer=self.layer, site=self.site, mode="add", value=0.0)])
+        self._cm.__enter__()
+        return store
+
+    def __exit__(self, *exc) -> None:
+        self._cm.__exit__(*exc)
+
+
+def path_patch_task(model: HeadModel, task, **kwargs) -> HeadResult:
+    """:func:`path_patch_heads` on a Task / TaskBatch."""
+    batch = task.prepare(model) if hasattr(task, "prepare") else task
+    res = path_patch_heads(model, batch.clean, batch.corrupt, batch.metric_fn(), **kwargs)
+    res.info["task"] = batch.name
+    return res

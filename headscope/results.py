@@ -44,6 +44,8 @@ class HeadResult:
             raise ValueError("top() needs a head axis")
         s = self.by_head()
         key = {"abs": s.abs(), "value": s, "neg": -s}[by]
+        key = torch.nan_to_num(key.float(), nan=float("-inf"))  # heads that were not scored rank last
+        k = min(k, int(torch.isfinite(key).sum()))
         flat = key.flatten().argsort(descending=True)[:k]
         H = s.shape[1]
         return [(int(i) // H, int(i) % H, float(s.flatten()[i])) for i in flat]

@@ -18,7 +18,8 @@ from headscope.backends._hf import get_path, resid_reentry
 from headscope.backends.base import BaseHeadModel
 from headscope.model import HeadCache, Patch, _check_reentry, check_patches, group_patches
 
-_ORDER = ("resid_pre", "z", "attn_out", "pattern", "mlp_out")
+_ORDER = ("resid_pre", "q", "k", "v", "z", "attn_out", "pattern", "mlp_out")
+_PROJ = {"q": "q_proj", "k": "k_proj", "v": "v_proj"}
 
 
 class NNsightModel(BaseHeadModel):
@@ -59,7 +60,19 @@ class NNsightModel(BaseHeadModel):
             return get_path(self._layer(L), self.paths.attn).output[1]
         if site == "mlp_out":
             return get_path(self._layer(L), self.paths.mlp).output
+        if site in _PROJ:
+            return self._proj(L, site).output
         raise KeyError(site)
+
+    def _proj(self, L: int, site: str):
+        if self.paths.o_proj != "o_proj":
+            from headscope.common.errors import HeadscopeError
+
+            raise HeadscopeError("q/k/v sites are supported for Llama-family models only")
+        return get_path(self._layer(L), f"{self.paths.attn}.{_PROJ[site]}")
+
+    def _n(self, site: str) -> int:
+        return self.n_kv_heads if site in ("k", "v") else self.n_heads
 
     def _apply(self, site: str, L: int, ps: Sequence[Patch]) -> None:
         """Inside a trace: patch one (site, layer) with every patch of ``ps``."""
@@ -89,6 +102,14 @@ class NNsightModel(BaseHeadModel):
             for pt in ps:
                 x = pt.apply(x)
             env.output = x
+        elif site in _PROJ:
+            env = self._proj(L, site)
+            x = env.output
+            b, p, _ = x.shape
+            y = x.reshape(b, p, self._n(site), self.d_head)
+            for pt in ps:
+                y = pt.apply(y)
+            env.output = y.reshape(b, p, self._n(site) * self.d_head)
 
     def _intervene(self, patches: Sequence[Patch]) -> None:
         groups = group_patches(list(self._active) + list(patches))
@@ -131,8 +152,8 @@ class NNsightModel(BaseHeadModel):
         cache = HeadCache()
         for (site, L), v in saved.items():
             t = v.detach().clone()
-            if site == "z":
-                t = t.reshape(t.shape[0], t.shape[1], self.n_heads, self.d_head)
+            if site in ("z", "q", "k", "v"):
+                t = t.reshape(t.shape[0], t.shape[1], self._n(site), self.d_head)
             cache.site(site)[L] = t
         return logits, cache
 
@@ -152,3 +173,38 @@ class NNsightModel(BaseHeadModel):
         _check_reentry(patches + list(self._active), layer)
         with resid_reentry(self.blocks(), layer, resid_pre.to(self.device)):
             return self._logits_trace(tokens, patches)
+
+    def head_grads(self, tokens: Tensor, metric, layers: Sequence[int] | None = None) -> tuple[Tensor, HeadCache, HeadCache]:
+        """One forward and one backward pass: ``(metric value, z, d metric / d z)`` per layer.
+
+        Uses nnsight's backward tracing (``with loss.backward(): t.grad``), reading the
+        gradients in reverse forward order as nnsight requires.
+        """
+        tokens = self._check(tokens)
+        layers = sorted(range(self.n_layers) if layers is None else set(layers))
+        # Results go into dicts created outside the trace: nnsight runs the block's code
+        # in its own frame and only mutations of outer objects survive it.
+        zs: dict[int, object] = {}
+        gs: dict[int, object] = {}
+        zsaved: dict[int, object] = {}
+        out: dict[str, object] = {}
+        with torch.enable_grad():
+            with self.nn_model.trace(tokens):
+                self._intervene(())
+                for L in layers:
+                    zs[L] = self._o_proj(L).input
+                    zsaved[L] = zs[L].save()
+                logits = get_path(self.nn_model, self.paths.unembed).output
+                m = metric(logits)
+                out["m"] = m.save()
+                with m.backward():
+                    for L in reversed(layers):
+                        gs[L] = zs[L].grad.save()
+        msaved = out["m"]
+        z, g = HeadCache(), HeadCache()
+        for L in layers:
+            t = zsaved[L].detach()
+            z.z[L] = t.reshape(t.shape[0], t.shape[1], self.n_heads, self.d_head).clone()
+            gr = gs[L].detach()
+            g.z[L] = gr.reshape(gr.shape[0], gr.shape[1], self.n_heads, self.d_head).clone()
+        return msaved.detach(), z, g

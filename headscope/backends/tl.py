@@ -24,6 +24,9 @@ HOOK = {
     "attn_out": "blocks.{L}.hook_attn_out",
     "mlp_out": "blocks.{L}.hook_mlp_out",
     "pattern": "blocks.{L}.attn.hook_pattern",
+    "q": "blocks.{L}.attn.hook_q",
+    "k": "blocks.{L}.attn.hook_k",
+    "v": "blocks.{L}.attn.hook_v",
 }
 
 
@@ -137,3 +140,26 @@ class TLModel(BaseHeadModel):
 
     def blocks(self) -> list[nn.Module]:
         return list(self.bridge.blocks)
+
+    def head_grads(self, tokens: Tensor, metric, layers: Sequence[int] | None = None) -> tuple[Tensor, HeadCache, HeadCache]:
+        """One forward and one backward pass: ``(metric value, z, d metric / d z)`` per layer."""
+        tokens = self._check(tokens)
+        layers = list(range(self.n_layers)) if layers is None else list(layers)
+        store: dict[int, Tensor] = {}
+
+        def saver(L: int):
+            def fn(x: Tensor, hook=None) -> Tensor:
+                store[L] = x
+                return x
+
+            return fn
+
+        with torch.enable_grad():
+            logits = self.bridge.run_with_hooks(tokens, fwd_hooks=[(HOOK["z"].format(L=L), saver(L)) for L in layers], return_type="logits")
+            m = metric(logits)
+            grads = torch.autograd.grad(m, [store[L] for L in layers])
+        z, g = HeadCache(), HeadCache()
+        for L, gr in zip(layers, grads):
+            z.z[L] = store[L].detach().clone()
+            g.z[L] = gr.detach().clone()
+        return m.detach(), z, g

@@ -1,0 +1,329 @@
+"""Head attribution: attribution patching, direct logit attribution, ablations, head scores.
+
+Every function takes a :class:`~headscope.model.HeadModel` (either backend) and returns a
+:class:`~headscope.results.HeadResult` (or plain tensors for the curve data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from headscope.common.errors import HeadscopeError
+from headscope.common.progress import progress
+from headscope.model import HeadCache, HeadModel, Patch
+from headscope.results import HeadResult
+
+Metric = Callable[[Float[Tensor, "batch pos vocab"]], Tensor]
+
+
+# ---------------------------------------------------------------------------------------
+# Attribution patching
+
+
+def attribution_patching(
+    model: HeadModel,
+    clean: Int[Tensor, "batch pos"],
+    corrupt: Int[Tensor, "batch pos"],
+    metric: Metric,
+    *,
+    per_position: bool = True,
+    normalize: bool = True,
+) -> HeadResult:
+    """Linear approximation of denoising head patching (Nanda 2023, "Attribution patching").
+
+    ``effect(L, h, p) ≈ Σ_d ∂m/∂z[L, p, h, d] |_corrupt · (z_clean − z_corrupt)[L, p, h, d]``,
+    from two forward passes (clean with cache, corrupt with gradients) and one backward
+    pass; normalised by ``m_clean − m_corrupt`` like exact patching, so the two are on
+    one scale. Exact when the metric is linear in the patched activation.
+    """
+    clean, corrupt = model._check(clean), model._check(corrupt)  # type: ignore[attr-defined]
+    if clean.shape != corrupt.shape:
+        raise HeadscopeError(f"clean {tuple(clean.shape)} and corrupt {tuple(corrupt.shape)} tokens differ in shape")
+    cl_logits, cl_cache = model.run_with_heads(clean, sites=("z",))
+    m_clean = metric(cl_logits).detach()
+    m_corrupt, z_cor, g_cor = model.head_grads(corrupt, metric)  # type: ignore[attr-defined]
+    effects = torch.stack([((cl_cache.z[L] - z_cor.z[L]) * g_cor.z[L]).sum(dim=(0, -1)) for L in range(model.n_layers)])
+    # effects: [layer, pos, head] summed over the batch; the metric is a batch mean,
+    # whose gradient already carries the 1/batch factor.
+    denom = (m_clean - m_corrupt).item() if normalize else 1.0
+    if normalize and abs(denom) < 1e-9:
+        raise HeadscopeError("clean and corrupt metrics are equal; attribution cannot be normalised")
+    scores = effects / denom
+    if not per_position:
+        scores = scores.sum(1)
+    info = {
+        "method": "attribution_patching",
+        "model": getattr(model, "name", "model"),
+        "backend": getattr(model, "backend", "?"),
+        "metric_clean": float(m_clean),
+        "metric_corrupt": float(m_corrupt),
+        "metric_name": "approx. normalised logit diff",
+        "title": "attribution patching (gradient approximation)",
+    }
+    axes = ("layer", "pos", "head") if per_position else ("layer", "head")
+    return HeadResult(scores.detach().cpu(), axes, {}, info)
+
+
+# ---------------------------------------------------------------------------------------
+# Direct logit attribution
+
+
+def _final_norm(model: HeadModel):
+    from headscope.backends._hf import get_path
+
+    mod = get_path(model.hf_model, model.paths.final_norm)  # type: ignore[attr-defined]
+    return getattr(mod, "_original_component", mod)  # unwrap a TransformerLens bridge component
+
+
+@torch.no_grad()
+def direct_logit_attribution(
+    model: HeadModel,
+    tokens: Int[Tensor, "batch pos"],
+    answer: Int[Tensor, " batch"],
+    wrong: Int[Tensor, " batch"] | None = None,
+    pos: int = -1,
+) -> HeadResult:
+    """Each head's direct contribution to ``logit(answer) − logit(wrong)`` at ``pos``.
+
+    The final norm is linearised at the run's own scale (TransformerLens's
+    ``apply_ln_to_stack`` convention): with ``x`` the final residual and ``s`` its
+    RMS (or standard deviation for LayerNorm, after centring), a component ``c`` of the
+    residual contributes ``(g ⊙ c̃ / s) · (W_U[:, answer] − W_U[:, wrong])`` where ``c̃`` is
+    ``c`` (RMSNorm) or ``c`` centred (LayerNorm). Head ``h`` of layer ``L`` writes
+    ``z[L, :, h] @ W_O[L, h]``. ``info["components"]`` holds the embedding and per-layer
+    MLP (and attention-bias) terms, so that heads + components sum to the logit difference
+    (up to the norm's bias term, reported as ``info["bias_term"]``).
+    """
+    tokens = model._check(tokens)  # type: ignore[attr-defined]
+    logits, cache = model.run_with_heads(tokens, sites=("z", "resid_pre", "attn_out", "mlp_out"))
+    B = tokens.shape[0]
+    W_U = model.unembed_matrix()  # type: ignore[attr-defined]  # [d_model, vocab]
+    direction = W_U[:, answer.to(W_U.device)].T  # [batch, d_model]
+    if wrong is not None:
+        direction = direction - W_U[:, wrong.to(W_U.device)].T
+    norm = _final_norm(model)
+    g = norm.weight.detach()
+    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-5)
+    is_layernorm = isinstance(norm, torch.nn.LayerNorm)
+    L_last = model.n_layers - 1
+    x = cache.resid_pre[L_last] + cache.attn_out[L_last] + cache.mlp_out[L_last]
+    x = x[:, pos]  # [batch, d_model]
+
+    def center(t: Tensor) -> Tensor:
+        return t - t.mean(-1, keepdim=True) if is_layernorm else t
+
+    xc = center(x)
+    scale = (xc.pow(2).mean(-1, keepdim=True) + eps).sqrt()  # [batch, 1]
+
+    def contrib(c: Tensor) -> Tensor:  # c: [batch, d_model] → [batch]
+        return ((center(c) * g / scale) * direction).sum(-1)
+
+    heads = torch.zeros(model.n_layers, model.n_heads)
+    components: dict[str, float] = {"embed": contrib(cache.resid_pre[0][:, pos]).mean().item()}
+    for L in range(model.n_layers):
+        W_O = model.o_proj_weight(L)  # type: ignore[attr-defined]  # [heads, d_head, d_model]
+        z = cache.z[L][:, pos]  # [batch, heads, d_head]
+        result = torch.einsum("bhd,hdm->bhm", z, W_O)
+        for h in range(model.n_heads):
+            heads[L, h] = contrib(result[:, h]).mean()
+        attn_bias = cache.attn_out[L][:, pos] - result.sum(1)  # o_proj bias, zero for Llama
+        components[f"attn_bias_{L}"] = contrib(attn_bias).mean().item()
+        components[f"mlp_{L}"] = contrib(cache.mlp_out[L][:, pos]).mean().item()
+    bias_term = 0.0
+    if getattr(norm, "bias", None) is not None:
+        bias_term = (norm.bias.detach() * direction).sum(-1).mean().item()
+    unembed = getattr(model.hf_model, "lm_head", None)  # type: ignore[attr-defined]
+    if unembed is not None and getattr(unembed, "bias", None) is not None:
+        bvec = unembed.bias.detach()
+        bias_term += (bvec[answer] - (bvec[wrong] if wrong is not None else 0)).mean().item()
+    target = logits[torch.arange(B), pos, answer] - (logits[torch.arange(B), pos, wrong] if wrong is not None else 0)
+    info = {
+        "method": "direct_logit_attribution",
+        "model": getattr(model, "name", "model"),
+        "components": components,
+        "bias_term": bias_term,
+        "logit_diff": target.mean().item(),
+        "metric_name": "direct logit attribution",
+        "title": "direct logit attribution per head",
+    }
+    return HeadResult(heads, ("layer", "head"), {}, info)
+
+
+# ---------------------------------------------------------------------------------------
+# Ablations and knockout curves
+
+
+def ablation_patches(
+    model: HeadModel,
+    heads: Sequence[tuple[int, int]],
+    how: str = "mean",
+    reference: Int[Tensor, "batch pos"] | HeadCache | None = None,
+    batch: int | None = None,
+    seed: int = 0,
+) -> list[Patch]:
+    """Patches that ablate ``heads``.
+
+    ``how``: ``"zero"`` (z = 0); ``"mean"`` (z = its mean over the reference set's
+    prompts, per position when lengths match, else over positions too); ``"resample"``
+    (z from a randomly drawn reference prompt, per row; needs ``batch``).
+    """
+    if how == "zero":
+        return [Patch(layer=L, head=h, mode="zero") for L, h in heads]
+    if reference is None:
+        raise HeadscopeError(f"{how} ablation needs a reference set (prompts or a HeadCache)")
+    if not isinstance(reference, HeadCache):
+        _, reference = model.run_with_heads(reference, layers=sorted({L for L, _ in heads}), sites=("z",))
+    out = []
+    gen = torch.Generator().manual_seed(seed)
+    for L, h in heads:
+        if L not in reference.z:
+            raise HeadscopeError(f"the reference cache lacks layer {L}")
+        ref = reference.z[L][:, :, h]  # [n_ref, pos, d_head]
+        if how == "mean":
+            out.append(Patch(layer=L, head=h, value=ref.mean(0)))
+        elif how == "resample":
+            if batch is None:
+                raise HeadscopeError("resample ablation needs the batch size of the ablated run")
+            idx = torch.randint(0, ref.shape[0], (batch,), generator=gen)
+            out.append(Patch(layer=L, head=h, value=ref[idx]))
+        else:
+            raise HeadscopeError(f"unknown ablation {how!r}; use zero, mean or resample")
+    return out
+
+
+@torch.no_grad()
+def ablate(model: HeadModel, tokens: Tensor, heads: Sequence[tuple[int, int]], how: str = "mean", reference=None, seed: int = 0) -> Tensor:
+    """Logits of ``tokens`` with ``heads`` ablated (see :func:`ablation_patches`)."""
+    return model.run_patched(tokens, ablation_patches(model, heads, how, reference, batch=tokens.shape[0], seed=seed))
+
+
+def knockout_curve(
+    model: HeadModel,
+    tokens: Int[Tensor, "batch pos"],
+    score: Callable[[Tensor], float],
+    ranking: Sequence[tuple[int, int]],
+    ks: Sequence[int] = (0, 1, 2, 4, 8),
+    how: str = "mean",
+    reference=None,
+    n_random: int = 3,
+    seed: int = 0,
+) -> dict:
+    """``score`` (e.g. accuracy) after ablating the top-k heads of ``ranking`` vs k random heads.
+
+    Random heads are drawn from all heads except none (uniformly, without replacement),
+    ``n_random`` draws per k with seeds ``seed..seed+n_random−1``. Returns
+    ``{"k": [...], "top": [...], "random_mean": [...], "random_std": [...], "random": [[...]]}``.
+    """
+    all_heads = [(L, h) for L in range(model.n_layers) for h in range(model.n_heads)]
+    if reference is None and how != "zero":
+        reference = tokens
+    top_vals, rnd_vals = [], []
+    for k in progress(list(ks), desc="knockout"):
+        if k > len(all_heads):
+            raise HeadscopeError(f"k={k} exceeds the model's {len(all_heads)} heads")
+        top_vals.append(float(score(ablate(model, tokens, list(ranking[:k]), how, reference))))
+        row = []
+        for s in range(n_random):
+            g = torch.Generator().manual_seed(seed + s)
+            pick = [all_heads[i] for i in torch.randperm(len(all_heads), generator=g)[:k].tolist()]
+            row.append(float(score(ablate(model, tokens, pick, how, reference, seed=seed + s))))
+        rnd_vals.append(row)
+    t = torch.tensor(rnd_vals)
+    return {
+        "k": list(ks),
+        "top": top_vals,
+        "random": rnd_vals,
+        "random_mean": t.mean(1).tolist(),
+        "random_std": (t.std(1) if t.shape[1] > 1 else torch.zeros(len(ks))).tolist(),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Head scores (TransformerLens head_detector definitions)
+
+
+def _detection_score(pattern: Tensor, detection: Tensor, exclude_bos: bool, exclude_current: bool) -> Tensor:
+    """TransformerLens ``compute_head_attention_similarity_score`` with ``error_measure="mul"``:
+    ``Σ(pattern ⊙ detection) / Σ pattern`` per head, after optionally zeroing the BOS
+    column and the diagonal. ``pattern``: [batch, head, q, k]; ``detection``: [batch, q, k]."""
+    p = pattern.clone()
+    if exclude_bos:
+        p[..., 0] = 0
+    if exclude_current:
+        idx = torch.arange(p.shape[-1])
+        p[..., idx, idx] = 0
+    num = (p * detection[:, None]).sum(dim=(-1, -2))
+    den = p.sum(dim=(-1, -2)).clamp_min(1e-12)
+    return (num / den).mean(0)
+
+
+def _detection_patterns(tokens: Tensor, kind: str) -> Tensor:
+    B, T = tokens.shape
+    det = torch.zeros(B, T, T)
+    if kind == "previous_token":
+        idx = torch.arange(1, T)
+        det[:, idx, idx - 1] = 1
+    elif kind == "duplicate_token":
+        for b in range(B):
+            t = tokens[b]
+            same = (t[:, None] == t[None, :]).float().tril(-1)
+            det[b] = same
+    elif kind == "induction":
+        for b in range(B):
+            t = tokens[b]
+            same = (t[:, None] == t[None, :]).float().tril(-1)  # [q, k]: earlier occurrence of q's token at k
+            shifted = torch.zeros(T, T)
+            shifted[:, 1:] = same[:, :-1]  # attend to the token after that occurrence
+            det[b] = shifted.tril(-1)
+    else:
+        raise HeadscopeError(f"unknown head score {kind!r}; use previous_token, duplicate_token, induction")
+    return det
+
+
+@torch.no_grad()
+def head_scores(model: HeadModel, tokens: Int[Tensor, "batch pos"], kind: str = "induction", exclude_bos: bool = False, exclude_current: bool = False) -> HeadResult:
+    """Previous-token, duplicate-token or induction score of every head on ``tokens``.
+
+    Definitions follow TransformerLens's ``head_detector``: a detection pattern marks
+    where an ideal head attends (previous token; earlier copies of the current token; the
+    token after an earlier copy of the current token); the score is the share of the
+    head's attention that falls there, averaged over the batch.
+    """
+    tokens = model._check(tokens)  # type: ignore[attr-defined]
+    _, cache = model.run_with_heads(tokens, sites=(), pattern=True)
+    det = _detection_patterns(tokens.cpu(), kind)
+    scores = torch.stack([_detection_score(cache.pattern[L].cpu(), det, exclude_bos, exclude_current) for L in range(model.n_layers)])
+    return HeadResult(scores, ("layer", "head"), {}, {"method": f"head_score:{kind}", "model": getattr(model, "name", "model"), "metric_name": f"{kind} score", "title": f"{kind} score"})
+
+
+def repeated_tokens(model: HeadModel, n: int = 32, seq: int = 20, seed: int = 0) -> Tensor:
+    """``[BOS] r r`` with ``r`` random tokens (the standard induction probe)."""
+    gen = torch.Generator().manual_seed(seed)
+    low = 4 if model.d_vocab > 8 else 0
+    r = torch.randint(low, model.d_vocab, (n, seq), generator=gen)
+    bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
+    first = torch.full((n, 1), bos if bos is not None else int(r[0, 0]))
+    return torch.cat([first, r, r], dim=1)
+
+
+@torch.no_grad()
+def attention_to_positions(model: HeadModel, tokens: Int[Tensor, "batch pos"], positions: Sequence[int] | Tensor, query: int = -1) -> HeadResult:
+    """Share of each head's attention from position ``query`` onto ``positions``.
+
+    ``positions``: indices shared by every row, or a bool mask ``[batch, pos]`` (e.g.
+    where the operands and the operator are). Averaged over the batch.
+    """
+    tokens = model._check(tokens)  # type: ignore[attr-defined]
+    _, cache = model.run_with_heads(tokens, sites=(), pattern=True)
+    B, T = tokens.shape
+    if isinstance(positions, Tensor) and positions.dtype == torch.bool:
+        mask = positions.float()
+    else:
+        mask = torch.zeros(B, T)
+        mask[:, torch.as_tensor(list(positions), dtype=torch.long)] = 1
+    scores = torch.stack([(cache.pattern[L][:, :, query, :].cpu() * mask[:, None]).sum(-1).mean(0) for L in range(model.n_layers)])
+    return HeadResult(scores, ("layer", "head"), {}, {"method": "attention_to_positions", "metric_name": "attention share", "title": "attention from the final position"})
