@@ -50,6 +50,10 @@ def register(sub) -> None:
     e.add_argument("--json", default=None, help="also write the table to this JSON file")
     e.set_defaults(func=cmd_organism_eval)
 
+    from headscope.analysis_cli import register as register_analysis
+
+    register_analysis(sub)
+
 
 def _task_for(args) -> object:
     from headscope.tasks import get_task

@@ -1,0 +1,143 @@
+"""CLI for the analyses after a first sweep: ``attribute``, ``path-patch``, ``heads``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from headscope.common.errors import HeadscopeError
+
+
+def _common(p, default_task: bool = True) -> None:
+    p.add_argument("--model", default="llama", help="bundled organism, local HF folder or hub id [llama]")
+    if default_task:
+        p.add_argument("--task", default=None, help="arithmetic, facts or induction [arithmetic; induction for --model induction]")
+        p.add_argument("--prompts", default=None, metavar="FILE", help="your own pairs (JSON Lines: clean, corrupt, answer, wrong)")
+        p.add_argument("-n", "--n-prompts", type=int, default=24, help="number of prompt pairs [24]")
+    p.add_argument("--backend", default="tl", choices=("tl", "nnsight"))
+    p.add_argument("--top", type=int, default=10, help="rows of the top-heads table [10]")
+    p.add_argument("--out", default="out/analysis", help="output folder [out/analysis]")
+    p.add_argument("--png", action="store_true", help="also write PNG figures (kaleido + chromium)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def register(sub) -> None:
+    a = sub.add_parser("attribute", help="head attribution: attribution patching, DLA or ablation knockout",
+                       description="Per-head attribution on a task: attribution patching (gradient approximation of "
+                                   "denoising patching), direct logit attribution, or a mean-ablation knockout curve of the "
+                                   "top patching heads against random heads.")
+    _common(a)
+    a.add_argument("--method", default="attribution", choices=("attribution", "dla", "ablation"))
+    a.add_argument("--ks", default="0,1,2,4,8", help="k values of the knockout curve [0,1,2,4,8]")
+    a.add_argument("--random-seeds", type=int, default=3, help="random head draws per k [3]")
+    a.set_defaults(func=cmd_attribute)
+
+    p = sub.add_parser("path-patch", help="path patching from every head to the logits or to a receiver head",
+                       description="Path patching (Wang et al.): each sender head's corrupt output reaches the logits (or the "
+                                   "receiver's q/k/v) with every other head frozen at its clean value.")
+    _common(p)
+    p.add_argument("--receiver", default=None, metavar="L.H", help="receiver head, e.g. 3.2 (default: the logits)")
+    p.add_argument("--via", default="q", choices=("q", "k", "v"), help="receiver input [q]")
+    p.set_defaults(func=cmd_path_patch)
+
+    h = sub.add_parser("heads", help="head scores: induction, previous-token, duplicate-token",
+                       description="TransformerLens head_detector scores of every head on repeated random tokens.")
+    _common(h, default_task=False)
+    h.add_argument("--score", default="induction", choices=("induction", "previous", "duplicate"))
+    h.add_argument("--show", default=None, metavar="L.H,...", help="also draw these heads' attention patterns")
+    h.set_defaults(func=cmd_heads)
+
+
+def _parse_head(s: str) -> tuple[int, int]:
+    try:
+        L, H = s.replace("L", "").replace("H", ".").split(".")[-2:] if "H" in s else s.split(".")
+        return int(L), int(H)
+    except ValueError as e:
+        raise HeadscopeError(f"bad head {s!r}; write LAYER.HEAD, e.g. 3.2") from e
+
+
+def _load(args):
+    from headscope.commands import _task_for
+    from headscope.loading import load_model
+
+    task = _task_for(args) if hasattr(args, "task") else None
+    model = load_model(args.model, backend=args.backend, device=args.device)
+    batch = task.prepare(model) if task is not None else None
+    return model, batch
+
+
+def _write(res, args, stem: str) -> None:
+    out = Path(args.out)
+    files = res.save(out / stem) + res.save_figure(out / stem, png=args.png)
+    print(res.table(args.top) if "head" in res.axes else "")
+    for f in files:
+        print(f"wrote {f}")
+
+
+def cmd_attribute(args) -> int:
+    from headscope import attribution as attr
+    from headscope.common.metrics import accuracy
+    from headscope.common.plotting import save_figure
+    from headscope.patching import patch_heads
+    from headscope.viz import knockout_plot
+
+    model, b = _load(args)
+    name = args.model.replace("/", "_")
+    if args.method == "attribution":
+        res = attr.attribution_patching(model, b.clean, b.corrupt, b.metric_fn(), per_position=False)
+        print(f"attribution patching on {b.name}: clean {res.info['metric_clean']:.3f}, corrupt {res.info['metric_corrupt']:.3f}")
+        _write(res, args, f"{name}_{b.name}_attribution")
+    elif args.method == "dla":
+        res = attr.direct_logit_attribution(model, b.clean, b.answer, b.wrong)
+        print(f"direct logit attribution on {b.name} (mean logit diff {res.info['logit_diff']:.3f})")
+        _write(res, args, f"{name}_{b.name}_dla")
+    else:
+        try:
+            ks = [int(k) for k in args.ks.split(",")]
+        except ValueError as e:
+            raise HeadscopeError(f"--ks must be comma-separated integers, got {args.ks!r}") from e
+        ranking = patch_heads(model, b.clean, b.corrupt, b.metric_fn(), show_progress=False).top(max(ks))
+        curve = attr.knockout_curve(model, b.clean, lambda lg: accuracy(lg, b.answer), [(L, h) for L, h, _ in ranking], ks=ks,
+                                    how="mean", reference=b.corrupt, n_random=args.random_seeds, seed=args.seed)
+        print("k  top-k heads  random heads (mean ± std)")
+        for k, t, m, s in zip(curve["k"], curve["top"], curve["random_mean"], curve["random_std"]):
+            print(f"{k:<2} {t:>11.3f}  {m:.3f} ± {s:.3f}")
+        import json
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}_{b.name}_knockout.json").write_text(json.dumps(curve, indent=1))
+        for f in save_figure(knockout_plot(curve, y_title="accuracy"), out / f"{name}_{b.name}_knockout", png=args.png):
+            print(f"wrote {f}")
+    return 0
+
+
+def cmd_path_patch(args) -> int:
+    from headscope.patching import path_patch_heads
+
+    model, b = _load(args)
+    receiver = _parse_head(args.receiver) if args.receiver else None
+    res = path_patch_heads(model, b.clean, b.corrupt, b.metric_fn(), receiver=receiver, via=args.via)
+    target = "logits" if receiver is None else f"L{receiver[0]}H{receiver[1]} via {args.via}"
+    print(f"path patching to {target} on {b.name}: clean {res.info['metric_clean']:.3f}, corrupt {res.info['metric_corrupt']:.3f}", file=sys.stderr)
+    _write(res, args, f"{args.model.replace('/', '_')}_{b.name}_path_{'logits' if receiver is None else f'L{receiver[0]}H{receiver[1]}{args.via}'}")
+    return 0
+
+
+def cmd_heads(args) -> int:
+    from headscope.attribution import head_scores, repeated_tokens
+    from headscope.common.plotting import save_figure
+    from headscope.viz import attention_patterns
+
+    model, _ = _load(args)
+    kind = {"induction": "induction", "previous": "previous_token", "duplicate": "duplicate_token"}[args.score]
+    toks = repeated_tokens(model, seed=args.seed)
+    res = head_scores(model, toks, kind)
+    print(f"{kind} scores on {toks.shape[0]} repeated random sequences of {toks.shape[1]} tokens")
+    _write(res, args, f"{args.model.replace('/', '_')}_{kind}")
+    if args.show:
+        heads = [_parse_head(s) for s in args.show.split(",")]
+        for f in save_figure(attention_patterns(model, toks, heads), Path(args.out) / f"{args.model}_patterns", png=args.png):
+            print(f"wrote {f}")
+    return 0
