@@ -89,7 +89,7 @@ class DDIM:
     def invert(self, x0: Float[Tensor, "b c h w"], k: int | None = None, desc: str = "DDIM inversion") -> Float[Tensor, "b c h w"]:
         """Run ``k`` inversion steps from a clean ``x0`` (diffusion space) to level ``t_{k-1}``."""
         k = self._check_k(k)
-        x = x0.float()
+        x = x0.float().to(self.model.device)
         for i in progress(range(k), desc=desc, total=k):
             t = self.timesteps[i]
             src = self.timesteps[max(i - 1, 0)]
@@ -105,7 +105,7 @@ class DDIM:
     def sample(self, x_t: Float[Tensor, "b c h w"], k: int | None = None, desc: str = "DDIM sampling") -> Float[Tensor, "b c h w"]:
         """Run the last ``k`` DDIM steps from level ``t_{k-1}`` down to a clean sample."""
         k = self._check_k(k)
-        x = x_t.float()
+        x = x_t.float().to(self.model.device)
         for t in progress(self.timesteps[:k][::-1], desc=desc, total=k):
             x = self.scheduler.step(self.model.eps(x, t), t, x).prev_sample
         return x

@@ -30,6 +30,9 @@ BUNDLED_DDPM = Path(__file__).resolve().parents[1] / "data" / "models" / "ddpm"
 class Denoiser(Protocol):
     scheduler_config: dict[str, Any]
 
+    @property
+    def device(self) -> torch.device: ...
+
     def encode(self, images: Float[Tensor, "b 3 H W"]) -> Float[Tensor, "b c h w"]: ...
 
     def decode(self, x0: Float[Tensor, "b c h w"]) -> Float[Tensor, "b 3 H W"]: ...

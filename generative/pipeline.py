@@ -99,7 +99,7 @@ class InterpolationPipeline:
         ab = self.ddim.alpha_bar(inv.k)
         # one shared eps per call (official code: one draw per frame; shared here so that
         # consecutive frames differ only through lambda)
-        eps = torch.randn(inv.x1_t.shape, generator=generator)
+        eps = torch.randn(inv.x1_t.shape, generator=generator).to(inv.x1_t.device)
         out = []
         for lam in lambdas:
             if method == "noisediffusion":
