@@ -97,7 +97,7 @@ def load_model(name: str = "llama", backend: str = "tl", device: str | torch.dev
     """Load a HeadModel.
 
     Args:
-        name: a bundled organism alias (``llama``, ``induction``), a local Hugging Face
+        name: a bundled organism alias (``llama``, ``induction``, ``tracr-NAME``), a local Hugging Face
             model folder, or a hub id (works where the weights are cached or the network
             is reachable; otherwise a HeadscopeError lists the bundled organisms).
         backend: ``"tl"`` (TransformerLens TransformerBridge) or ``"nnsight"``.
@@ -105,5 +105,9 @@ def load_model(name: str = "llama", backend: str = "tl", device: str | torch.dev
     """
     if backend not in BACKENDS:
         raise HeadscopeError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if name.startswith(("tracr-", "tracr:")):  # compiled RASP programs: TL native bridge
+        from headscope.backends.tl_native import load_tracr
+
+        return load_tracr(name, backend=backend, device=device)
     hf, tok, path = load_hf(name, device)
     return wrap(hf, tok, backend=backend, name=name, path=path)

@@ -1,0 +1,189 @@
+"""``TLNativeModel``: the HeadModel protocol on a TransformerLens *native* bridge (no HF model).
+
+Used for the tracr organisms (``data/models/tracr-NAME/``): RASP programs compiled by
+tracr, converted with TransformerLens's ``utilities/tracr.py`` helpers by
+``headscope/organisms/tracr_compile.py``, and booted here with
+``TransformerBridge.boot_native(config)`` + ``load_state_dict``. TransformerLens backend
+only (DESIGN.md §3): nnsight wraps Hugging Face models, and these are not.
+
+Differences from :class:`~headscope.backends.tl.TLModel`:
+
+- dimensions come from ``bridge.cfg``; there is no ``hf_model``;
+- tokens follow the program's input encoding: ``to_tokens("a b c")`` is
+  ``[BOS, a, b, c]`` as ids; the output vocabulary (``d_vocab_out``, what the logits
+  index) is the program's *output* encoding, so ``token_id(answer)`` maps an output
+  value, e.g. ``"cb"``, to its logit column;
+- ``run_from_layer`` is a full run with ``resid_pre`` of the re-entry layer replaced
+  (exact, not faster); fast sweeps therefore use the plain patched path;
+- ``generate`` is refused: outputs are not inputs (a tracr model maps a sequence to a
+  sequence of the same length, it does not continue it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from headscope.backends.tl import TLModel
+from headscope.common.errors import HeadscopeError
+from headscope.model import Patch, _check_reentry, check_patches
+
+
+class TracrTokenizer:
+    """A word-level tokenizer for a tracr program's input encoding.
+
+    ``tok("a b c")["input_ids"]`` → ``[id(BOS), id(a), id(b), id(c)]`` (BOS prepended
+    unless ``add_special_tokens=False``); unknown words raise a HeadscopeError naming the
+    vocabulary.
+    """
+
+    def __init__(self, encoding: dict[str, int], bos: str, pad: str, output: dict[str, int]) -> None:
+        self.vocab = dict(encoding)
+        self.ids_to_tokens = {v: k for k, v in encoding.items()}
+        self.output_vocab = dict(output)
+        self.bos_token, self.pad_token = bos, pad
+        self.bos_token_id, self.pad_token_id = encoding[bos], encoding[pad]
+        self.eos_token, self.eos_token_id, self.unk_token_id = None, None, None
+        self.name_or_path = "tracr"
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        words = text.split()
+        if words and words[0] == self.bos_token:
+            words = words[1:]
+        bad = [w for w in words if w not in self.vocab or w in (self.bos_token, self.pad_token)]
+        if bad:
+            usable = [w for w in self.vocab if w not in (self.bos_token, self.pad_token)]
+            raise HeadscopeError(f"{bad[0]!r} is not in this tracr program's input vocabulary {usable}; write inputs as space-separated values")
+        ids = [self.vocab[w] for w in words]
+        return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + ids}
+
+    def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
+        return [self.ids_to_tokens.get(int(i), f"<{int(i)}>") for i in ids]
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+
+class TLNativeModel(TLModel):
+    """A HeadModel around a TransformerLens bridge built by ``TransformerBridge.boot_native``.
+
+    Args:
+        bridge: the booted bridge (weights loaded, ``eval()``).
+        tokenizer: a :class:`TracrTokenizer` (or None: then give token ids).
+        name: display name, e.g. ``"tracr-reverse"``.
+        info: the organism's ``config.json`` (program, encodings, head roles).
+    """
+
+    backend = "tl"
+
+    def __init__(self, bridge, tokenizer: TracrTokenizer | None, name: str, info: dict | None = None) -> None:  # noqa: D107
+        self.bridge = bridge
+        self.hf_model = None
+        self.tokenizer = tokenizer
+        self.name = name
+        self.info = info or {}
+        self.config = bridge.cfg
+        self.paths = None  # no HF module tree: sweeps take the plain (full-run) path
+        cfg = bridge.cfg
+        self.n_layers, self.n_heads = int(cfg.n_layers), int(cfg.n_heads)
+        self.n_kv_heads = int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
+        self.d_head, self.d_model = int(cfg.d_head), int(cfg.d_model)
+        self.d_vocab = int(cfg.d_vocab)  # input ids
+        self.d_vocab_out = int(cfg.d_vocab_out) if cfg.d_vocab_out and cfg.d_vocab_out > 0 else self.d_vocab  # logit columns
+        self.n_ctx = int(cfg.n_ctx)
+        self.device = next(bridge.parameters()).device
+        self._active: list[Patch] = []
+
+    # -- tokens ----------------------------------------------------------------------
+    def token_id(self, word: str) -> int:
+        """The logit column of an *output* value of the program (e.g. ``"cb"`` or ``"5"``)."""
+        out = getattr(self.tokenizer, "output_vocab", None)
+        if out is None:
+            raise HeadscopeError("this model has no output encoding; give answers as logit indices")
+        if str(word) not in out:
+            raise HeadscopeError(f"answer {word!r} is not an output value of {self.name} (outputs: {list(out)})")
+        return out[str(word)]
+
+    def _check(self, tokens: Tensor) -> Tensor:
+        tokens = super()._check(tokens)
+        if tokens.shape[1] > self.n_ctx:
+            raise HeadscopeError(f"{self.name} takes at most {self.n_ctx} tokens including BOS; got {tokens.shape[1]}")
+        return tokens
+
+    # -- runs ------------------------------------------------------------------------
+    @torch.no_grad()
+    def run_from_layer(self, tokens: Tensor, resid_pre: Tensor, layer: int, patches: Sequence[Patch] = ()) -> Tensor:
+        """Logits of a run whose block ``layer`` receives ``resid_pre`` (a full run with
+        ``resid_pre`` replaced; exact, no blocks are skipped)."""
+        if not 0 <= layer < self.n_layers:
+            raise HeadscopeError(f"layer {layer} out of range 0..{self.n_layers - 1}")
+        patches = list(patches)
+        check_patches(self, patches)
+        _check_reentry(patches + list(self._active), layer)
+        enter = Patch(layer=layer, site="resid_pre", mode="replace", value=resid_pre.to(self.device))
+        return self.run_patched(tokens, [enter, *patches])
+
+    def generate(self, tokens: Tensor, max_new_tokens: int = 8, patches: Sequence[Patch] = (), eos: bool = True) -> Tensor:
+        raise HeadscopeError(f"{self.name} is a compiled RASP program: it maps a sequence to one output per position and cannot continue it; use logits()")
+
+    # -- weights ---------------------------------------------------------------------
+    def blocks(self) -> list[nn.Module]:
+        return list(self.bridge.blocks)
+
+    def unembed_matrix(self) -> Tensor:
+        """``W_U`` as ``[d_model, d_vocab_out]`` (TransformerLens's ``bridge.W_U``)."""
+        return self.bridge.W_U.detach()
+
+    def o_proj_weight(self, layer: int) -> Tensor:
+        """``W_O`` of a layer as ``[n_heads, d_head, d_model]`` (``bridge.W_O[layer]``)."""
+        return self.bridge.W_O[layer].detach()
+
+
+def tracr_dir(name: str) -> Path:
+    """``data/models/tracr-NAME`` for ``tracr-NAME`` or ``tracr:NAME``."""
+    from headscope.loading import organism_dir
+
+    prog = name.split(":", 1)[1] if name.startswith("tracr:") else name[len("tracr-") :]
+    return organism_dir(f"tracr-{prog}")
+
+
+def bundled_tracr() -> list[str]:
+    """Names (``tracr-NAME``) of the tracr organisms present in ``data/models``."""
+    from headscope.loading import data_dir
+
+    root = data_dir() / "models"
+    return sorted(p.name for p in root.glob("tracr-*") if (p / "model.safetensors").exists())
+
+
+def load_tracr(name: str, backend: str = "tl", device: str | torch.device | None = "auto") -> TLNativeModel:
+    """Load a bundled tracr organism (``tracr-NAME`` or ``tracr:NAME``) into a native bridge."""
+    if backend != "tl":
+        raise HeadscopeError(f"{name} is a tracr organism and runs on the TransformerLens backend only; use backend='tl'")
+    d = tracr_dir(name)
+    if not (d / "model.safetensors").exists():
+        have = ", ".join(bundled_tracr()) or "none"
+        raise HeadscopeError(f"unknown tracr organism {name!r} (no weights in {d}); bundled: {have}. "
+                             "Compile more with headscope/organisms/tracr_compile.py")
+    from safetensors.torch import load_file
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformer_lens.model_bridge.sources import native  # noqa: F401 - attaches boot_native
+
+    from headscope.common.device import get_device
+
+    info = json.loads((d / "config.json").read_text())
+    cfg = TransformerBridgeConfig(**info["bridge_config"])
+    bridge = TransformerBridge.boot_native(cfg, model_name=d.name)
+    state = load_file(str(d / "model.safetensors"))
+    _, unexpected = bridge.load_state_dict(state, strict=False)
+    if unexpected:
+        raise HeadscopeError(f"{d}/model.safetensors does not match its config.json (unexpected keys {unexpected[:3]}); recompile it")
+    bridge.to(get_device(device)).eval()
+    enc = {str(k): int(v) for k, v in info["input_encoding"]}
+    out = {str(k): int(v) for k, v in info["output_encoding"]}
+    tok = TracrTokenizer(enc, info["bos"], info["pad"], out)
+    return TLNativeModel(bridge, tok, d.name, info)
