@@ -81,6 +81,8 @@ class HeadResult:
         """Plotly heatmap: layer × head (or layer × pos for layer sites; per-position head
         results are shown summed over positions)."""
         title = title or self.info.get("title", "")
+        if self.axes == ("layer", "pos", "head"):
+            return self._per_position_figure(title)
         if "head" in self.axes:
             return heatmap(self.by_head(), title=title, colorbar_title=self.info.get("metric_name", "score"))
         if self.axes == ("layer", "pos"):
@@ -89,6 +91,27 @@ class HeadResult:
             return heatmap(self.scores, x_labels=xs, x_title="position", title=title, hover_name="L{y} pos {x}", colorbar_title=self.info.get("metric_name", "score"))
         s = self.scores.reshape(-1, 1) if self.scores.ndim == 1 else self.scores
         return heatmap(s, title=title, x_title="", hover_name="L{y}")
+
+    def _per_position_figure(self, title: str):
+        """One layer × head panel per position, sharing a symmetric colour scale."""
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        P = self.scores.shape[1]
+        pos = self.labels.get("pos") or [str(i) for i in range(P)]
+        lim = float(torch.nan_to_num(self.scores).abs().max()) or 1.0
+        fig = make_subplots(rows=1, cols=P, subplot_titles=[f"{i}: {t}" for i, t in enumerate(pos)], horizontal_spacing=0.02)
+        for p in range(P):
+            fig.add_trace(
+                go.Heatmap(z=self.scores[:, p].numpy(), colorscale="RdBu", reversescale=True, zmin=-lim, zmax=lim, zmid=0,
+                           showscale=p == P - 1, colorbar=dict(title=self.info.get("metric_name", "score")),
+                           hovertemplate=f"pos {p} ({pos[p]})<br>L%{{y}}H%{{x}}: %{{z:.4f}}<extra></extra>"),
+                row=1, col=p + 1,
+            )
+            fig.update_yaxes(autorange="reversed", showticklabels=p == 0, title_text="layer" if p == 0 else None, row=1, col=p + 1)
+            fig.update_xaxes(title_text="head", row=1, col=p + 1)
+        fig.update_layout(title=title, template="plotly_white", width=max(700, 220 * P))
+        return fig
 
     def save_figure(self, path: str | Path, png: bool = False) -> list[Path]:
         return save_figure(self.figure(), path, png=png)
