@@ -110,3 +110,12 @@ def test_mismatched_pairs_rejected(llama_tl, arith):
         patch_heads(llama_tl, arith.clean, arith.clean, arith.metric_fn(), show_progress=False)
     with pytest.raises(HeadscopeError, match="mode"):
         patch_heads(llama_tl, arith.clean, arith.corrupt, arith.metric_fn(), mode="sideways")
+
+
+def test_per_position_figure_has_a_panel_per_token(llama_tl, arith):
+    r = patch_heads(llama_tl, arith.clean, arith.corrupt, arith.metric_fn(), per_position=True, show_progress=False)
+    fig = r.figure()
+    P = arith.clean.shape[1]
+    assert len(fig.data) == P
+    for p, trace in enumerate(fig.data):
+        assert torch.allclose(torch.tensor(trace.z, dtype=torch.float32), r.scores[:, p])
