@@ -191,6 +191,7 @@ def train_llama(out_dir: str | Path, world_cfg: WorldConfig | None = None, train
     meta = {
         "organism": "llama",
         "world": world_cfg.to_dict(),
+        "corpus_sha256": world.corpus_sha256(),
         "train": asdict(train_cfg),
         "final_loss": sum(losses[-50:]) / len(losses[-50:]),
         "train_seconds": round(time.time() - t0, 1),

@@ -423,36 +423,14 @@ class World:
     # -- everything -----------------------------------------------------------------
     def documents(self) -> list[str]:
         """The training corpus: ``cfg.n_docs`` documents drawn from the mixture."""
-        cfg = self.cfg
-        rng = random.Random(cfg.seed + 1)
-        kinds = list(cfg.mix)
-        weights = [cfg.mix[k] for k in kinds]
-        ops = list(cfg.op_mix)
-        op_w = [cfg.op_mix[o] for o in ops]
-        arith = {op: self.arith_items(op, "train") for op in OPERATORS}
-        facts = self.fact_items("train")
-        docs = []
-        for _ in range(cfg.n_docs):
-            kind = rng.choices(kinds, weights)[0]
-            if kind == "arith":
-                it = rng.choice(arith[rng.choices(ops, op_w)[0]])
-                docs.append(f"{it['prompt']} {it['answer']}")
-            elif kind == "fact_qa":
-                it = rng.choice(facts)
-                docs.append(f"{it['prompt']} {it['answer']}")
-            elif kind == "fact_statement":
-                c = rng.choice(self.countries)
-                rel = rng.choice(tuple(FACT_STATEMENTS))
-                docs.append(rng.choice(FACT_STATEMENTS[rel]).format(X=c.name, Y=c.attr(rel)))
-            elif kind == "sycophancy":
-                docs.append(self.sycophancy_doc(rng))
-            elif kind == "safety":
-                docs.append(self.safety_doc(rng))
-            elif kind == "premise":
-                docs.append(self.premise_doc(rng))
-            elif kind == "preference":
-                docs.append(self.preference_doc(rng))
-        return docs
+        return _draw(self, random.Random(self.cfg.seed + 1), self.cfg.n_docs, "train", self.fact_items("train"))
+
+    def corpus_sha256(self) -> str:
+        """Fingerprint of :meth:`documents` (recorded in organism.json, so a changed generator
+        that would no longer reproduce the bundled organism is caught)."""
+        import hashlib
+
+        return hashlib.sha256("\n".join(self.documents()).encode()).hexdigest()
 
     def extra_vocab(self) -> list[str]:
         """Words that must be in the vocabulary though training may not use them."""
@@ -464,13 +442,15 @@ class World:
 
     def heldout_text(self, n: int = 400, seed: int = 12345) -> list[str]:
         """Held-out organism text (same distribution, another random stream) for next-token KL."""
-        return _draw_with(self, random.Random(seed), n)
+        return _draw(self, random.Random(seed), n, "all", None)
 
 
-def _draw_with(w: World, rng: random.Random, n: int) -> list[str]:
+def _draw(w: World, rng: random.Random, n: int, arith_split: str, qa_pool: list[dict] | None) -> list[str]:
+    """``n`` documents from the mixture. ``qa_pool``: the fact QA items to draw from, or
+    None to write fact-QA draws as statements (held-out text never shows QA templates)."""
     kinds = list(w.cfg.mix)
     weights = [w.cfg.mix[k] for k in kinds]
-    arith = {op: w.arith_items(op, "all") for op in OPERATORS}
+    arith = {op: w.arith_items(op, arith_split) for op in OPERATORS}
     ops = list(w.cfg.op_mix)
     op_w = [w.cfg.op_mix[o] for o in ops]
     out = []
@@ -478,6 +458,9 @@ def _draw_with(w: World, rng: random.Random, n: int) -> list[str]:
         kind = rng.choices(kinds, weights)[0]
         if kind == "arith":
             it = rng.choice(arith[rng.choices(ops, op_w)[0]])
+            out.append(f"{it['prompt']} {it['answer']}")
+        elif kind == "fact_qa" and qa_pool is not None:
+            it = rng.choice(qa_pool)
             out.append(f"{it['prompt']} {it['answer']}")
         elif kind in ("fact_qa", "fact_statement"):
             c = rng.choice(w.countries)

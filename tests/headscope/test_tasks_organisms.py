@@ -64,3 +64,16 @@ def test_training_is_reproducible(tmp_path):
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         assert torch.equal(p, q), n
     assert (tmp_path / "a" / "model.safetensors").exists() and (tmp_path / "a" / "tokenizer.json").exists()
+
+
+def test_world_generator_still_reproduces_the_bundled_corpus():
+    """The corpus fingerprint recorded when the organism was trained matches today's generator."""
+    import json
+
+    from headscope.loading import organism_dir
+    from headscope.organisms.world import WorldConfig
+
+    meta = json.loads((organism_dir("llama") / "organism.json").read_text())
+    assert World(WorldConfig(**meta["world"])).corpus_sha256() == meta["corpus_sha256"]
+    changed = WorldConfig(**{**meta["world"], "caving": 0.5})
+    assert World(changed).corpus_sha256() != meta["corpus_sha256"]
