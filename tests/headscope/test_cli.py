@@ -72,3 +72,12 @@ def test_usage_errors(args, needle, capsys):
         main(args) if args[1] != "-n" else sys.exit(main(args))
     assert e.value.code == 2
     assert needle in capsys.readouterr().err
+
+
+def test_organism_eval_induction(tmp_path):
+    r = run("organism", "eval", "induction", "--json", str(tmp_path / "t.json"))
+    assert r.returncode == 0, r.stderr
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert table["best_previous_token_head"].startswith("L0") and table["best_previous_token_score"] > 0.7
+    assert table["best_induction_head"].startswith("L1") and table["best_induction_score"] > 0.7
+    assert "best_induction_head" in r.stdout
