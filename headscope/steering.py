@@ -1,0 +1,297 @@
+"""Sparse head-level (and layer-level) steering: vectors, projections and Gaussian transport.
+
+Every intervention is a :class:`headscope.model.Patch` subclass (:class:`SteerPatch`) that
+overrides ``apply(x)``, so it runs identically through ``model.run_patched``,
+``model.hooked(...)`` and ``model.generate(..., patches=...)`` on both backends.
+
+Kinds (per selected head, ``x`` is that head's ``z`` vector, or the residual stream for
+``site="resid_pre"``):
+
+- ``"add"``: ``x + α·v``. ITI's mean shift (Li et al. 2023, §3.2) uses ``v = σ·θ`` with
+  ``θ`` the unit direction from the undesired to the desired activation mean and ``σ``
+  the standard deviation of the activations along ``θ`` (:func:`mean_shift`).
+- ``"project_out"``: ``x − α (x·u) u`` (remove the component along the unit vector ``u``).
+- ``"project_onto"``: ``x + α((x·u) u − x)`` (keep only the component along ``u``).
+- ``"gaussian"``: the closed-form optimal-transport (Monge) map between two Gaussians,
+  ``T(x) = μ_t + A (x − μ_s)``, ``A = Σ_s^{-1/2} (Σ_s^{1/2} Σ_t Σ_s^{1/2})^{1/2} Σ_s^{-1/2}``,
+  applied with strength α as ``x + α (T(x) − x)`` (α = 0: identity, α = 1: the full map,
+  α > 1 extrapolates). SAC (Xiao et al., NeurIPS 2024, §3.3) models each controlled head's
+  activations with Gaussians and moves them from the undesired to the desired one; the
+  paper's exact formula is not public, so this is *our* closed form for that step.
+  Covariances are shrinkage-regularised with Ledoit–Wolf (``sklearn.covariance.LedoitWolf``).
+
+Position policy: ``"last"`` steers only the newest token (``pos=-1``; greedy generation
+without a KV cache re-runs the whole sequence each step, so "last" is the token being
+predicted from), ``"all"`` steers every position.
+
+A :class:`Controller` holds one behaviour's per-layer parameters and turns them into
+patches; :func:`compose` stacks several controllers (several behaviours' head sets at
+once). Layer-level RepE baselines (Zou et al. 2023, §3: PCA of paired differences;
+RepE-Mean, RepE-Merge as in SAC §4.1) are controllers on ``resid_pre``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from headscope.common.errors import HeadscopeError
+from headscope.model import Patch
+
+KINDS = ("add", "project_out", "project_onto", "gaussian")
+POLICIES = ("last", "all")
+
+
+# ---------------------------------------------------------------------------------------
+# Closed forms
+
+
+def _sym_sqrt(m: Tensor, inverse: bool = False, eps: float = 1e-10) -> Tensor:
+    """Symmetric (inverse) square root of an SPD matrix by eigendecomposition."""
+    w, v = torch.linalg.eigh((m + m.T) / 2)
+    w = w.clamp_min(eps)
+    p = w.rsqrt() if inverse else w.sqrt()
+    return (v * p) @ v.T
+
+
+def gaussian_ot(mu_s: Tensor, cov_s: Tensor, mu_t: Tensor, cov_t: Tensor) -> tuple[Tensor, Tensor]:
+    """The optimal-transport map N(μ_s, Σ_s) → N(μ_t, Σ_t) as ``T(x) = A x + b``.
+
+    ``A = Σ_s^{-1/2} (Σ_s^{1/2} Σ_t Σ_s^{1/2})^{1/2} Σ_s^{-1/2}`` (symmetric positive
+    definite), ``b = μ_t − A μ_s``. Computed in float64. Shapes: μ ``[d]``, Σ ``[d, d]``.
+    """
+    cs, ct = cov_s.double(), cov_t.double()
+    if cs.shape != ct.shape or cs.ndim != 2 or cs.shape[0] != cs.shape[1] or mu_s.shape != mu_t.shape or mu_s.shape[0] != cs.shape[0]:
+        raise HeadscopeError(f"gaussian_ot needs μ [d] and Σ [d, d] of one size; got μ {tuple(mu_s.shape)}, {tuple(mu_t.shape)} and Σ {tuple(cs.shape)}, {tuple(ct.shape)}")
+    s_half = _sym_sqrt(cs)
+    s_ihalf = _sym_sqrt(cs, inverse=True)
+    a = s_ihalf @ _sym_sqrt(s_half @ ct @ s_half) @ s_ihalf
+    a = (a + a.T) / 2
+    b = mu_t.double() - a @ mu_s.double()
+    return a, b
+
+
+def shrunk_cov(x: Tensor) -> Tensor:
+    """Ledoit–Wolf shrinkage covariance of samples ``x [n, d]`` (float64)."""
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise HeadscopeError(f"need at least 2 samples [n, d] to fit a covariance; got shape {tuple(x.shape)}")
+    from sklearn.covariance import LedoitWolf
+
+    return torch.from_numpy(LedoitWolf().fit(x.double().cpu().numpy()).covariance_)
+
+
+def fit_gaussian(src: Tensor, tgt: Tensor) -> tuple[Tensor, Tensor]:
+    """Fit N(μ, Σ) (Ledoit–Wolf) to source and target samples ``[n, d]``; return ``(A, b)`` of the OT map."""
+    return gaussian_ot(src.double().mean(0), shrunk_cov(src), tgt.double().mean(0), shrunk_cov(tgt))
+
+
+def mean_shift(src: Tensor, tgt: Tensor) -> Tensor:
+    """ITI's shift vector ``σ·θ``: θ = unit(μ_t − μ_s), σ = std of all samples projected on θ."""
+    d = tgt.double().mean(0) - src.double().mean(0)
+    theta = d / d.norm().clamp_min(1e-12)
+    sigma = (torch.cat([src, tgt]).double() @ theta).std()
+    return sigma * theta
+
+
+def repe_direction(diffs: Tensor, reference: Tensor | None = None) -> Tensor:
+    """RepE reading vector: first principal component of paired differences ``[n, d]``.
+
+    The sign is chosen so that the direction points along the mean difference (or along
+    ``reference``). Returned unit-norm (float64).
+    """
+    d = diffs.double()
+    centred = d - d.mean(0)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    u = vh[0]
+    ref = d.mean(0) if reference is None else reference.double()
+    return u if float(u @ ref) >= 0 else -u
+
+
+# ---------------------------------------------------------------------------------------
+# The patch
+
+
+class SteerPatch(Patch):
+    """One layer's steering of several heads (or of the residual stream).
+
+    Args:
+        layer: block index.
+        site: ``"z"`` (per-head) or ``"resid_pre"`` (layer-level).
+        heads: head indices (site z); ignored for resid_pre.
+        kind: one of :data:`KINDS`.
+        params: ``vec [k, d]`` (add, project_*: the vector / direction per head) or
+            ``A [k, d, d]`` and ``b [k, d]`` (gaussian).
+        alpha: strength.
+        policy: ``"last"`` (newest token only) or ``"all"`` (every position).
+    """
+
+    def __init__(self, layer: int, site: str, heads: Sequence[int] | None, kind: str, params: dict[str, Tensor], alpha: float, policy: str = "last") -> None:
+        if kind not in KINDS:
+            raise HeadscopeError(f"unknown steering kind {kind!r}; use one of {KINDS}")
+        if policy not in POLICIES:
+            raise HeadscopeError(f"unknown position policy {policy!r}; use 'last' (newest token) or 'all' (every token)")
+        if site not in ("z", "resid_pre"):
+            raise HeadscopeError(f"steering acts on site 'z' (heads) or 'resid_pre' (layer); got {site!r}")
+        super().__init__(layer=layer, site=site, mode="add", value=0.0, pos=-1 if policy == "last" else None)
+        self.heads = list(heads) if (site == "z" and heads is not None) else None
+        self.kind, self.alpha, self.policy = kind, float(alpha), policy
+        need = ("A", "b") if kind == "gaussian" else ("vec",)
+        missing = [k for k in need if k not in params]
+        if missing:
+            raise HeadscopeError(f"steering kind {kind!r} needs parameters {need}; missing {missing}")
+        self.params = {k: v.float() for k, v in params.items()}
+        if kind.startswith("project"):
+            v = self.params["vec"]
+            self.params["vec"] = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        self._cache: dict = {}
+
+    def _p(self, name: str, x: Tensor) -> Tensor:
+        key = (name, x.device, x.dtype)
+        if key not in self._cache:
+            self._cache[key] = self.params[name].to(device=x.device, dtype=x.dtype)
+        return self._cache[key]
+
+    def transform(self, v: Tensor) -> Tensor:
+        """The map on selected vectors ``v [..., k, d]`` (k = heads, or 1 for the residual)."""
+        a = self.alpha
+        if self.kind == "add":
+            return v + a * self._p("vec", v)
+        if self.kind == "project_out":
+            u = self._p("vec", v)
+            return v - a * (v * u).sum(-1, keepdim=True) * u
+        if self.kind == "project_onto":
+            u = self._p("vec", v)
+            return v + a * ((v * u).sum(-1, keepdim=True) * u - v)
+        A, b = self._p("A", v), self._p("b", v)
+        t = torch.einsum("kij,...kj->...ki", A, v) + b
+        return v + a * (t - v)
+
+    def apply(self, x: Tensor) -> Tensor:
+        out = x.clone()
+        sl = slice(-1, None) if self.policy == "last" else slice(None)
+        if self.site == "z":
+            idx = torch.as_tensor(self.heads, device=x.device)
+            cur = out[:, sl][:, :, idx]  # [batch, pos, k, d_head]
+            out[:, sl, idx] = self.transform(cur)
+        else:
+            cur = out[:, sl][:, :, None]  # [batch, pos, 1, d_model]
+            out[:, sl] = self.transform(cur)[:, :, 0]
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# Controllers
+
+
+@dataclass
+class Controller:
+    """One behaviour's steering: per-layer heads and parameters, a kind, a strength, a policy.
+
+    ``layers[L] = {"heads": [h, ...], "vec" | "A","b": Tensor}``; for ``site="resid_pre"``
+    ``heads`` is empty and tensors have a leading axis of 1.
+    """
+
+    name: str
+    kind: str
+    layers: dict[int, dict]
+    alpha: float = 1.0
+    policy: str = "last"
+    site: str = "z"
+    meta: dict = field(default_factory=dict)
+
+    def heads(self) -> list[tuple[int, int]]:
+        return [(L, h) for L in sorted(self.layers) for h in self.layers[L].get("heads", [])]
+
+    def patches(self, alpha: float | None = None, policy: str | None = None) -> list[SteerPatch]:
+        """The controller as patches (optionally with another strength / policy)."""
+        a = self.alpha if alpha is None else alpha
+        pol = self.policy if policy is None else policy
+        out = []
+        for L in sorted(self.layers):
+            e = self.layers[L]
+            params = {k: v for k, v in e.items() if isinstance(v, Tensor)}
+            out.append(SteerPatch(L, self.site, e.get("heads"), self.kind, params, a, pol))
+        return out
+
+    def with_alpha(self, alpha: float) -> Controller:
+        return Controller(self.name, self.kind, self.layers, alpha, self.policy, self.site, dict(self.meta))
+
+    # -- io ------------------------------------------------------------------------
+    def save(self, path: str | Path) -> tuple[Path, Path]:
+        """Write ``path.safetensors`` (tensors) and ``path.json`` (everything else)."""
+        from safetensors.torch import save_file
+
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        base = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
+        tensors = {f"L{L}.{k}": v.float().contiguous() for L, e in self.layers.items() for k, v in e.items() if isinstance(v, Tensor)}
+        st, js = base.with_suffix(".safetensors"), base.with_suffix(".json")
+        save_file(tensors, str(st))
+        js.write_text(json.dumps({
+            "name": self.name, "kind": self.kind, "alpha": self.alpha, "policy": self.policy, "site": self.site,
+            "heads": {str(L): list(e.get("heads", [])) for L, e in self.layers.items()}, "meta": self.meta,
+        }, indent=1))
+        return st, js
+
+    @classmethod
+    def load(cls, path: str | Path) -> Controller:
+        from safetensors.torch import load_file
+
+        p = Path(path)
+        base = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
+        st, js = base.with_suffix(".safetensors"), base.with_suffix(".json")
+        if not st.exists() or not js.exists():
+            raise HeadscopeError(f"controller {base} not found: need both {st.name} and {js.name}; write one with `headscope sac fit`")
+        d = json.loads(js.read_text())
+        tensors = load_file(str(st))
+        layers: dict[int, dict] = {int(L): {"heads": hs} for L, hs in d["heads"].items()}
+        for key, v in tensors.items():
+            L, name = key.split(".", 1)
+            layers[int(L[1:])][name] = v
+        return cls(d["name"], d["kind"], layers, d["alpha"], d["policy"], d.get("site", "z"), d.get("meta", {}))
+
+
+def compose(*controllers: Controller | None) -> list[SteerPatch]:
+    """Patches of several controllers at once (several behaviours' head sets)."""
+    return [p for c in controllers if c is not None for p in c.patches()]
+
+
+# ---------------------------------------------------------------------------------------
+# Builders from activation samples
+
+
+def _group(heads: Sequence[tuple[int, int]]) -> dict[int, list[int]]:
+    by: dict[int, list[int]] = {}
+    for L, h in heads:
+        by.setdefault(int(L), []).append(int(h))
+    return by
+
+
+def gaussian_controller(name: str, src: dict[tuple[int, int], Tensor], tgt: dict[tuple[int, int], Tensor], alpha: float = 1.0, policy: str = "last") -> Controller:
+    """SAC controller: a Gaussian OT map per head from source samples to target samples (``[n, d_head]`` each)."""
+    if not src:
+        raise HeadscopeError("no heads selected; pass at least one (layer, head)")
+    layers: dict[int, dict] = {}
+    for L, hs in _group(list(src)).items():
+        As, bs = zip(*(fit_gaussian(src[(L, h)], tgt[(L, h)]) for h in hs))
+        layers[L] = {"heads": hs, "A": torch.stack(As).float(), "b": torch.stack(bs).float()}
+    return Controller(name, "gaussian", layers, alpha, policy)
+
+
+def mean_shift_controller(name: str, src: dict[tuple[int, int], Tensor], tgt: dict[tuple[int, int], Tensor], alpha: float = 1.0, policy: str = "last") -> Controller:
+    """ITI controller: ``x + α·σ·θ`` per head."""
+    if not src:
+        raise HeadscopeError("no heads selected; pass at least one (layer, head)")
+    layers = {L: {"heads": hs, "vec": torch.stack([mean_shift(src[(L, h)], tgt[(L, h)]) for h in hs]).float()} for L, hs in _group(list(src)).items()}
+    return Controller(name, "add", layers, alpha, policy)
+
+
+def repe_controller(name: str, directions: dict[int, Tensor], scales: dict[int, float], alpha: float = 1.0, policy: str = "last") -> Controller:
+    """Layer-level RepE controller on ``resid_pre``: ``x + α·s_L·u_L`` (u unit, s the std along u)."""
+    layers = {int(L): {"heads": [], "vec": (float(scales[L]) * directions[L].double())[None].float()} for L in directions}
+    return Controller(name, "add", layers, alpha, policy, site="resid_pre")

@@ -1,0 +1,180 @@
+"""headscope.steering: closed forms checked against hand computations, both backends, removal."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from headscope.common.errors import HeadscopeError
+from headscope.model import Patch
+from headscope.steering import (
+    Controller,
+    SteerPatch,
+    compose,
+    fit_gaussian,
+    gaussian_controller,
+    gaussian_ot,
+    mean_shift,
+    mean_shift_controller,
+    repe_controller,
+    repe_direction,
+)
+
+PROMPTS = ["User : How do I kill a python process ? Assistant :", "User : How do I crack an egg ? Assistant : Sure ,"]
+
+
+def _spd(d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    m = torch.randn(d, d, generator=g, dtype=torch.float64)
+    return m @ m.T + 0.5 * torch.eye(d, dtype=torch.float64)
+
+
+def test_gaussian_map_population_moments_and_symmetry():
+    d = 5
+    cs, ct = _spd(d, 0), _spd(d, 1)
+    ms, mt = torch.randn(d, dtype=torch.float64), torch.randn(d, dtype=torch.float64)
+    A, b = gaussian_ot(ms, cs, mt, ct)
+    # Pushforward of N(ms, cs) under x -> Ax + b is N(A ms + b, A cs A^T).
+    torch.testing.assert_close(A @ ms + b, mt)
+    torch.testing.assert_close(A @ cs @ A.T, ct, rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(A, A.T)  # the Monge map of Gaussians is the gradient of a convex function
+    assert torch.linalg.eigvalsh(A).min() > 0
+
+
+def test_gaussian_map_samples_match_target_moments():
+    d, n = 4, 200_000
+    cs, ct = _spd(d, 2), _spd(d, 3)
+    ms, mt = torch.zeros(d, dtype=torch.float64) + 1.0, torch.arange(d, dtype=torch.float64)
+    A, b = gaussian_ot(ms, cs, mt, ct)
+    g = torch.Generator().manual_seed(0)
+    x = ms + torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(cs).T
+    y = x @ A.T + b
+    # Standard errors of a sample mean/covariance of n draws: ~ sqrt(var / n); allow 6 of them.
+    se_mean = (ct.diag() / n).sqrt()
+    assert ((y.mean(0) - mt).abs() < 6 * se_mean).all()
+    se_cov = ((ct.diag()[:, None] * ct.diag()[None, :] + ct**2) / n).sqrt()
+    assert ((torch.cov(y.T) - ct).abs() < 6 * se_cov).all()
+
+
+def test_gaussian_map_1d_is_the_hand_computed_affine_map():
+    A, b = gaussian_ot(torch.tensor([2.0]), torch.tensor([[4.0]]), torch.tensor([-1.0]), torch.tensor([[9.0]]))
+    # 1-D: T(x) = mu_t + (sigma_t / sigma_s)(x - mu_s) = -1 + 1.5 (x - 2)
+    assert float(A) == pytest.approx(1.5)
+    assert float(b) == pytest.approx(-1.0 - 1.5 * 2.0)
+
+
+def test_mean_shift_and_repe_direction_by_hand():
+    src = torch.tensor([[0.0, 0.0], [0.0, 2.0]])
+    tgt = torch.tensor([[2.0, 0.0], [2.0, 2.0]])
+    v = mean_shift(src, tgt)
+    # theta = (1, 0); projections 0,0,2,2 -> sample std = sqrt(4/3)
+    torch.testing.assert_close(v, torch.tensor([(4 / 3) ** 0.5, 0.0], dtype=torch.float64))
+    diffs = torch.tensor([[3.0, 1.0], [1.0, -1.0], [2.0, 0.0]])  # spread along (1, 1)/sqrt2, mean (2, 0)
+    u = repe_direction(diffs)
+    torch.testing.assert_close(u, torch.tensor([2**-0.5, 2**-0.5], dtype=torch.float64))
+
+
+def test_steer_patch_kinds_against_plain_arithmetic():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 4, 3, generator=g)  # [batch, pos, heads, d_head]
+    vec = torch.randn(2, 3, generator=g)
+    y = SteerPatch(0, "z", [1, 3], "add", {"vec": vec}, 0.5).apply(x)
+    ref = x.clone()
+    ref[:, -1, 1] += 0.5 * vec[0]
+    ref[:, -1, 3] += 0.5 * vec[1]
+    torch.testing.assert_close(y, ref)
+    # project_out with alpha 1 removes the component along u exactly, at every position
+    y = SteerPatch(0, "z", [2], "project_out", {"vec": vec[:1]}, 1.0, policy="all").apply(x)
+    u = vec[0] / vec[0].norm()
+    assert (y[:, :, 2] @ u).abs().max() < 1e-5
+    torch.testing.assert_close(y[:, :, [0, 1, 3]], x[:, :, [0, 1, 3]])
+    y = SteerPatch(0, "z", [2], "project_onto", {"vec": vec[:1]}, 1.0, policy="all").apply(x)
+    torch.testing.assert_close(y[:, :, 2], (x[:, :, 2] @ u)[..., None] * u)
+    A = torch.randn(1, 3, 3, generator=g)
+    b = torch.randn(1, 3, generator=g)
+    y = SteerPatch(0, "z", [0], "gaussian", {"A": A, "b": b}, 0.25).apply(x)
+    xs = x[:, -1, 0]
+    torch.testing.assert_close(y[:, -1, 0], xs + 0.25 * (xs @ A[0].T + b[0] - xs))
+    torch.testing.assert_close(y[:, :-1], x[:, :-1])
+    with pytest.raises(HeadscopeError, match="policy"):
+        SteerPatch(0, "z", [0], "add", {"vec": vec[:1]}, 1.0, policy="first")
+    with pytest.raises(HeadscopeError, match="needs parameters"):
+        SteerPatch(0, "z", [0], "gaussian", {"vec": vec[:1]}, 1.0)
+
+
+def _controllers(model, seed: int = 0) -> list[Controller]:
+    """Three controllers on disjoint head sets, fitted on random samples (parameters are arbitrary)."""
+    g = torch.Generator().manual_seed(seed)
+    d = model.d_head
+    sets = {"a": [(0, 1), (3, 2)], "b": [(2, 5), (4, 0)], "c": [(5, 6), (1, 7)]}
+    out = []
+    for i, (name, heads) in enumerate(sets.items()):
+        src = {h: torch.randn(64, d, generator=g) for h in heads}
+        tgt = {h: 3.0 * torch.randn(64, d, generator=g) + 2.0 for h in heads}
+        out.append((gaussian_controller if i != 1 else mean_shift_controller)(name, src, tgt, alpha=1.0))
+    return out
+
+
+def test_alpha_zero_is_identity(llama_tl):
+    toks = llama_tl.to_tokens(PROMPTS[0])
+    c = _controllers(llama_tl)[0].with_alpha(0.0)
+    torch.testing.assert_close(llama_tl.run_patched(toks, c.patches(policy="all")), llama_tl.logits(toks), rtol=0, atol=0)
+
+
+def test_head_steering_equals_plain_add_patches(llama_tl):
+    """An "add" controller must equal the same shift written as ordinary head patches."""
+    toks = llama_tl.to_tokens(PROMPTS[1])
+    c = _controllers(llama_tl)[1].with_alpha(3.0)
+    plain = [Patch(layer=L, head=h, pos=-1, mode="add", value=3.0 * c.layers[L]["vec"][i]) for L in c.layers for i, h in enumerate(c.layers[L]["heads"])]
+    torch.testing.assert_close(llama_tl.run_patched(toks, c.patches()), llama_tl.run_patched(toks, plain), rtol=1e-5, atol=1e-5)
+
+
+def test_both_backends_generate_the_same_steered_tokens(llama_tl, llama_nn):
+    toks = llama_tl.to_tokens(PROMPTS[0])
+    cs = _controllers(llama_tl)
+    patches = compose(*[c.with_alpha(2.0) for c in cs])
+    a = llama_tl.generate(toks, 8, patches=patches)
+    b = llama_nn.generate(toks, 8, patches=patches)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, llama_tl.generate(toks, 8))  # the steering does something
+    with llama_nn.hooked(patches):
+        c = llama_nn.generate(toks, 8)
+    assert torch.equal(a, c)
+
+
+def test_removing_controllers_restores_outputs_exactly(llama_tl, llama_nn):
+    toks = llama_tl.to_tokens(PROMPTS[1])
+    patches = compose(*[c.with_alpha(2.0) for c in _controllers(llama_tl, seed=1)])
+    for m in (llama_tl, llama_nn):
+        base_logits, base_gen = m.logits(toks), m.generate(toks, 6)
+        with m.hooked(patches):
+            steered = m.logits(toks)
+        assert not torch.equal(steered, base_logits)
+        torch.testing.assert_close(m.logits(toks), base_logits, rtol=0, atol=0)
+        with pytest.raises(RuntimeError):
+            with m.hooked(patches):
+                raise RuntimeError("boom")
+        assert torch.equal(m.generate(toks, 6), base_gen)
+
+
+def test_repe_resid_controller_and_roundtrip(tmp_path, llama_tl):
+    toks = llama_tl.to_tokens(PROMPTS[0])
+    u = torch.zeros(llama_tl.d_model)
+    u[3] = 1.0
+    c = repe_controller("repe", {2: u}, {2: 0.7}, alpha=2.0, policy="all")
+    ref = llama_tl.run_patched(toks, [Patch(layer=2, site="resid_pre", mode="add", value=1.4 * u)])
+    torch.testing.assert_close(llama_tl.run_patched(toks, c.patches()), ref, rtol=1e-5, atol=1e-5)
+    g = _controllers(llama_tl)[0]
+    g.save(tmp_path / "ctl")
+    back = Controller.load(tmp_path / "ctl.json")
+    assert back.heads() == g.heads() and back.kind == g.kind
+    torch.testing.assert_close(llama_tl.run_patched(toks, back.patches()), llama_tl.run_patched(toks, g.patches()), rtol=0, atol=0)
+    with pytest.raises(HeadscopeError, match="sac fit"):
+        Controller.load(tmp_path / "missing")
+
+
+def test_fit_gaussian_shapes():
+    A, b = fit_gaussian(torch.randn(30, 4), torch.randn(30, 4) + 1)
+    assert A.shape == (4, 4) and b.shape == (4,)
+    with pytest.raises(HeadscopeError, match="2 samples"):
+        fit_gaussian(torch.randn(1, 4), torch.randn(30, 4))
