@@ -54,6 +54,10 @@ def register(sub) -> None:
 
     register_analysis(sub)
 
+    from headscope.circuits_cli import register as register_circuits
+
+    register_circuits(sub)
+
 
 def _task_for(args) -> object:
     from headscope.tasks import get_task

@@ -1,0 +1,86 @@
+"""Every known-circuit spec in this folder, plus proof that a wrong head fails.
+
+Each spec pins heads whose roles are known independently of the check: by tracr's
+construction (tracr_*.toml), by the organisms' design and measured scores
+(induction.toml, llama_arithmetic.toml), or by the literature (gpt2_ioi.toml, which
+needs GPT-2 weights and skips here with the reason).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from headscope.circuits import assert_circuit, check, load_spec
+
+HERE = Path(__file__).parent
+SPECS = sorted(HERE.glob("*.toml"))
+
+
+def _param(p: Path):
+    marks = [pytest.mark.needs_weights] if tomllib.loads(p.read_text()).get("needs_weights") else []
+    return pytest.param(p, id=p.stem, marks=marks)
+
+
+def test_the_required_specs_are_here():
+    names = {p.stem for p in SPECS}
+    assert {"induction", "llama_arithmetic", "gpt2_ioi"} <= names
+    assert len([n for n in names if n.startswith("tracr_")]) >= 3
+
+
+@pytest.mark.parametrize("spec", [_param(p) for p in SPECS])
+def test_circuit(spec):
+    assert_circuit(spec)
+
+
+def _wrong_head_spec(tmp_path: Path, src: str, old: str, new: str) -> Path:
+    text = (HERE / src).read_text()
+    assert text.count(old) >= 1, old
+    out = tmp_path / f"wrong_{src}"
+    out.write_text(text.replace(old, new, 1))
+    return out
+
+
+def test_wrong_head_fails_check_induction(tmp_path):
+    # L0H1 is not the previous-token head (its score is 0.07 against L0H0's 0.99).
+    spec = _wrong_head_spec(tmp_path, "induction.toml", '{ head = "L0H0", role = "previous-token head", expect = ["rank <= 1", "score <= -0.5"] }',
+                            '{ head = "L0H1", role = "previous-token head", expect = ["rank <= 1", "score <= -0.5"] }')
+    report = check(spec)
+    assert not report.passed and report.status == "FAIL"
+    bad = [h for c in report.checks for h in c.heads if not h.passed]
+    assert [h.spec.label for h in bad] == ["L0H1"]
+    assert bad[0].rank > 1 and bad[0].score > -0.5  # the measured numbers are reported
+    assert "FAIL" in report.table() and "L0H1" in report.table()
+    with pytest.raises(AssertionError, match="circuit drifted"):
+        assert_circuit(spec)
+
+
+def test_wrong_head_fails_check_tracr(tmp_path):
+    # Swap the roles of the two shift heads: by construction each check then fails.
+    text = (HERE / "tracr_shift2.toml").read_text()
+    swapped = text.replace('head = "L0H0"', 'head = "TMP"').replace('head = "L0H1"', 'head = "L0H0"').replace('head = "TMP"', 'head = "L0H1"')
+    spec = tmp_path / "swapped.toml"
+    spec.write_text(swapped)
+    report = check(spec)
+    assert not report.passed
+    assert all(not c.passed for c in report.checks)
+
+
+def test_wrong_head_exits_1_through_the_cli(tmp_path, capsys):
+    from headscope.cli import main
+
+    good = HERE / "tracr_sort.toml"
+    assert main(["circuits", "check", str(good)]) == 0
+    wrong = _wrong_head_spec(tmp_path, "tracr_sort.toml", 'head = "L1H0", role = "sort aggregate (moves', 'head = "L0H0", role = "sort aggregate (moves')
+    capsys.readouterr()
+    assert main(["circuits", "check", str(good), str(wrong)]) == 1
+    out = capsys.readouterr().out
+    assert "PASS" in out and "FAIL" in out and "1 passed, 1 failed" in out
+
+
+def test_specs_parse():
+    for p in SPECS:
+        spec = load_spec(p)
+        assert spec.checks and all(c.heads for c in spec.checks)
