@@ -182,7 +182,10 @@ def load_tracr(name: str, backend: str = "tl", device: str | torch.device | None
     _, unexpected = bridge.load_state_dict(state, strict=False)
     if unexpected:
         raise HeadscopeError(f"{d}/model.safetensors does not match its config.json (unexpected keys {unexpected[:3]}); recompile it")
-    bridge.to(get_device(device)).eval()
+    dev = get_device(device)
+    if dev.type != "cpu":  # boot_native builds on the CPU; TransformerLens logs every move
+        bridge.to(dev)
+    bridge.eval()
     enc = {str(k): int(v) for k, v in info["input_encoding"]}
     out = {str(k): int(v) for k, v in info["output_encoding"]}
     tok = TracrTokenizer(enc, info["bos"], info["pad"], out)
