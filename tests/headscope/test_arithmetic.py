@@ -1,0 +1,203 @@
+"""Arithmetic heads (headscope/arithmetic.py): prompts, identification, knockout, inspection, precise SFT.
+
+Each check compares against an independent computation (hand-built patches, plain
+activation patching, generation, manual parameter slices) or the issue's acceptance
+numbers; long experiments live in benchmarks/arith_table.py.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from headscope import arithmetic as ar
+from headscope.common.errors import HeadscopeError
+from headscope.model import Patch
+from headscope.organisms.world import ARITH_TEMPLATES, OPERATORS, arith_operands
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def correct(llama_tl):
+    """Correctly answered prompts (all operators, styles, templates)."""
+    return ar.filter_correct(llama_tl, ar.arith_prompts())
+
+
+@pytest.fixture(scope="module")
+def ident(llama_tl, correct):
+    return ar.identify(llama_tl, correct, max_per_group=8, mlps=False, show_progress=False)
+
+
+# -- prompts --------------------------------------------------------------------------
+
+
+def test_prompts_cover_every_template_and_keep_length(llama_tl):
+    rows = ar.arith_prompts()
+    n_templates = sum(len(t) for t in ARITH_TEMPLATES.values())
+    assert len(rows) == n_templates * sum(len(arith_operands(op)) for op in OPERATORS)
+    for r in rows:
+        assert r["corrupt"] != r["prompt"]
+        assert r["null"] in r["corrupt"].split()
+    # every counterfactual tokenizes to its prompt's length (incl. two-word "divided by")
+    groups = ar.length_groups(llama_tl, rows)
+    assert sum(len(g) for g in groups.values()) == len(rows)
+    tr, ho = ar.arith_prompts(split="train"), ar.arith_prompts(split="heldout")
+    assert len(tr) + len(ho) == len(rows) and not {r["prompt"] for r in tr} & {r["prompt"] for r in ho}
+    ds = ar.arith_dataset(ops=["div"], styles=["qa"])
+    assert ds.num_rows == 4 * 81 and {"prompt", "corrupt", "answer", "op", "style"} <= set(ds.column_names)
+    with pytest.raises(HeadscopeError, match="operator"):
+        ar.arith_prompts(ops=["pow"])
+    with pytest.raises(HeadscopeError, match="templates 0..3"):
+        ar.arith_prompts(templates=[7])
+
+
+def test_filter_correct_matches_generation(llama_tl):
+    from headscope.organisms.evaluate import greedy
+
+    rows = ar.arith_prompts(ops=["div"], styles=["equation", "qa"], templates=[0])
+    kept = ar.filter_correct(llama_tl, rows)
+    gen = greedy(llama_tl, [r["prompt"] for r in rows], 1)
+    expect = [r for r, g in zip(rows, gen) if g == r["answer"]]
+    assert [r["prompt"] for r in kept] == [r["prompt"] for r in expect]
+    assert 0 < len(kept) < len(rows)  # the organism gets some divisions wrong
+
+
+# -- identification -------------------------------------------------------------------
+
+
+def test_relative_score_matches_hand_built_path_patch(llama_tl, correct):
+    grp = [r for r in correct if r["style"] == "equation" and r["template"] == 0][:16]
+    res = ar.identify(llama_tl, grp, max_per_group=None, min_group=1, show_progress=False)
+    assert len(res.groups) == 1
+    clean = llama_tl.to_tokens([r["prompt"] for r in grp])
+    corrupt = llama_tl.to_tokens([r["corrupt"] for r in grp])
+    ans = torch.tensor([llama_tl.token_id(r["answer"]) for r in grp])
+    _, cl = llama_tl.run_with_heads(clean, sites=("z", "mlp_out"))
+    _, co = llama_tl.run_with_heads(corrupt, sites=("z", "mlp_out"))
+
+    def logit(lg):
+        return lg[torch.arange(len(grp)), -1, ans].mean()
+
+    m0 = logit(llama_tl.logits(clean))
+    for L, h in [(0, 3), (2, 5), (5, 1)]:
+        z = cl.z[L].clone()
+        z[:, :, h] = co.z[L][:, :, h]
+        patches = [Patch(layer=ell, site="z", value=z if ell == L else cl.z[ell]) for ell in range(llama_tl.n_layers)]
+        m = logit(llama_tl.run_patched(clean, patches))
+        assert float(res.heads.scores[L, h]) == pytest.approx(float((m - m0) / m0), abs=1e-4)
+    # the last MLP has no later heads to freeze: its path score is plain activation patching
+    m_last = logit(llama_tl.run_patched(clean, [Patch(layer=5, site="mlp_out", value=co.mlp_out[5])]))
+    assert float(res.mlps[5]) == pytest.approx(float((m_last - m0) / m0), abs=1e-4)
+
+
+def test_few_heads_pass_the_five_percent_rule(ident):
+    # acceptance: fewer than 10% of heads pass the -5% rule (the paper: < 5% on LLaMA2-7B)
+    assert 0 < ident.share < 0.10, ident.key_heads
+    assert all(float(ident.heads.scores[L, h]) < -0.05 for L, h in ident.key_heads)
+    assert ident.top(len(ident.key_heads)) == ident.key_heads
+
+
+# -- knockout -------------------------------------------------------------------------
+
+
+def test_knockout_key_heads_vs_random_heads(llama_tl, correct, ident):
+    rows = correct[::10]
+    k = len(ident.key_heads)
+    ko = ar.knockout(llama_tl, rows, ident.top(k), ks=(0, k), seeds=(0, 1, 2), show_progress=False)
+    assert ko["top"][0] == 1.0 and ko["random_mean"][0] == 1.0  # only correct prompts, nothing ablated
+    gap = ko["random_mean"][1] - ko["top"][1]
+    assert gap >= 0.30, ko  # acceptance: gap >= 30 points over 3 random seeds
+    assert set(ko["top_by"][1]) >= {"op:add", "op:div", "style:qa", "style:equation"}
+
+
+def test_mean_ablation_matches_attribution_ablate(llama_tl, correct):
+    from headscope.attribution import ablate
+
+    grp = [r for r in correct if r["style"] == "qa" and r["template"] == 0][:20]
+    heads = [(0, 3), (4, 2)]
+    toks = llama_tl.to_tokens([r["prompt"] for r in grp])
+    ref = ar._MeanRef(llama_tl, grp)
+    ours = llama_tl.run_patched(toks, ref.patches(heads)(toks.shape[1], toks))
+    theirs = ablate(llama_tl, toks, heads, "mean", toks)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+# -- inspection -----------------------------------------------------------------------
+
+
+def test_token_masks(llama_tl):
+    rows = ar.arith_prompts(ops=["div"], styles=["statement"], templates=[0])[:1]  # "1 divided by 1 equals"
+    opnd, oper = ar.token_masks(llama_tl, rows)
+    assert opnd[0].tolist() == [False, True, False, False, True, False]
+    assert oper[0].tolist() == [False, False, True, True, False, False]
+
+
+def test_key_heads_attend_to_operands_and_operators(llama_tl, correct, ident):
+    ins = ar.inspect(llama_tl, correct, ident.key_heads, max_per_group=16)
+    assert ins["key_mean_attention"] > ins["average_head_attention"] + 0.1, ins["key"]
+    lens = ins["mlp_logit_lens"]["rank_of_C"]
+    assert len(lens) == llama_tl.n_layers and all(v >= 0 for v in lens)
+
+
+# -- tuning ---------------------------------------------------------------------------
+
+
+def _slices_changed(base, tuned, heads, d, projs):
+    """Independent bookkeeping: which entries may differ (q/k/v rows, o columns of each head)."""
+    may = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in base.named_parameters()}
+    group = base.config.num_attention_heads // base.config.num_key_value_heads
+    for L, h in heads:
+        pre = f"model.layers.{L}.self_attn."
+        for pr in projs:
+            if pr == "o":
+                may[pre + "o_proj.weight"][:, h * d : (h + 1) * d] = True
+            else:
+                blk = h if pr == "q" else h // group
+                may[pre + f"{pr}_proj.weight"][blk * d : (blk + 1) * d] = True
+    tuned_p = dict(tuned.named_parameters())
+    for n, p in base.named_parameters():
+        assert torch.equal(tuned_p[n][~may[n]], p.detach()[~may[n]]), n
+    return sum(int(m.sum()) for m in may.values())
+
+
+def test_precise_sft_trains_only_head_slices():
+    from headscope.loading import load_hf
+    from headscope.tuning import TuneConfig
+
+    base, tok, _ = load_hf("llama", "cpu")
+    heads = [(0, 3), (0, 0)]
+    tuned, log = ar.tune_one(base, tok, "heads", ar.tune_examples(("div",))[:64], TuneConfig(steps=3, batch_size=8, warmup=1), heads=heads)
+    n_may = _slices_changed(base, tuned, heads, 16, "qkvo")
+    assert log["n_trainable"] == n_may == 2 * 4 * 16 * 128
+    assert log["trainable_share"] <= 0.05 and log["untouched_bit_identical"]
+    qw = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(dict(tuned.named_parameters())[qw][48:64], dict(base.named_parameters())[qw][48:64])
+
+
+# -- grouped-query model through identify / knockout / tune ------------------------------
+
+
+def test_gqa_identify_knockout_tune():
+    from headscope.loading import load_hf, wrap
+    from headscope.organisms.train import llama_config
+    from headscope.tuning import TuneConfig
+    from transformers import LlamaForCausalLM
+
+    _, tok, _ = load_hf("llama", "cpu")
+    torch.manual_seed(0)
+    cfg = llama_config(len(tok.get_vocab()), d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_mlp=96, max_pos=64)
+    hf = LlamaForCausalLM(cfg).eval()
+    hm = wrap(copy.deepcopy(hf), tok, "tl", name="gqa")
+    rows = ar.arith_prompts(ops=["add"], styles=["equation"], templates=[0])[:12]
+    res = ar.identify(hm, rows, min_group=1, show_progress=False)
+    assert res.heads.scores.shape == (2, 4) and torch.isfinite(res.heads.scores).all()
+    ko = ar.knockout(hm, rows, res.top(2), ks=(0, 2), seeds=(0, 1, 2), show_progress=False)
+    assert len(ko["random"][1]) == 3
+    heads = res.top(2)
+    tuned, log = ar.tune_one(hf, tok, "heads", ar.tune_examples(("add",))[:32], TuneConfig(steps=2, batch_size=8, warmup=1), heads=heads)
+    assert log["projections"] == ["q_proj", "o_proj"]  # grouped-query rule: q and o only
+    assert log["n_trainable"] == _slices_changed(hf, tuned, heads, 16, "qo") == 2 * 2 * 16 * 64
+    assert log["untouched_bit_identical"]
