@@ -44,17 +44,25 @@ def _wrong_head_spec(tmp_path: Path, src: str, old: str, new: str) -> Path:
 
 
 def test_wrong_head_fails_check_induction(tmp_path):
-    # L0H1 is not the previous-token head (its score is 0.07 against L0H0's 0.99).
-    spec = _wrong_head_spec(tmp_path, "induction.toml", '{ head = "L0H0", role = "previous-token head", expect = ["rank <= 1", "score <= -0.5"] }',
-                            '{ head = "L0H1", role = "previous-token head", expect = ["rank <= 1", "score <= -0.5"] }')
+    # The induction spec's previous-token check with the wrong head: L0H1's previous-token
+    # score is 0.07 against L0H0's 0.99, so it misses both the rank and the score bound.
+    spec = tmp_path / "wrong_induction.toml"
+    spec.write_text(
+        'model = "induction"\nmethod = "head_score:previous_token"\n'
+        'heads = [{ head = "L0H1", role = "previous-token head", expect = ["rank <= 1", "score >= 0.7"] },\n'
+        '         { head = "L1H3", role = "induction head (not previous-token)", expect = ["score <= 0.3"] }]\n'
+    )
     report = check(spec)
     assert not report.passed and report.status == "FAIL"
     bad = [h for c in report.checks for h in c.heads if not h.passed]
     assert [h.spec.label for h in bad] == ["L0H1"]
-    assert bad[0].rank > 1 and bad[0].score > -0.5  # the measured numbers are reported
+    assert bad[0].rank > 1 and bad[0].score < 0.7  # the measured numbers are reported
     assert "FAIL" in report.table() and "L0H1" in report.table()
     with pytest.raises(AssertionError, match="circuit drifted"):
         assert_circuit(spec)
+    # the same heads in their real roles pass
+    spec.write_text(spec.read_text().replace('"L0H1"', '"L0H0"'))
+    assert check(spec).passed
 
 
 def test_wrong_head_fails_check_tracr(tmp_path):
