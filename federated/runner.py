@@ -16,7 +16,7 @@ import torch
 
 from headscope.common import HeadscopeError, log
 
-from . import coboosting, dense, ensemble, fedavg, feddf, fusefl
+from . import coboosting, dense, ensemble, fedavg, feddf, fixmatch, fusefl, semi, twinsight
 from .data import make_split
 from .models import evaluate, state_bytes
 from .protocol import ClientEnv, FLConfig, Reply, ServerEnv, ServerProgram, ServerResult, Task, run_client_action
@@ -28,6 +28,12 @@ ALGORITHMS: dict[str, Callable[[FLConfig, ServerEnv], ServerProgram]] = {
     "dense": dense.server,
     "coboosting": coboosting.server,
     "fusefl": fusefl.server,
+    # multi-round, label-deficient (semi.py: SemiConfig; docs/twinsight.md)
+    "twinsight": twinsight.server,
+    "fixmatch": fixmatch.server_fixmatch,
+    "freematch": fixmatch.server_freematch,
+    "fedavg_labelled": semi.server_labelled_only,
+    "fedavg_all_labels": semi.server_all_labels,
 }
 
 Transport = Callable[[dict[int, Task]], dict[int, Reply]]
