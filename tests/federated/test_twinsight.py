@@ -69,7 +69,7 @@ def _poisoned(env: ClientEnv) -> ClientEnv:
 
 @pytest.mark.parametrize("pseudo", ["none", "fixmatch"])
 def test_unlabelled_client_never_reads_labels(pseudo):
-    cfg = SemiConfig(**TINY, clients=4, labelled_clients=2, alpha=0.5, twin_pseudo=pseudo, threshold=0.2)
+    cfg = SemiConfig(**TINY, clients=4, labelled_clients=2, alpha=0.5, twin_pseudo=pseudo, threshold=0.01)
     task, env = _task(cfg, 3, labelled=False)
     clean = run_client_action(task, env)
     poisoned = run_client_action(task, _poisoned(env))
