@@ -134,6 +134,9 @@ def register(subparsers) -> None:
     r.add_argument("--plot", default="", help="also write the per-client label histogram (HTML) to this path")
     _common(r)
     r.set_defaults(func=cmd_run)
+    from .semi_cli import extend_run  # twinsight, fixmatch, freematch and the two bounds (multi-round, torch-free import)
+
+    extend_run(r, cmd_run, ALGOS)
 
     b = sub.add_parser("bench", help="comparison table across algorithms and Dirichlet α (in-process)")
     b.add_argument("--alphas", default="0.1,0.3,0.5")

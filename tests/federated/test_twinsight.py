@@ -131,3 +131,56 @@ def test_flower_and_inprocess_agree():
     assert (flower.bytes_up, flower.bytes_down, flower.rounds) == (local.bytes_up, local.bytes_down, local.rounds)
     assert flower.extra == local.extra
 
+
+
+def _parse(argv):
+    import argparse
+
+    from federated.cli import register
+
+    p = argparse.ArgumentParser(prog="headscope")
+    register(p.add_subparsers(dest="command"))
+    return p.parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["fl", "run", "twinsight", "--labelled-clients", "20"], "labelled_clients"),
+        (["fl", "run", "twinsight", "--alpha", "0"], "alpha"),
+        (["fl", "run", "fedavg", "--rounds", "3"], "only apply"),
+        (["fl", "run", "fedprox"], "twinsight"),
+    ],
+)
+def test_cli_bad_input(argv, match):
+    args = _parse(argv)
+    with pytest.raises(HeadscopeError, match=match):
+        args.func(args)
+
+
+def test_cli_runs_twinsight(tmp_path, capsys):
+    import json
+
+    args = _parse(["fl", "run", "twinsight", "--clients", "4", "--labelled-clients", "2", "--clients-per-round", "2", "--rounds", "1",
+                   "--alpha", "0.5", "--model", "mlp", "--width", "4", "--blocks", "2", "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    res = json.loads((tmp_path / "results.json").read_text())[0]
+    assert res["algorithm"] == "twinsight" and res["clients"] == 4 and res["rounds"] == 1
+    assert f"{res['accuracy']:.4f}" in capsys.readouterr().out
+
+
+def test_cli_one_shot_algorithms_keep_their_defaults():
+    import argparse
+
+    from federated.cli import _common
+    from federated.semi_cli import extend_run
+
+    p = argparse.ArgumentParser()
+    p.add_argument("algorithm")
+    p.add_argument("--alpha", type=float, default=0.5)
+    _common(p)
+    seen = {}
+    extend_run(p, lambda a: seen.update(vars(a)) or 0, ("fedavg",))
+    args = p.parse_args(["fedavg"])
+    assert args.func(args) == 0
+    assert (seen["clients"], seen["alpha"], seen["local_epochs"], seen["batch_size"], seen["lr"]) == (5, 0.5, 30, 16, 0.05)
