@@ -113,7 +113,9 @@ def cmd_models(args) -> int:
     present = bundled_models()
     for name, desc in ORGANISMS.items():
         state = "ready" if name in present else "missing (headscope organism train " + name + ")"
-        print(f"{name:<10} {state:<10} {desc}  [{organism_dir(name)}]")
+        print(f"{name:<14} {state:<10} {desc}  [{organism_dir(name)}]")
+    for folder in sorted((organism_dir("llama").parent).glob("tracr-*")):
+        print(f"{folder.name:<14} {'ready':<10} RASP program compiled with tracr (TL backend only; see its CARD.md)  [{folder}]")
     return 0
 
 
