@@ -108,43 +108,56 @@ def _check(replies: list[Message], what: str) -> None:
             raise HeadscopeError(f"a Flower client failed during {what}: {r.error.reason}")
 
 
+def serve(grid: Grid, cfg: FLConfig) -> RunResult:
+    """The ServerApp's work: map nodes to partitions, drive the algorithm over the Grid, evaluate."""
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    nodes = _wait_for_nodes(grid, cfg.clients)
+    hello_replies = list(grid.send_and_receive([Message(RecordDict(), dst_node_id=n, message_type="query.hello") for n in nodes]))
+    _check(hello_replies, "hello")
+    node_of = {int(r.content["meta"]["partition-id"]): r.metadata.src_node_id for r in hello_replies}
+    if sorted(node_of) != list(range(cfg.clients)):
+        raise HeadscopeError(f"Flower nodes hold partitions {sorted(node_of)}, expected 0..{cfg.clients - 1}")
+    cid_of = {v: k for k, v in node_of.items()}
+    flat = ConfigRecord(cfg.to_flat())
+
+    def transport(tasks: dict[int, Task]) -> dict[int, Reply]:
+        msgs = []
+        for cid, task in tasks.items():
+            content = RecordDict({"arrays": to_record(task.arrays), "task": ConfigRecord({"action": task.action, **task.config}), "cfg": flat})
+            msgs.append(Message(content, dst_node_id=node_of[cid], message_type="train.fl"))
+        replies = list(grid.send_and_receive(msgs))
+        _check(replies, "a training round")
+        return {cid_of[r.metadata.src_node_id]: Reply(from_record(r.content["arrays"]), dict(r.content["metrics"])) for r in replies}
+
+    env = server_env(cfg)
+    program = ALGORITHMS[cfg.algorithm](cfg, env)
+    result, up, down, rounds = drive(program, transport, label=f"flower {cfg.algorithm}")
+    return finish(cfg, env, result, up, down, rounds, time.perf_counter() - t0, "flower")
+
+
 def make_server_app(cfg: FLConfig, sink: dict) -> ServerApp:
     """A ``ServerApp`` that runs ``cfg``'s algorithm and puts its :class:`RunResult` in ``sink["result"]``."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        torch.set_num_threads(1)
-        t0 = time.perf_counter()
-        nodes = _wait_for_nodes(grid, cfg.clients)
-        hello_replies = list(grid.send_and_receive([Message(RecordDict(), dst_node_id=n, message_type="query.hello") for n in nodes]))
-        _check(hello_replies, "hello")
-        node_of = {int(r.content["meta"]["partition-id"]): r.metadata.src_node_id for r in hello_replies}
-        if sorted(node_of) != list(range(cfg.clients)):
-            raise HeadscopeError(f"Flower nodes hold partitions {sorted(node_of)}, expected 0..{cfg.clients - 1}")
-        cid_of = {v: k for k, v in node_of.items()}
-        flat = ConfigRecord(cfg.to_flat())
-
-        def transport(tasks: dict[int, Task]) -> dict[int, Reply]:
-            msgs = []
-            for cid, task in tasks.items():
-                content = RecordDict(
-                    {"arrays": to_record(task.arrays), "task": ConfigRecord({"action": task.action, **task.config}), "cfg": flat}
-                )
-                msgs.append(Message(content, dst_node_id=node_of[cid], message_type="train.fl"))
-            replies = list(grid.send_and_receive(msgs))
-            _check(replies, "a training round")
-            out = {}
-            for r in replies:
-                out[cid_of[r.metadata.src_node_id]] = Reply(from_record(r.content["arrays"]), dict(r.content["metrics"]))
-            return out
-
-        env = server_env(cfg)
-        program = ALGORITHMS[cfg.algorithm](cfg, env)
-        result, up, down, rounds = drive(program, transport, label=f"flower {cfg.algorithm}")
-        sink["result"] = finish(cfg, env, result, up, down, rounds, time.perf_counter() - t0, "flower")
+        sink["result"] = serve(grid, cfg)
 
     return app
+
+
+# For a deployment (`flwr run`): the FLConfig fields come from the app's run config
+# (e.g. `--run-config "algorithm='fusefl' clients=5 alpha=0.3"`); the result is logged.
+server_app = ServerApp()
+
+
+@server_app.main()
+def _deployed(grid: Grid, context: Context) -> None:
+    cfg = FLConfig.from_flat(dict(context.run_config))
+    check_config(cfg)
+    r = serve(grid, cfg)
+    log(f"[flower {cfg.algorithm}] accuracy {r.accuracy:.4f}, up {r.bytes_up} B, down {r.bytes_down} B, {r.seconds:.1f} s")
 
 
 def run_flower(cfg: FLConfig, num_cpus: int = 1, verbose: bool = False) -> RunResult:
