@@ -57,6 +57,8 @@ def register(sub) -> None:
     from headscope.circuits_cli import register as register_circuits
 
     register_circuits(sub)
+    __import__("headscope.steer_cli", fromlist=["register"]).register(sub)  # sac / steer
+    __import__("headscope.arith_cli", fromlist=["register"]).register(sub)  # arithmetic heads
 
 
 def _task_for(args) -> object:

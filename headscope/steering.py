@@ -13,6 +13,9 @@ Kinds (per selected head, ``x`` is that head's ``z`` vector, or the residual str
 - ``"project_out"``: ``x − α (x·u) u`` (remove the component along the unit vector ``u``).
 - ``"project_onto"``: ``x + α((x·u) u − x)`` (keep only the component along ``u``).
 - ``"gaussian"``: the closed-form optimal-transport (Monge) map between two Gaussians,
+  optionally gated (our addition, documented in docs/sac.md): the map acts only on vectors
+  within Mahalanobis radius ``τ`` of the source Gaussian, so prompts far from the
+  behaviour's distribution (arithmetic, facts) pass through unchanged;
   ``T(x) = μ_t + A (x − μ_s)``, ``A = Σ_s^{-1/2} (Σ_s^{1/2} Σ_t Σ_s^{1/2})^{1/2} Σ_s^{-1/2}``,
   applied with strength α as ``x + α (T(x) − x)`` (α = 0: identity, α = 1: the full map,
   α > 1 extrapolates). SAC (Xiao et al., NeurIPS 2024, §3.3) models each controlled head's
@@ -88,6 +91,21 @@ def shrunk_cov(x: Tensor) -> Tensor:
 def fit_gaussian(src: Tensor, tgt: Tensor) -> tuple[Tensor, Tensor]:
     """Fit N(μ, Σ) (Ledoit–Wolf) to source and target samples ``[n, d]``; return ``(A, b)`` of the OT map."""
     return gaussian_ot(src.double().mean(0), shrunk_cov(src), tgt.double().mean(0), shrunk_cov(tgt))
+
+
+def _m2(x: Tensor, g: dict[str, Tensor]) -> Tensor:
+    d = x.double() - g["mu_s"]
+    return torch.einsum("ni,ij,nj->n", d, g["prec_s"], d)
+
+
+def fit_gate(src: Tensor, tgt: Tensor, slack: float = 1.0) -> dict[str, Tensor]:
+    """Gate parameters: source mean, source precision and radius τ = slack · the largest
+    Mahalanobis distance (under the source Gaussian) of any fitted sample."""
+    mu = src.double().mean(0)
+    prec = torch.linalg.inv(shrunk_cov(src))
+    x = torch.cat([src, tgt]).double() - mu
+    m = torch.einsum("ni,ij,nj->n", x, prec, x).sqrt()
+    return {"mu_s": mu, "prec_s": prec, "gate": slack * m.max()}
 
 
 def mean_shift(src: Tensor, tgt: Tensor) -> Tensor:
@@ -169,7 +187,16 @@ class SteerPatch(Patch):
             return v + a * ((v * u).sum(-1, keepdim=True) * u - v)
         A, b = self._p("A", v), self._p("b", v)
         t = torch.einsum("kij,...kj->...ki", A, v) + b
-        return v + a * (t - v)
+        step = t - v
+        if "gate" in self.params:
+            # In-distribution gate: map only vectors within Mahalanobis radius tau of the source Gaussian.
+            dv = v - self._p("mu_s", v)
+            m2 = torch.einsum("...ki,kij,...kj->...k", dv, self._p("prec_s", v), dv)
+            g = self._p("gate", v)
+            if g.ndim == 0:  # joint gate: summed squared distance over this layer's heads
+                m2 = m2.sum(-1, keepdim=True)
+            step = step * (m2 <= g**2)[..., None].to(v.dtype)
+        return v + a * step
 
     def apply(self, x: Tensor) -> Tensor:
         out = x.clone()
@@ -272,14 +299,24 @@ def _group(heads: Sequence[tuple[int, int]]) -> dict[int, list[int]]:
     return by
 
 
-def gaussian_controller(name: str, src: dict[tuple[int, int], Tensor], tgt: dict[tuple[int, int], Tensor], alpha: float = 1.0, policy: str = "last") -> Controller:
-    """SAC controller: a Gaussian OT map per head from source samples to target samples (``[n, d_head]`` each)."""
+def gaussian_controller(name: str, src: dict[tuple[int, int], Tensor], tgt: dict[tuple[int, int], Tensor], alpha: float = 1.0, policy: str = "last",
+                        gate: float | None = 1.0) -> Controller:
+    """SAC controller: a Gaussian OT map per head from source samples to target samples (``[n, d_head]`` each).
+
+    ``gate``: the slack of the in-distribution gate (:func:`fit_gate`); None = map every input.
+    """
     if not src:
         raise HeadscopeError("no heads selected; pass at least one (layer, head)")
     layers: dict[int, dict] = {}
     for L, hs in _group(list(src)).items():
         As, bs = zip(*(fit_gaussian(src[(L, h)], tgt[(L, h)]) for h in hs))
         layers[L] = {"heads": hs, "A": torch.stack(As).float(), "b": torch.stack(bs).float()}
+        if gate is not None:
+            gs = [fit_gate(src[(L, h)], tgt[(L, h)], gate) for h in hs]
+            layers[L].update({k: torch.stack([g[k] for g in gs]).float() for k in ("mu_s", "prec_s")})
+            # Joint radius over the layer's heads: slack x the largest summed squared distance of a fitted sample.
+            tot = sum(_m2(torch.cat([src[(L, h)], tgt[(L, h)]]), g) for h, g in zip(hs, gs))
+            layers[L]["gate"] = (gate * tot.max().sqrt()).float().reshape(())
     return Controller(name, "gaussian", layers, alpha, policy)
 
 
