@@ -111,7 +111,7 @@ def _controllers(model, seed: int = 0) -> list[Controller]:
     for i, (name, heads) in enumerate(sets.items()):
         src = {h: torch.randn(64, d, generator=g) for h in heads}
         tgt = {h: 3.0 * torch.randn(64, d, generator=g) + 2.0 for h in heads}
-        out.append((gaussian_controller if i != 1 else mean_shift_controller)(name, src, tgt, alpha=1.0))
+        out.append(gaussian_controller(name, src, tgt, alpha=1.0, gate=None) if i != 1 else mean_shift_controller(name, src, tgt, alpha=1.0))
     return out
 
 
@@ -178,3 +178,25 @@ def test_fit_gaussian_shapes():
     assert A.shape == (4, 4) and b.shape == (4,)
     with pytest.raises(HeadscopeError, match="2 samples"):
         fit_gaussian(torch.randn(1, 4), torch.randn(30, 4))
+
+
+def test_gate_maps_only_inside_the_mahalanobis_radius():
+    A = torch.eye(2)[None] * 2.0
+    b = torch.ones(1, 2)
+    params = {"A": A, "b": b, "mu_s": torch.zeros(1, 2), "prec_s": torch.eye(2)[None] * 0.25}  # sigma = 2 per axis
+    x = torch.zeros(2, 1, 1, 2)
+    x[0, 0, 0] = torch.tensor([1.0, 1.0])  # Mahalanobis distance sqrt(0.5) < 1
+    x[1, 0, 0] = torch.tensor([4.0, 0.0])  # distance 2 > 1
+    for gate in (torch.tensor([1.0]), torch.tensor(1.0)):  # per head, joint
+        y = SteerPatch(0, "z", [0], "gaussian", {**params, "gate": gate}, 1.0).apply(x)
+        torch.testing.assert_close(y[0, 0, 0], torch.tensor([3.0, 3.0]))  # 2x + 1
+        torch.testing.assert_close(y[1, 0, 0], x[1, 0, 0])
+    # joint gate over two heads sums the squared distances: 0.5 + 0.5 = 1 <= 1.1^2, 0.5 + 4 > 1.1^2
+    two = {k: torch.cat([v, v]) for k, v in params.items()}
+    x2 = torch.zeros(2, 1, 2, 2)
+    x2[0, 0, :] = torch.tensor([1.0, 1.0])
+    x2[1, 0, 0] = torch.tensor([1.0, 1.0])
+    x2[1, 0, 1] = torch.tensor([4.0, 0.0])
+    y = SteerPatch(0, "z", [0, 1], "gaussian", {**two, "gate": torch.tensor(1.1)}, 1.0).apply(x2)
+    torch.testing.assert_close(y[0, 0], torch.full((2, 2), 3.0))
+    torch.testing.assert_close(y[1], x2[1])
