@@ -12,14 +12,12 @@ from headscope.tasks.base import Task, TaskBatch
 from headscope.tasks.facts import facts_task
 from headscope.tasks.induction import induction_task
 from headscope.tasks.sycophancy import sycophancy_task
-from headscope.tasks.sycophancy import sycophancy_task
 from headscope.tasks.advfact import advfact_task
 from headscope.tasks.preference import preference_task
 from headscope.tasks.safety import safety_task
 
 TASKS = {"arithmetic": arithmetic_task, "induction": induction_task, "facts": facts_task,
          "safety": safety_task, "advfact": advfact_task, "preference": preference_task}
-TASKS["sycophancy"] = sycophancy_task
 TASKS["sycophancy"] = sycophancy_task
 
 
