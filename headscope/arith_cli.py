@@ -1,0 +1,249 @@
+"""CLI for arithmetic heads: ``headscope arith prompts|identify|knockout|inspect|transfer|tune``.
+
+Each command builds the prompt set of :mod:`headscope.arithmetic` (all templates of the
+chosen operators and styles, kept only where the model answers correctly), runs one step
+of the arithmetic-heads paper and writes JSON (and figures/Markdown where they exist) to
+``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from headscope.common.errors import HeadscopeError
+
+
+def _csv(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def _heads(s: str | None) -> list[tuple[int, int]] | None:
+    if not s:
+        return None
+    out = []
+    for part in _csv(s):
+        t = part.upper().replace("L", "").replace("H", ".")
+        try:
+            L, h = t.split(".")
+            out.append((int(L), int(h)))
+        except ValueError as e:
+            raise HeadscopeError(f"bad head {part!r}; write LAYER.HEAD or LxHy, e.g. 0.3,L0H0") from e
+    return out
+
+
+def _ints(s: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in _csv(s)]
+    except ValueError as e:
+        raise HeadscopeError(f"{what} must be comma-separated integers, got {s!r}") from e
+
+
+def _common(p, out: str) -> None:
+    p.add_argument("--model", default="llama", help="bundled organism, local HF folder or hub id [llama]")
+    p.add_argument("--backend", default="tl", choices=("tl", "nnsight"))
+    p.add_argument("--ops", default="add,sub,mul,div", help="operators [add,sub,mul,div]")
+    p.add_argument("--styles", default="equation,statement,qa", help="template styles [equation,statement,qa]")
+    p.add_argument("--split", default="all", choices=("all", "train", "heldout"), help="world split of the prompts [all]")
+    p.add_argument("--all-prompts", action="store_true", help="keep prompts the model gets wrong (default: correct ones only)")
+    p.add_argument("--per-group", type=int, default=32, help="prompts per equal-length group for path patching [32]")
+    p.add_argument("--out", default=out, help=f"output folder [{out}]")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def register(sub) -> None:
+    a = sub.add_parser("arith", help="arithmetic heads: identify, knock out, inspect, transfer, tune (ICML 2024 paper)",
+                       description="The arithmetic-heads workflow on all templates of + - * / in three styles, with null-operator counterfactuals.")
+    asub = a.add_subparsers(dest="arith_cmd", metavar="ACTION")
+
+    p = asub.add_parser("prompts", help="write the prompt set (JSON Lines) and print counts",
+                        description="Every template × operator × operand prompt with its counterfactual; optionally only those the model answers.")
+    _common(p, "out/arith")
+    p.set_defaults(func=cmd_prompts)
+
+    i = asub.add_parser("identify", help="path patching to logits: relative answer-logit score, -5%% rule, heatmap",
+                        description="Path patching from every head (and MLP) to the logits; key heads lie below the threshold.")
+    _common(i, "out/arith")
+    i.add_argument("--threshold", type=float, default=-0.05, help="key-head rule on the relative score [-0.05]")
+    i.add_argument("--top", type=int, default=10)
+    i.set_defaults(func=cmd_identify)
+
+    k = asub.add_parser("knockout", help="mean-ablate the top-k heads vs k random heads (accuracy curve)",
+                        description="Accuracy (overall, per operator and style) with the top-k key heads mean-ablated vs k random heads.")
+    _common(k, "out/arith")
+    k.add_argument("--heads", default=None, help="ranking to knock out (e.g. 0.3,0.0); default: identify's ranking")
+    k.add_argument("--ks", default="0,1,2,4,8", help="k values [0,1,2,4,8]")
+    k.add_argument("--seeds", type=int, default=3, help="random draws per k [3]")
+    k.set_defaults(func=cmd_knockout)
+
+    s = asub.add_parser("inspect", help="key heads' attention onto operands/operators; MLP logit lens and cosine with W_U",
+                        description="Attention from the last position onto operand and operator tokens, and what each MLP writes.")
+    _common(s, "out/arith")
+    s.add_argument("--heads", default=None, help="heads to inspect; default: the key heads from identify")
+    s.set_defaults(func=cmd_inspect)
+
+    t = asub.add_parser("transfer", help="heads of one style/operator knocked out on the others",
+                        description="Identify the top-k heads per style (or operator) and measure accuracy when they are ablated on every other.")
+    _common(t, "out/arith")
+    t.add_argument("--by", default="style", choices=("style", "op"))
+    t.add_argument("-k", type=int, default=2)
+    t.set_defaults(func=cmd_transfer)
+
+    u = asub.add_parser("tune", help="precise SFT of the key heads vs full SFT vs LoRA; writes the results table",
+                        description="Train on the chosen operators' training prompts with each method (same data and budget); "
+                                    "report arithmetic and general ability before/after, trainable parameters, time per step.")
+    u.add_argument("--model", default="llama")
+    u.add_argument("--heads", default=None, help="heads for precise SFT; default: identify's top-k")
+    u.add_argument("-k", type=int, default=4, help="top-k heads when --heads is not given [4]")
+    u.add_argument("--methods", default="heads,full,lora", help="heads (precise SFT), full, lora [all three]")
+    u.add_argument("--train-ops", default="div,mul", help="operators of the training data [div,mul]")
+    u.add_argument("--steps", type=int, default=200)
+    u.add_argument("--batch-size", type=int, default=32)
+    u.add_argument("--lr", type=float, default=1e-3)
+    u.add_argument("--lora-r", type=int, default=4)
+    u.add_argument("--no-chat", action="store_true", help="skip the chat-rate evaluation")
+    u.add_argument("--out", default="out/arith", help="folder for tune.json and tune.md [out/arith]")
+    u.set_defaults(func=cmd_tune)
+    a.set_defaults(func=lambda args: (a.print_help(), 2)[1])
+
+
+def _prompts(args, model=None):
+    from headscope import arithmetic as ar
+
+    rows = ar.arith_prompts(ops=_csv(args.ops), styles=_csv(args.styles), split=args.split)
+    if model is not None and not args.all_prompts:
+        rows = ar.filter_correct(model, rows)
+        if not rows:
+            raise HeadscopeError("the model answers none of these prompts correctly; pass --all-prompts or other --ops/--styles")
+    return rows
+
+
+def _load(args):
+    from headscope.loading import load_model
+
+    _prompts(args)  # validate the selection before loading the model
+    if args.per_group < 1:
+        raise HeadscopeError(f"--per-group must be >= 1, got {args.per_group}")
+    model = load_model(args.model, backend=args.backend, device=args.device)
+    rows = _prompts(args, model)
+    print(f"model {args.model}: {len(rows)} prompts ({args.ops}; {args.styles})", file=sys.stderr)
+    return model, rows
+
+
+def _write(args, name: str, data: dict) -> Path:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    p = out / f"{name}.json"
+    p.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    print(f"wrote {p}")
+    return p
+
+
+def _identify(args, model, rows):
+    from headscope import arithmetic as ar
+
+    return ar.identify(model, rows, threshold=getattr(args, "threshold", -0.05), max_per_group=args.per_group, seed=args.seed)
+
+
+def cmd_prompts(args) -> int:
+    from headscope import arithmetic as ar
+
+    if args.all_prompts:
+        rows = _prompts(args)
+    else:
+        model, rows = _load(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    p = out / "prompts.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = ar.arith_dataset(rows)
+    print(f"{ds.num_rows} prompts; per operator: " + ", ".join(f"{o} {sum(r['op'] == o for r in rows)}" for o in _csv(args.ops)))
+    print(f"wrote {p}")
+    return 0
+
+
+def cmd_identify(args) -> int:
+    model, rows = _load(args)
+    idn = _identify(args, model, rows)
+    files = idn.save(Path(args.out) / "identify")
+    print(f"{len(idn.key_heads)} of {idn.heads.scores.numel()} heads below {100 * idn.threshold:.0f}% "
+          f"(share {100 * idn.share:.1f}%): {', '.join(f'L{L}H{h}' for L, h in idn.key_heads) or 'none'}")
+    print(idn.heads.table(args.top, by="neg"))
+    print("MLPs: " + ", ".join(f"L{L} {v:+.3f}" for L, v in enumerate(idn.mlps.tolist())))
+    for f in files:
+        print(f"wrote {f}")
+    return 0
+
+
+def cmd_knockout(args) -> int:
+    from headscope import arithmetic as ar
+    from headscope.common.plotting import save_figure
+    from headscope.viz import knockout_plot
+
+    ks = _ints(args.ks, "--ks")
+    if args.seeds < 1:
+        raise HeadscopeError(f"--seeds must be >= 1, got {args.seeds}")
+    model, rows = _load(args)
+    ranking = _heads(args.heads) or _identify(args, model, rows).top(max(ks))
+    ko = ar.knockout(model, rows, ranking, ks=ks, seeds=range(args.seed, args.seed + args.seeds))
+    print(f"{'k':>3} {'top-k':>7} {'random':>15}")
+    for k, t, m, s in zip(ko["k"], ko["top"], ko["random_mean"], ko["random_std"]):
+        print(f"{k:>3} {t:>7.3f} {m:>8.3f} ± {s:.3f}")
+    _write(args, "knockout", ko)
+    for f in save_figure(knockout_plot(ko, f"{args.model}: knockout of arithmetic heads", "accuracy"), Path(args.out) / "knockout"):
+        print(f"wrote {f}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from headscope import arithmetic as ar
+
+    model, rows = _load(args)
+    heads = _heads(args.heads) or _identify(args, model, rows).key_heads
+    if not heads:
+        raise HeadscopeError("no key heads passed the threshold; name heads with --heads")
+    ins = ar.inspect(model, rows, heads)
+    for h, d in ins["key"].items():
+        print(f"{h}: attention onto operands {d['operands']:.3f}, onto operator {d['operators']:.3f}")
+    print(f"key heads {ins['key_mean_attention']:.3f} vs average head {ins['average_head_attention']:.3f} (operands + operator)")
+    print("MLP logit lens, rank of C per layer: " + ", ".join(f"{v:.1f}" for v in ins["mlp_logit_lens"]["rank_of_C"]))
+    _write(args, "inspect", ins)
+    return 0
+
+
+def cmd_transfer(args) -> int:
+    from headscope import arithmetic as ar
+
+    if args.k < 1:
+        raise HeadscopeError(f"-k must be >= 1, got {args.k}")
+    model, rows = _load(args)
+    tr = ar.transfer(model, rows, by=args.by, k=args.k, max_per_group=args.per_group, seed=args.seed)
+    src = tr["sources"]
+    print("source\\target " + " ".join(f"{t:>10}" for t in src))
+    print(f"{'(none)':<13} " + " ".join(f"{tr['baseline'][t]:>10.3f}" for t in src))
+    for s in src:
+        print(f"{s:<13} " + " ".join(f"{tr['accuracy'][s][t]:>10.3f}" for t in src))
+    _write(args, f"transfer_{args.by}", tr)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from headscope import arithmetic as ar
+    from headscope.tuning import METHODS, TuneConfig
+
+    methods = _csv(args.methods)
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise HeadscopeError(f"unknown method(s) {bad or methods}; use heads, full, lora")
+    ops = _csv(args.train_ops)
+    ar.arith_prompts(ops=ops)  # validate
+    if args.lora_r < 1 or args.k < 1:
+        raise HeadscopeError("--lora-r and -k must be >= 1")
+    cfg = TuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    res = ar.tune(args.model, heads=_heads(args.heads), k=args.k, methods=methods, ops=ops, cfg=cfg, lora_r=args.lora_r,
+                  chat=not args.no_chat, out=Path(args.out) / "tune")
+    print(ar.tune_table(res))
+    print(f"wrote {Path(args.out) / 'tune.json'} and {Path(args.out) / 'tune.md'}")
+    return 0
