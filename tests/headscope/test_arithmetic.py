@@ -201,3 +201,20 @@ def test_gqa_identify_knockout_tune():
     assert log["projections"] == ["q_proj", "o_proj"]  # grouped-query rule: q and o only
     assert log["n_trainable"] == _slices_changed(hf, tuned, heads, 16, "qo") == 2 * 2 * 16 * 64
     assert log["untouched_bit_identical"]
+
+
+# -- CLI ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["arith", "identify", "--ops", "pow"], "unknown operator"),
+    (["arith", "knockout", "--ks", "a,b"], "--ks must be"),
+    (["arith", "tune", "--methods", "foo"], "unknown method"),
+    (["arith", "inspect", "--styles", "poem"], "unknown template style"),
+])
+def test_cli_bad_input_is_one_line_exit_2(argv, needle, capsys):
+    from headscope.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
