@@ -100,10 +100,11 @@ def _m2(x: Tensor, g: dict[str, Tensor]) -> Tensor:
 
 def fit_gate(src: Tensor, tgt: Tensor, slack: float = 1.0) -> dict[str, Tensor]:
     """Gate parameters: source mean, source precision and radius τ = slack · the largest
-    Mahalanobis distance (under the source Gaussian) of any fitted sample."""
+    Mahalanobis distance (under the source Gaussian) of a source sample (``tgt`` unused;
+    kept so every fit takes the same arguments)."""
     mu = src.double().mean(0)
     prec = torch.linalg.inv(shrunk_cov(src))
-    x = torch.cat([src, tgt]).double() - mu
+    x = src.double() - mu
     m = torch.einsum("ni,ij,nj->n", x, prec, x).sqrt()
     return {"mu_s": mu, "prec_s": prec, "gate": slack * m.max()}
 
@@ -171,7 +172,14 @@ class SteerPatch(Patch):
     def _p(self, name: str, x: Tensor) -> Tensor:
         key = (name, x.device, x.dtype)
         if key not in self._cache:
-            self._cache[key] = self.params[name].to(device=x.device, dtype=x.dtype)
+            if name == "AmI_T":
+                A = self.params["A"]
+                val = (A - torch.eye(A.shape[-1])).transpose(-1, -2)
+            elif name == "heads":
+                val = torch.as_tensor(self.heads)
+            else:
+                val = self.params[name]
+            self._cache[key] = val.to(device=x.device, dtype=torch.long if name == "heads" else x.dtype)
         return self._cache[key]
 
     def transform(self, v: Tensor) -> Tensor:
@@ -185,13 +193,12 @@ class SteerPatch(Patch):
         if self.kind == "project_onto":
             u = self._p("vec", v)
             return v + a * ((v * u).sum(-1, keepdim=True) * u - v)
-        A, b = self._p("A", v), self._p("b", v)
-        t = torch.einsum("kij,...kj->...ki", A, v) + b
-        step = t - v
+        # T(x) - x = (A - I) x + b, with (A - I)^T precomputed: [..., k, 1, d] @ [k, d, d]
+        step = (v.unsqueeze(-2) @ self._p("AmI_T", v)).squeeze(-2) + self._p("b", v)
         if "gate" in self.params:
             # In-distribution gate: map only vectors within Mahalanobis radius tau of the source Gaussian.
             dv = v - self._p("mu_s", v)
-            m2 = torch.einsum("...ki,kij,...kj->...k", dv, self._p("prec_s", v), dv)
+            m2 = ((dv.unsqueeze(-2) @ self._p("prec_s", v)).squeeze(-2) * dv).sum(-1)
             g = self._p("gate", v)
             if g.ndim == 0:  # joint gate: summed squared distance over this layer's heads
                 m2 = m2.sum(-1, keepdim=True)
@@ -200,14 +207,16 @@ class SteerPatch(Patch):
 
     def apply(self, x: Tensor) -> Tensor:
         out = x.clone()
-        sl = slice(-1, None) if self.policy == "last" else slice(None)
         if self.site == "z":
-            idx = torch.as_tensor(self.heads, device=x.device)
-            cur = out[:, sl][:, :, idx]  # [batch, pos, k, d_head]
-            out[:, sl, idx] = self.transform(cur)
+            idx = self._p("heads", x)
+            if self.policy == "last":
+                out[:, -1, idx] = self.transform(x[:, -1, idx])  # [batch, k, d_head]
+            else:
+                out[:, :, idx] = self.transform(x[:, :, idx])  # [batch, pos, k, d_head]
+        elif self.policy == "last":
+            out[:, -1] = self.transform(x[:, -1, None])[:, 0]  # [batch, 1, d_model]
         else:
-            cur = out[:, sl][:, :, None]  # [batch, pos, 1, d_model]
-            out[:, sl] = self.transform(cur)[:, :, 0]
+            out[:] = self.transform(x[:, :, None])[:, :, 0]
         return out
 
 
@@ -314,8 +323,8 @@ def gaussian_controller(name: str, src: dict[tuple[int, int], Tensor], tgt: dict
         if gate is not None:
             gs = [fit_gate(src[(L, h)], tgt[(L, h)], gate) for h in hs]
             layers[L].update({k: torch.stack([g[k] for g in gs]).float() for k in ("mu_s", "prec_s")})
-            # Joint radius over the layer's heads: slack x the largest summed squared distance of a fitted sample.
-            tot = sum(_m2(torch.cat([src[(L, h)], tgt[(L, h)]]), g) for h, g in zip(hs, gs))
+            # Joint radius over the layer's heads: slack x the largest summed squared distance of a source sample.
+            tot = sum(_m2(src[(L, h)], g) for h, g in zip(hs, gs))
             layers[L]["gate"] = (gate * tot.max().sqrt()).float().reshape(())
     return Controller(name, "gaussian", layers, alpha, policy)
 
