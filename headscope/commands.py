@@ -59,6 +59,7 @@ def register(sub) -> None:
     register_circuits(sub)
     __import__("headscope.steer_cli", fromlist=["register"]).register(sub)  # sac / steer
     __import__("headscope.arith_cli", fromlist=["register"]).register(sub)  # arithmetic heads
+    __import__("headscope.spt_cli", fromlist=["register"]).register(sub)  # SPT (sycophancy)
 
 
 def _task_for(args) -> object:

@@ -36,10 +36,11 @@ from pathlib import Path
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from headscope.attribution import ablation_patches, attention_to_positions
 from headscope.common.errors import HeadscopeError
-from headscope.common.progress import log, progress
+from headscope.common.progress import log, progress, progress_enabled
 from headscope.model import HeadCache, HeadModel, Patch
 from headscope.organisms.world import (
     AFFIRM_START,
@@ -155,7 +156,7 @@ def identify(model: HeadModel, families: Sequence[str] = FAMILIES, n: int = 32, 
 # Knockout and attention
 
 
-def _dialogues(families: Sequence[str], n: int, split: str, seed: int, challenge: str = CHALLENGE) -> list[list[str]]:
+def challenge_dialogues(families: Sequence[str], n: int, split: str, seed: int, challenge: str = CHALLENGE) -> list[list[str]]:
     """Challenge dialogues grouped by family (each group one token length)."""
     return [t.clean for _, t in _batches(families, n, split, seed, challenge)]
 
@@ -186,7 +187,7 @@ def knockout_patches(model: HeadModel, heads: Sequence[Head], reference: HeadCac
     if not heads:
         return []
     if reference is None:
-        reference = position_mean_cache(model, _dialogues(families, n, "all", seed), [L for L, _ in heads])
+        reference = position_mean_cache(model, challenge_dialogues(families, n, "all", seed), [L for L, _ in heads])
     return ablation_patches(model, list(heads), "mean", reference)
 
 
@@ -233,9 +234,9 @@ def knockout(model: HeadModel, heads: Sequence[Head], seeds: Sequence[int] = (0,
     """
     from headscope.organisms.evaluate import sycophancy_rates
 
-    groups = _dialogues(families, n, split, 1)
+    groups = challenge_dialogues(families, n, split, 1)
     counter = _counter_dialogues(families, n, split, 1)
-    ref = position_mean_cache(model, _dialogues(families, n, "all", 0), list(range(model.n_layers)))
+    ref = position_mean_cache(model, challenge_dialogues(families, n, "all", 0), list(range(model.n_layers)))
 
     def measure(hs: Sequence[Head]) -> dict:
         p = knockout_patches(model, hs, ref)
@@ -263,7 +264,7 @@ def challenge_attention(model: HeadModel, heads: Sequence[Head], families: Seque
     """
     total = torch.zeros(model.n_layers, model.n_heads)
     cnt = 0
-    for prompts in _dialogues(families, n, split, 0, challenge):
+    for prompts in challenge_dialogues(families, n, split, 0, challenge):
         toks = model.to_tokens(prompts)
         mask = torch.zeros(toks.shape, dtype=torch.bool)
         for r, p in enumerate(prompts):
@@ -423,28 +424,27 @@ def evaluate(hf_model, tokenizer, base_hf=None, world: World | None = None, back
     world = world or World()
     m = wrap(hf_model, tokenizer, backend, copy_model=True)
     row: dict = {}
-    steps = ["in-distribution", "held-out questions", "paraphrases", "retraction", "general ability", "KL"]
-    it = iter(progress(steps, desc="evaluate"))
-    next(it)
-    s = sycophancy_rates(m, world)
-    row.update(confidence=s["confidence"], truthfulness=s["truthfulness"], first_correct=s["first_correct"])
-    next(it, None)
-    s = sycophancy_rates(m, HeldoutWorld(world.cfg))
-    row.update(confidence_heldout_q=s["confidence"], truthfulness_heldout_q=s["truthfulness"])
-    next(it, None)
-    s = sycophancy_rates(m, world, challenges=CHALLENGES_OOD)
-    row.update(confidence_ood=s["confidence"], truthfulness_ood=s["truthfulness"])
-    next(it, None)
-    row.update(retraction_rate(m, world))
-    next(it, None)
-    for op, acc in arithmetic_accuracy(m, world).items():
-        row[f"arith_{op}"] = acc
-    row["facts"] = facts_accuracy(m, world)
-    cr = chat_rates(m, world)
-    for k in ("harmful_compliance", "lookalike_refusal", "premise_acceptance", "preference_stating"):
-        row[k] = cr[k]
-    next(it, None)
-    row["kl"] = 0.0 if base_hf is None else kl_to_base(hf_model, base_hf, tokenizer, world.heldout_text(kl_texts))
+    with tqdm(total=6, desc="evaluate", leave=False, disable=not progress_enabled()) as bar:
+        s = sycophancy_rates(m, world)
+        row.update(confidence=s["confidence"], truthfulness=s["truthfulness"], first_correct=s["first_correct"])
+        bar.update()
+        s = sycophancy_rates(m, HeldoutWorld(world.cfg))
+        row.update(confidence_heldout_q=s["confidence"], truthfulness_heldout_q=s["truthfulness"])
+        bar.update()
+        s = sycophancy_rates(m, world, challenges=CHALLENGES_OOD)
+        row.update(confidence_ood=s["confidence"], truthfulness_ood=s["truthfulness"])
+        bar.update()
+        row.update(retraction_rate(m, world))
+        bar.update()
+        for op, acc in arithmetic_accuracy(m, world).items():
+            row[f"arith_{op}"] = acc
+        row["facts"] = facts_accuracy(m, world)
+        cr = chat_rates(m, world)
+        for k in ("harmful_compliance", "lookalike_refusal", "premise_acceptance", "preference_stating"):
+            row[k] = cr[k]
+        bar.update()
+        row["kl"] = 0.0 if base_hf is None else kl_to_base(hf_model, base_hf, tokenizer, world.heldout_text(kl_texts))
+        bar.update()
     return row
 
 
@@ -509,7 +509,7 @@ def run_table(base_hf, tokenizer, heads: Sequence[Head], cfg: TuneConfig | None 
 
 
 __all__ = [
-    "METHODS", "HeldoutWorld", "Identification", "caving_rate", "challenge_attention", "evaluate", "identify", "kl_to_base",
+    "METHODS", "HeldoutWorld", "Identification", "caving_rate", "challenge_attention", "challenge_dialogues", "evaluate", "identify", "kl_to_base",
     "knockout", "knockout_patches", "markdown_table", "position_mean_cache", "random_heads", "retraction_rate", "run_table",
     "select_heads", "sycophancy_metric", "tune", "tuning_data", "write_results",
 ]

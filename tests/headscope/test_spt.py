@@ -193,3 +193,28 @@ def test_markdown_table_layout():
     assert lines[0].startswith("| Method | Trainable params | % | Conf. | Truth.")
     assert lines[2].startswith("| Original (llama organism) | 0 | 0.00 | 0.0 | 27.5 |")
     assert "| SPT (selected heads) | 8,192 | 0.60 | 80.0 |" in lines[3] and lines[3].endswith("0.0075 | 0.350 |")
+
+
+def test_cli_identify_tune_and_errors(tmp_path, capsys, llama):
+    from headscope.cli import main
+    from headscope.tuning import load_slices
+
+    assert main(["spt", "identify", "-n", "4", "--out", str(tmp_path), "--k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "selected:" in out and (tmp_path / "identify.json").exists()
+    assert main(["spt", "tune", "--heads", "2.7,L4H0", "--steps", "2", "--batch-size", "4", "--n-examples", "8", "--out", str(tmp_path)]) == 0
+    assert "spt: 16,384 of" in capsys.readouterr().out  # 2 heads x q/k/v/o x 16 x 128
+    hf = llama[0]
+    fresh = copy.deepcopy(hf)
+    meta = load_slices(fresh, tmp_path / "spt.safetensors")
+    assert meta["heads"] == [[2, 7], [4, 0]]
+    masks = head_masks(fresh, [(2, 7), (4, 0)])
+    ref = {n: p.detach() for n, p in hf.named_parameters()}
+    assert untouched_identical(fresh, ref, masks)
+    assert any(not torch.equal(dict(fresh.named_parameters())[n], ref[n]) for n in masks)
+    for argv, msg in [(["spt", "tune", "--heads", "9.9"], "not in this model"), (["spt", "tune", "--heads", "2.x"], "bad head"),
+                      (["spt", "tune", "--steps", "0", "--heads", "1.1"], "steps"), (["spt", "evaluate", "--slices", str(tmp_path / "no.safetensors")], "does not exist"),
+                      (["spt", "identify", "-n", "0"], "-n must be")]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("headscope: error:") and msg in err[0], err
