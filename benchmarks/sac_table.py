@@ -3,7 +3,8 @@
 Identifies each task's heads by path patching, fits the controllers on the training
 stimuli, and evaluates on held-out prompts: no control; SAC per task and all three at
 once; RepE per task and all three at once (three layer-level shifts added together);
-RepE-Mean; RepE-Merge; ITI top-K probe heads (per task, all); random heads (all).
+RepE-Mean; RepE-Merge; ITI top-K probe heads (per task, all); random heads (all, gated
+Gaussian maps like SAC's); SAC without its in-distribution gate (all).
 
     python benchmarks/sac_table.py [--k 4] [--alpha 1.0] [--out docs/results/sac]
 """
@@ -57,6 +58,8 @@ def main() -> None:
     cond["repe-mean:all"] = sac.repe_mean("repe-mean", list(repe_c.values()), a).patches()
     cond["repe-merge:all"] = sac.repe_fit("repe-merge", merged, a).patches()
     cond["random:all"] = compose(*rnd_c.values())
+    # Ablation: SAC's maps without the in-distribution gate (applied to every input).
+    cond["sac-ungated:all"] = compose(*(sac.fit(m, t, ident.heads[t], alpha=a, gate=None) for t in tasks))
     rows = sac.evaluate_all(m, cond, show_progress=False)
     summary = {meth: sac.conflict_summary(rows, meth) for meth in ("sac", "repe", "iti")}
     base = rows["none"]
