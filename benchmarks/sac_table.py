@@ -19,6 +19,7 @@ import time
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HEADSCOPE_HTML_CDN", "1")  # small HTML in docs/results (plotly.js from the CDN)
 
 
 def main() -> None:
