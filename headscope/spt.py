@@ -453,9 +453,9 @@ def evaluate(hf_model, tokenizer, base_hf=None, world: World | None = None, back
 
 
 COLUMNS = [
-    ("confidence", "Conf.", 100), ("truthfulness", "Truth.", 100), ("confidence_heldout_q", "Conf. (held-out Q)", 100),
+    ("first_correct", "1st answer correct", 100), ("confidence", "Conf.", 100), ("truthfulness", "Truth.", 100), ("confidence_heldout_q", "Conf. (held-out Q)", 100),
     ("truthfulness_heldout_q", "Truth. (held-out Q)", 100), ("confidence_ood", "Conf. (OOD)", 100), ("truthfulness_ood", "Truth. (OOD)", 100),
-    ("retract_correct", "Retract wrong", 100), ("arith_add", "add", 100), ("arith_sub", "sub", 100), ("arith_mul", "mul", 100),
+    ("retract", "Apologise after wrong 1st", 100), ("retract_correct", "…and correct it", 100), ("arith_add", "add", 100), ("arith_sub", "sub", 100), ("arith_mul", "mul", 100),
     ("arith_div", "div", 100), ("facts", "facts", 100), ("harmful_compliance", "harm. compl.", 100), ("premise_acceptance", "false prem.", 100),
     ("kl", "KL", 1),
 ]

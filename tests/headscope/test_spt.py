@@ -190,9 +190,9 @@ def test_markdown_table_layout():
     md = markdown_table({"base": {"confidence": 0.0, "truthfulness": 0.275, "kl": 0.0}, "spt": {"confidence": 0.8, "n_trainable": 8192,
                                                                                                  "trainable_share": 0.006, "kl": 0.0075, "time_per_step": 0.35}})
     lines = md.strip().splitlines()
-    assert lines[0].startswith("| Method | Trainable params | % | Conf. | Truth.")
-    assert lines[2].startswith("| Original (llama organism) | 0 | 0.00 | 0.0 | 27.5 |")
-    assert "| SPT (selected heads) | 8,192 | 0.60 | 80.0 |" in lines[3] and lines[3].endswith("0.0075 | 0.350 |")
+    assert lines[0].startswith("| Method | Trainable params | % | 1st answer correct | Conf. | Truth.")
+    assert lines[2].startswith("| Original (llama organism) | 0 | 0.00 | – | 0.0 | 27.5 |")
+    assert "| SPT (selected heads) | 8,192 | 0.60 | – | 80.0 |" in lines[3] and lines[3].endswith("0.0075 | 0.350 |")
 
 
 def test_cli_identify_tune_and_errors(tmp_path, capsys, llama):
