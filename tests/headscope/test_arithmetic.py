@@ -100,6 +100,14 @@ def test_few_heads_pass_the_five_percent_rule(ident):
     assert ident.top(len(ident.key_heads)) == ident.key_heads
 
 
+def test_identify_agrees_across_backends(llama_tl, llama_nn, correct):
+    grp = [r for r in correct if r["style"] == "qa" and r["template"] == 2 and r["op"] != "div"][::9]
+    a = ar.identify(llama_tl, grp, max_per_group=None, min_group=1, show_progress=False)
+    b = ar.identify(llama_nn, grp, max_per_group=None, min_group=1, show_progress=False)
+    torch.testing.assert_close(a.heads.scores, b.heads.scores, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(a.mlps, b.mlps, atol=1e-4, rtol=1e-3)
+
+
 # -- knockout -------------------------------------------------------------------------
 
 
