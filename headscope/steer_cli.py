@@ -18,6 +18,7 @@ def register(sub) -> None:
     s = sub.add_parser("sac", help="Sparse Activation Control: identify, fit, apply and evaluate head controllers",
                        description="SAC (Xiao et al., NeurIPS 2024) on the organism world's safety, advfact and preference tasks.")
     ss = s.add_subparsers(dest="sac_command", metavar="STEP")
+    s.set_defaults(func=lambda args: _usage(s))
 
     i = ss.add_parser("identify", help="path patching per task, top heads, Jaccard overlap, side-by-side heatmaps")
     _model_args(i)
@@ -51,7 +52,13 @@ def register(sub) -> None:
 
     st = sub.add_parser("steer", help="generate with steering controllers active (same as `sac apply`)")
     sts = st.add_subparsers(dest="steer_command", metavar="STEP")
+    st.set_defaults(func=lambda args: _usage(st))
     _apply_args(sts.add_parser("generate", help="generate with controllers"))
+
+
+def _usage(parser) -> int:
+    parser.print_help()
+    return 2
 
 
 def _apply_args(a) -> None:
