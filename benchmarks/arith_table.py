@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sweep(out: Path, steps: int) -> int:
-    """Precise SFT (k = 2, 4, 8 heads) and LoRA (r = 4, 8) at lr 1e-3 and 3e-3, chat rates skipped.
+    """Precise SFT (k = 2, 4, 8 key heads; 4 random non-key heads as a control) and LoRA (r = 4, 8) at lr 1e-3 and 3e-3, chat rates skipped.
 
     Heads: the ranking of ``arith_identify.json`` (written by the main run)."""
     from headscope.loading import load_hf
@@ -98,7 +99,10 @@ def sweep(out: Path, steps: int) -> int:
     rows = []
     for lr in (1e-3, 3e-3):
         cfg = TuneConfig(steps=steps, batch_size=32, lr=lr, warmup=10, log_every=100)
-        runs = [("heads", f"precise SFT k={k}", dict(heads=ranking[:k])) for k in (2, 4, 8)] + [("lora", f"LoRA r={r}", dict(lora_r=r)) for r in (4, 8)]
+        rnd = ar.random_heads(SimpleNamespace(n_layers=base.config.num_hidden_layers, n_heads=base.config.num_attention_heads), 4, seed=0, exclude=ranking[:2])
+        runs = [("heads", f"precise SFT k={k}", dict(heads=ranking[:k])) for k in (2, 4, 8)]
+        runs += [("heads", "precise SFT, 4 random heads (" + " ".join(f"L{L}H{h}" for L, h in rnd) + ")", dict(heads=rnd))]
+        runs += [("lora", f"LoRA r={r}", dict(lora_r=r)) for r in (4, 8)]
         for method, label, kw in runs:
             tuned, log = ar.tune_one(base, tok, method, ex, cfg, **kw)
             ev = ar.evaluate_tuned(tuned, tok, base, chat=False)
