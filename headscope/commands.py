@@ -50,16 +50,11 @@ def register(sub) -> None:
     e.add_argument("--json", default=None, help="also write the table to this JSON file")
     e.set_defaults(func=cmd_organism_eval)
 
-    from headscope.analysis_cli import register as register_analysis
+    # Each analysis family keeps its CLI beside its code; all are core, so import errors surface.
+    import importlib
 
-    register_analysis(sub)
-
-    from headscope.circuits_cli import register as register_circuits
-
-    register_circuits(sub)
-    __import__("headscope.steer_cli", fromlist=["register"]).register(sub)  # sac / steer
-    __import__("headscope.arith_cli", fromlist=["register"]).register(sub)  # arithmetic heads
-    __import__("headscope.spt_cli", fromlist=["register"]).register(sub)  # SPT (sycophancy)
+    for mod in ("analysis_cli", "circuits_cli", "arith_cli", "spt_cli", "steer_cli"):
+        importlib.import_module(f"headscope.{mod}").register(sub)
 
 
 def _task_for(args) -> object:
