@@ -76,25 +76,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise HeadscopeError(f"--seed must be >= 0, got {args.seed}")
     import torch
 
-    from .runner import results_markdown, run, save_results
+    from .runner import run
 
     torch.set_num_threads(max(1, args.threads))
     cfg = _config(args, args.algorithm, args.alpha, args.seed)
     r = run(cfg, engine=args.engine) if args.engine == "inprocess" else run(cfg, engine="flower", num_cpus=args.flower_cpus)
-    print(results_markdown([r]))
-    print(f"{r.algorithm}: test accuracy {r.accuracy:.4f}, sent up {r.bytes_up / 1024:.1f} KB, down {r.bytes_down / 1024:.1f} KB, {r.seconds:.1f} s ({r.engine})")
-    if args.plot:
-        from headscope.common import save_figure
+    from ._report import report_run
 
-        from .data import make_split, plot_label_histogram
-
-        split = make_split(cfg.dataset, cfg.clients, cfg.alpha, cfg.seed, cfg.data_root or None)
-        paths = save_figure(plot_label_histogram(split.histogram(), f"{cfg.dataset}, α={cfg.alpha:g}"), args.plot)
-        print(f"label histogram: {paths[0]}")
-    if args.out:
-        for p in save_results([r], args.out):
-            print(f"wrote {p}")
-    return 0
+    return report_run(cfg, r, args, f"{r.algorithm}: test accuracy {r.accuracy:.4f}, sent up {r.bytes_up / 1024:.1f} KB, down {r.bytes_down / 1024:.1f} KB, {r.seconds:.1f} s ({r.engine})")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

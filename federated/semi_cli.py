@@ -63,7 +63,7 @@ def cmd_run_semi(args: argparse.Namespace) -> int:
         raise HeadscopeError(f"--alpha must be > 0, got {args.alpha}; smaller alpha = more label skew, e.g. 0.1")
     import torch
 
-    from .runner import results_markdown, run, save_results
+    from .runner import run
     from .semi import SemiConfig
 
     torch.set_num_threads(max(1, args.threads))
@@ -79,21 +79,11 @@ def cmd_run_semi(args: argparse.Namespace) -> int:
         **kw,
     )
     r = run(cfg, engine=args.engine) if args.engine == "inprocess" else run(cfg, engine="flower", num_cpus=args.flower_cpus)
-    print(results_markdown([r]))
-    print(
+    from ._report import report_run
+
+    return report_run(
+        cfg, r, args,
         f"{r.algorithm}: test accuracy {r.accuracy:.4f} after {cfg.rounds} rounds "
         f"({cfg.labelled_clients} of {cfg.clients} clients labelled, α={cfg.alpha:g}), "
-        f"sent up {r.bytes_up / 1024:.1f} KB, down {r.bytes_down / 1024:.1f} KB, {r.seconds:.1f} s ({r.engine})"
+        f"sent up {r.bytes_up / 1024:.1f} KB, down {r.bytes_down / 1024:.1f} KB, {r.seconds:.1f} s ({r.engine})",
     )
-    if args.plot:
-        from headscope.common import save_figure
-
-        from .data import make_split, plot_label_histogram
-
-        split = make_split(cfg.dataset, cfg.clients, cfg.alpha, cfg.seed, cfg.data_root or None)
-        paths = save_figure(plot_label_histogram(split.histogram(), f"{cfg.dataset}, α={cfg.alpha:g}"), args.plot)
-        print(f"label histogram: {paths[0]}")
-    if args.out:
-        for p in save_results([r], args.out):
-            print(f"wrote {p}")
-    return 0
