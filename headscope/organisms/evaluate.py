@@ -160,11 +160,14 @@ LLAMA_REQUIREMENTS = {
 def head_scores_induction(model, n: int = 64, seq: int = 20, seed: int = 0) -> dict[str, torch.Tensor]:
     """Previous-token and induction scores per head on repeated random tokens.
 
-    TransformerLens ``head_detector`` definitions: on ``[BOS] r r`` (a random sequence
-    repeated once) the previous-token score is the mean attention from each position to
-    the position before it; the induction score is the mean attention from each
-    position of the second copy to the token after its earlier occurrence
-    (offset ``seq − 1`` back). Returns ``[n_layers, n_heads]`` tensors.
+    On ``[BOS] r r`` (a random sequence repeated once) the previous-token score is the
+    mean attention from each position to the position before it; the induction score is
+    the mean attention from each position of the *second copy* to the token after its
+    earlier occurrence (offset ``seq − 1`` back). This is the organism's spec measure
+    (DESIGN.md §3); it differs from TransformerLens's ``head_detector`` induction score
+    (:func:`headscope.attribution.head_scores`), which also averages over first-copy
+    queries where no induction is possible and so is lower (≈0.55 vs ≈0.97 here).
+    Returns ``[n_layers, n_heads]`` tensors.
     """
     gen = torch.Generator().manual_seed(seed)
     vocab = model.d_vocab
