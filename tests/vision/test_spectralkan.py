@@ -74,3 +74,19 @@ def test_tiny_training_beats_chance_and_change_map_is_consistent() -> None:
     cmap = change_map(model, prep)
     assert cmap.shape == (32, 32)
     np.testing.assert_array_equal(cmap[prep.test_pos[:, 0], prep.test_pos[:, 1]], predict(model, prep, prep.test_pos))
+
+
+def test_state_dict_layout_matches_the_official_release() -> None:
+    """Shapes and knots of the official ``log/SpectralKAN_farmland.pth`` (yanhengwang-heu/SpectralKAN,
+    224 bands), read off that file: per layer ``base_weight (out, in)``, ``spline_weight (1, in, 8)``,
+    ``spline_scaler (out, in)``, ``grid (in, 12)`` = the fixed knots −2.2, −1.8, …, 2.2; nothing
+    else (no biases, no normalisation layers, no grid update during training)."""
+    sd = SpectralKAN(224).state_dict()
+    want = {}
+    for name, (a, b) in {"spatial.layers.0": (25, 16), "spatial.layers.1": (16, 1), "spectral.layers.0": (224, 2)}.items():
+        want |= {f"{name}.base_weight": (b, a), f"{name}.spline_weight": (1, a, 8), f"{name}.spline_scaler": (b, a), f"{name}.grid": (a, 12)}
+    assert {k: tuple(v.shape) for k, v in sd.items()} == want
+    knots = torch.arange(-3, 9) * 0.4 - 1.0
+    for k, v in sd.items():
+        if k.endswith("grid"):
+            torch.testing.assert_close(v, knots.expand_as(v).float())
