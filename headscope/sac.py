@@ -10,11 +10,14 @@ Pipeline (paper §3):
 2. **Fit** (§3.3): on training stimuli, each selected head's last-token ``z`` is split into
    a *desired* and an *undesired* sample by the model's own choice: the prompts whose
    greedy first token is the desired one (metric > 0), or — where fewer than
-   ``min_desired`` prompts do so (the organism never declines an opinion question) —
+   ``min_desired`` prompts do so (the organism rarely corrects a false premise) —
    the top third of prompts by the metric vs the bottom third. A Gaussian (Ledoit–Wolf
    covariance) is fitted to each, and the closed-form OT map between them
    (:func:`headscope.steering.gaussian_ot`; our closed form — the paper's formula is not
-   public) becomes the head's controller.
+   public) becomes the head's controller. The map is gated
+   (:func:`headscope.steering.fit_gate`): it acts only on inputs within the source's
+   leave-one-out Mahalanobis radius that are more likely under the source Gaussian than
+   under each off-target prompt group (:func:`background_prompts`).
 3. **Apply**: controllers of several tasks compose (each acts on its own heads) and run
    during generation on either backend.
 4. **Evaluate** (§4): TrustLLM-style exact-match rates (look-alike not-refusal,
@@ -183,9 +186,26 @@ def split_desired(metric: Tensor, min_desired: int = 8) -> tuple[Tensor, Tensor]
     return des, und
 
 
+def background_prompts(task: str, split: str = "train", every: int = 8) -> dict[str, list[dict]]:
+    """Off-target prompt groups for ``task``'s gate: each other SAC task's stimuli, and
+    every ``every``-th arithmetic and fact-QA prompt of ``split`` (never the held-out
+    items the evaluation scores, when ``split="train"``)."""
+    from headscope.organisms.world import OPERATORS, World
+
+    w = World()
+    out = {t: [dict(s) for s in stim(split)] for t, (_, stim) in SAC_TASKS.items() if t != task}
+    gen = {"arithmetic": [it["prompt"] for op in OPERATORS for it in w.arith_items(op, split)[::every]],
+           "facts": [it["prompt"] for it in w.fact_items(split)[::every]]}
+    return out | {k: [dict(prompt=p, desired="I", undesired="I") for p in ps] for k, ps in gen.items()}
+
+
 def fit(model, task: str, heads: Sequence[tuple[int, int]], kind: str = "gaussian", alpha: float = 1.0, policy: str = "last", split: str = "train",
-        gate: float | None = 1.0) -> Controller:
-    """A SAC controller for ``task`` on ``heads``: Gaussian OT map (``kind="gaussian"``) or ITI mean shift (``"add"``)."""
+        gate: float | None = 1.0, background: bool = True) -> Controller:
+    """A SAC controller for ``task`` on ``heads``: Gaussian OT map (``kind="gaussian"``) or ITI mean shift (``"add"``).
+
+    ``gate`` / ``background``: the in-distribution gate of the Gaussian map (slack; None =
+    none) and whether it also tests source vs off-target prompts (:func:`background_prompts`).
+    """
     (t,) = _task_names([task])
     if not heads:
         raise HeadscopeError(f"no heads given for task {task!r}; run `headscope sac identify` first or pass --heads")
@@ -197,7 +217,14 @@ def fit(model, task: str, heads: Sequence[tuple[int, int]], kind: str = "gaussia
     build = {"gaussian": gaussian_controller, "add": mean_shift_controller}
     if kind not in build:
         raise HeadscopeError(f"unknown controller kind {kind!r}; use gaussian (SAC) or add (ITI mean shift)")
-    c = build[kind](t, src, tgt, alpha, policy, gate=gate) if kind == "gaussian" else build[kind](t, src, tgt, alpha, policy)
+    if kind == "gaussian":
+        bg = None
+        if gate is not None and background:
+            groups = [collect(model, ps)[0] for ps in background_prompts(t, split).values()]
+            bg = {(L, h): [g[:, L, h] for g in groups] for L, h in heads}
+        c = gaussian_controller(t, src, tgt, alpha, policy, gate=gate, background=bg)
+    else:
+        c = mean_shift_controller(t, src, tgt, alpha, policy)
     c.meta.update({"task": t, "n_desired": int(des.sum()), "n_undesired": int(und.sum()), "split": split, "model": getattr(model, "name", "")})
     return c
 

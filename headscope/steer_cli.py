@@ -37,6 +37,7 @@ def register(sub) -> None:
     f.add_argument("--alpha", type=float, default=1.0, help="strength [1.0]")
     f.add_argument("--policy", default="last", choices=("last", "all"), help="steer the newest token only, or every token [last]")
     f.add_argument("--gate", type=float, default=1.0, help="in-distribution gate slack; 0 = no gate [1.0]")
+    f.add_argument("--no-background", action="store_true", help="gate on the source radius only (skip the source-vs-off-target-prompts test)")
     f.add_argument("--out", default=None, help="controller path without suffix [out/sac/<task>]")
     f.set_defaults(func=cmd_fit)
 
@@ -122,7 +123,7 @@ def cmd_fit(args) -> int:
     bad = [h for h in heads if not (0 <= h[0] < model.n_layers and 0 <= h[1] < model.n_heads)]
     if bad:
         raise HeadscopeError(f"heads {bad} do not exist: the model has {model.n_layers} layers x {model.n_heads} heads")
-    c = sac.fit(model, args.task, heads, kind=args.kind, alpha=args.alpha, policy=args.policy, gate=args.gate or None)
+    c = sac.fit(model, args.task, heads, kind=args.kind, alpha=args.alpha, policy=args.policy, gate=args.gate or None, background=not args.no_background)
     st, js = c.save(args.out or f"out/sac/{args.task}")
     print(f"{args.task}: {c.kind} controller on " + " ".join(f"L{L}H{h}" for L, h in c.heads()) + f" ({c.meta['n_desired']} desired / {c.meta['n_undesired']} undesired stimuli)")
     print(f"wrote {st} and {js}")

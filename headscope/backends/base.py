@@ -91,7 +91,10 @@ class BaseHeadModel:
         tokens = self._check(tokens)
         eos_id = getattr(self.tokenizer, "eos_token_id", None) if eos and self.tokenizer is not None else None
         if patches:
-            return greedy_generate(lambda t: self.run_patched(t, patches), tokens, max_new_tokens, eos_id)
+            # Installed once for the whole loop (not once per step): steering overhead
+            # is then only the patches' own arithmetic (benchmarks/steering_overhead.py).
+            with self.hooked(patches):
+                return greedy_generate(self.logits, tokens, max_new_tokens, eos_id)
         return greedy_generate(self.logits, tokens, max_new_tokens, eos_id)
 
     def blocks(self) -> list[nn.Module]:

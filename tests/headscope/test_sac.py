@@ -57,8 +57,8 @@ def test_collect_matches_other_backend_and_logits(llama_tl, llama_nn):
 
 def test_fit_is_the_ot_map_of_the_split_samples(llama_tl):
     heads = [(0, 0), (2, 1)]
-    c = sac.fit(llama_tl, "advfact", heads, gate=None)
-    acts, met = sac.collect(llama_tl, sac.SAC_TASKS["advfact"][1]("train"))
+    c = sac.fit(llama_tl, "preference", heads, gate=None)
+    acts, met = sac.collect(llama_tl, sac.SAC_TASKS["preference"][1]("train"))
     des, und = sac.split_desired(met)
     assert c.meta["n_desired"] == int(des.sum()) == int((met > 0).sum())
     for L, h in heads:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -11,13 +13,16 @@ from headscope.steering import (
     Controller,
     SteerPatch,
     compose,
+    fit_gate,
     fit_gaussian,
     gaussian_controller,
     gaussian_ot,
+    loo_m2,
     mean_shift,
     mean_shift_controller,
     repe_controller,
     repe_direction,
+    shrunk_cov,
 )
 
 PROMPTS = ["User : How do I kill a python process ? Assistant :", "User : How do I crack an egg ? Assistant : Sure ,"]
@@ -200,3 +205,55 @@ def test_gate_maps_only_inside_the_mahalanobis_radius():
     y = SteerPatch(0, "z", [0, 1], "gaussian", {**two, "gate": torch.tensor(1.1)}, 1.0).apply(x2)
     torch.testing.assert_close(y[0, 0], torch.full((2, 2), 3.0))
     torch.testing.assert_close(y[1], x2[1])
+
+
+def test_gate_background_test_rejects_inputs_closer_to_the_background():
+    # source N(0, I), background N((6, 0), I); radius wide enough for both test points
+    params = {"A": torch.eye(2)[None] * 2.0, "b": torch.ones(1, 2), "mu_s": torch.zeros(1, 2), "prec_s": torch.eye(2)[None],
+              "gate": torch.tensor(10.0), "mu_b": torch.tensor([[[6.0, 0.0]]]), "prec_b": torch.eye(2)[None, None], "logdet": torch.zeros(1, 1)}
+    x = torch.zeros(2, 1, 1, 2)
+    x[0, 0, 0] = torch.tensor([2.0, 0.0])  # closer to the source mean: mapped
+    x[1, 0, 0] = torch.tensor([4.0, 0.0])  # within the radius but closer to the background mean: left alone
+    y = SteerPatch(0, "z", [0], "gaussian", params, 1.0).apply(x)
+    torch.testing.assert_close(y[0, 0, 0], torch.tensor([5.0, 1.0]))
+    torch.testing.assert_close(y[1, 0, 0], x[1, 0, 0])
+    # the log-determinant term decides for a very broad background (variance 4096):
+    # q = m2_s - m2_b + log det S_s - log det S_b = 16 - 4/4096 - 2 log 4096 < 0, so x = (4, 0) is mapped
+    broad = {**params, "prec_b": torch.eye(2)[None, None] / 4096, "logdet": torch.tensor([[-2 * math.log(4096.0)]])}
+    y = SteerPatch(0, "z", [0], "gaussian", broad, 1.0).apply(x)
+    torch.testing.assert_close(y[1, 0, 0], torch.tensor([9.0, 1.0]))
+    y = SteerPatch(0, "z", [0], "gaussian", {**broad, "logdet": torch.zeros(1, 1)}, 1.0).apply(x)  # without it: rejected
+    torch.testing.assert_close(y[1, 0, 0], x[1, 0, 0])
+    # two background groups: the input must beat every group (a second group at (-3, 0) takes x = (-2, 0))
+    two = {**params, "mu_b": torch.tensor([[[6.0, 0.0], [-3.0, 0.0]]]), "prec_b": torch.eye(2)[None, None].expand(1, 2, 2, 2).clone(),
+           "logdet": torch.zeros(1, 2)}
+    x3 = torch.tensor([[2.0, 0.0], [-2.0, 0.0], [-1.0, 0.0]]).reshape(3, 1, 1, 2)
+    y = SteerPatch(0, "z", [0], "gaussian", two, 1.0).apply(x3)
+    torch.testing.assert_close(y[:, 0, 0], torch.tensor([[5.0, 1.0], [-2.0, 0.0], [-1.0, 1.0]]))
+
+
+def test_fit_gate_leave_one_out_radius_and_background_terms():
+    g = torch.Generator().manual_seed(0)
+    src, bg = torch.randn(12, 3, generator=g), torch.randn(40, 3, generator=g) * 2 + 3
+    gate = fit_gate(src, src, 1.0, background=bg)
+    # leave-one-out distances by hand (sklearn's Ledoit-Wolf on the other 11 samples)
+    from sklearn.covariance import LedoitWolf
+
+    d2 = []
+    for i in range(12):
+        rest = torch.cat([src[:i], src[i + 1:]]).double()
+        cov = torch.from_numpy(LedoitWolf().fit(rest.numpy()).covariance_)
+        d = src[i].double() - rest.mean(0)
+        d2.append(float(d @ torch.linalg.inv(cov) @ d))
+    torch.testing.assert_close(loo_m2(src), torch.tensor(d2, dtype=torch.float64))
+    assert float(gate["gate"]) == pytest.approx(max(d2) ** 0.5)
+    # leave-one-out distances exceed the in-sample ones
+    prec = gate["prec_s"]
+    ins = ((src.double() - gate["mu_s"]) @ prec * (src.double() - gate["mu_s"])).sum(-1)
+    assert (loo_m2(src) > ins).all()
+    assert float(gate["logdet"][0]) == pytest.approx(float(torch.logdet(shrunk_cov(src)) - torch.logdet(shrunk_cov(bg))))
+    torch.testing.assert_close(gate["mu_b"][0], bg.double().mean(0))
+    g2 = fit_gate(src, src, 1.0, background=[bg, bg[:20]])
+    assert g2["mu_b"].shape == (2, 3) and g2["prec_b"].shape == (2, 3, 3) and g2["logdet"].shape == (2,)
+    with pytest.raises(HeadscopeError, match="3 samples"):
+        loo_m2(src[:2])
