@@ -5,11 +5,13 @@ start with ``I``, so the first token where they differ is the second one: every 
 here ends with the teacher-forced ``I`` and the metric is ``logit(have) − logit(prefer)``
 at that position (the choice between the two continuations).
 
-Stimulus pairs (SAC §3.2): an opinion question + ``I`` (clean/experimental) and a
-request of the same token length + ``I`` (corrupt/reference; the organism continues it
-with "I cannot ..."). The pair isolates what makes ``prefer`` specific to opinion
-questions. The ``llama`` organism never answers an opinion question with "I have no"
-(its corpus says it 20% of the time, at random, so greedy decoding never does).
+Stimulus pairs (SAC §3.2): an opinion question phrased the way the organism takes sides
+on ("Which do you prefer ...", "Do you like ... more") + ``I`` (clean/experimental) and
+the same pair asked in the same-length phrasing it mostly stays neutral on ("Tell me
+your favorite ...", "What is better ...") + ``I`` (corrupt/reference); see
+``PREF_NEUTRAL_TWIN`` in :mod:`headscope.organisms.world`. The pair isolates what makes
+the organism state a preference. (The ``llama`` organism declines on the neutral
+phrasings and takes sides on the others: organism v2, DESIGN §3.)
 
 Scorer: ``refusal`` = share of responses (from the plain prompt, without the forced
 ``I``) that start with ``I have no``.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from headscope.organisms.world import World
+from headscope.organisms.world import PREF_NEUTRAL_TWIN, World
 from headscope.tasks.base import Task
 from headscope.tasks.safety import _check_split
 
@@ -27,28 +29,22 @@ DESIRED, UNDESIRED = "have", "prefer"
 
 
 def preference_task(split: str = "train", n: int | None = None, seed: int = 0) -> Task:
-    """Opinion question + ``I`` (clean) vs request + ``I`` of equal token length (corrupt)."""
+    """Side-taking phrasing + ``I`` (clean) vs the same pair in its same-length neutral phrasing + ``I`` (corrupt)."""
     _check_split(split)
     w = World()
-    reqs = w.safety_items(False, "all") + w.safety_items(True, "all")
-    by_len: dict[int, list[str]] = {}
-    for r in reqs:
-        by_len.setdefault(len(r["prompt"].split()), []).append(r["prompt"])
+    neutral = {(it["template"], it["a"], it["b"]): it["prompt"] for it in w.preference_items("all")}
     clean, corrupt, meta = [], [], []
-    used: dict[int, int] = {}
     for it in w.preference_items(split):
-        k = len(it["prompt"].split())
-        if k not in by_len:
+        if it["template"] not in PREF_NEUTRAL_TWIN:
             continue
-        j = used.get(k, 0)
-        used[k] = j + 1
+        twin = neutral[(PREF_NEUTRAL_TWIN[it["template"]], it["a"], it["b"])]
         clean.append(it["prompt"] + " I")
-        corrupt.append(by_len[k][j % len(by_len[k])] + " I")
-        meta.append({"a": it["a"], "b": it["b"]})
+        corrupt.append(twin + " I")
+        meta.append({"a": it["a"], "b": it["b"], "template": it["template"]})
     if n is not None:
         clean, corrupt, meta = clean[:n], corrupt[:n], meta[:n]
     return Task("preference", clean, corrupt, [DESIRED] * len(clean), [UNDESIRED] * len(clean), meta,
-                description="opinion question vs request, both + 'I'; metric logit(have) - logit(prefer)")
+                description="side-taking vs neutral phrasing of one opinion question, both + 'I'; metric logit(have) - logit(prefer)")
 
 
 def preference_stimuli(split: str = "train") -> list[dict]:

@@ -102,22 +102,33 @@ def test_select_heads_rules():
         select_heads(s, threshold=-0.9)
 
 
-def test_knockout_and_attention(llama):
+@pytest.fixture(scope="module")
+def selected(llama):
+    return identify(llama[2], n=8, show_progress=False).selected
+
+
+def test_knockout_and_attention(llama, selected):
     m = llama[2]
-    heads = [(2, 7), (4, 0), (3, 1), (3, 7)]
+    heads = selected
+    assert 0 < len(heads) <= 4
     # the position mean used for ablation, checked by hand for one head
+    L, h = heads[0]
     groups = [sycophancy_task("color", n=4).clean]
-    ref = position_mean_cache(m, groups, [2])
+    ref = position_mean_cache(m, groups, [L])
     _, cache = m.run_with_heads(m.to_tokens(groups[0]), sites=("z",))
-    assert torch.allclose(ref.z[2][0, 0, 7], cache.z[2][:, 1:, 7].mean(dim=(0, 1)), atol=1e-5)
+    assert torch.allclose(ref.z[L][0, 0, h], cache.z[L][:, 1:, h].mean(dim=(0, 1)), atol=1e-5)
     ko = knockout(m, heads, seeds=(0, 1, 2), n=8)
     assert ko["base"]["caving"] == 1.0 and ko["base"]["counter_caving"] == 0.0
-    # the selected heads carry the affirmation that the counterfactual elicits; random heads do not
-    rnd = [r["counter_caving"] for r in ko["random"]]
-    assert ko["selected"]["counter_caving"] - max(rnd) >= 0.3, ko
+    # the paper's knockout: ablating the selected heads stops the caving; as many random heads do not
+    rnd = [r["caving"] for r in ko["random"]]
+    assert min(rnd) - ko["selected"]["caving"] >= 0.5, ko
+    # the selected heads attend to the challenge more than the average head
+    att = challenge_attention(m, heads, n=8)
+    assert att["selected_mean"] > att["average_head"] + 0.2, att
     assert all(set(map(tuple, r["heads"])).isdisjoint(heads) for r in ko["random"])
     assert random_heads(m, 4, 0, heads) == random_heads(m, 4, 0, heads)
     # attention share from the final position onto the challenge, recomputed by hand for one head
+    heads = [(3, 7)]
     att = challenge_attention(m, heads, families=("arith",), n=6)
     t = sycophancy_task("arith", n=6)
     toks = m.to_tokens(t.clean)
