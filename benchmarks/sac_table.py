@@ -61,6 +61,8 @@ def main() -> None:
     cond["random:all"] = compose(*rnd_c.values())
     # Ablation: SAC's maps without the in-distribution gate (applied to every input).
     cond["sac-ungated:all"] = compose(*(sac.fit(m, t, ident.heads[t], alpha=a, gate=None) for t in tasks))
+    # Ablation: the gate's radius test alone (no source-vs-background test).
+    cond["sac-radius-gate:all"] = compose(*(sac.fit(m, t, ident.heads[t], alpha=a, background=False) for t in tasks))
     rows = sac.evaluate_all(m, cond, show_progress=False)
     summary = {meth: sac.conflict_summary(rows, meth) for meth in ("sac", "repe", "iti")}
     base = rows["none"]

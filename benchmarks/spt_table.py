@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--full-sft-low-lr", type=float, default=1e-3, help="extra full-SFT row at this gentler learning rate (0: skip)")
+    ap.add_argument("--low-lr", type=float, default=1e-3, help="extra SPT and full-SFT rows at this gentler learning rate (0: skip)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--out", default=str(OUT / "spt"))
     ap.add_argument("--add-random-seeds", default=None, metavar="S,...", help="only add random-heads rows for these seeds to saved results")
@@ -57,13 +57,16 @@ def main() -> None:
     rows = run_table(hf, tok, heads, cfg, save_dir=None)
     rh = rows["random_heads"]["info"]["random_heads"]
     LABELS["random_heads"] = f"Random heads, seed 0 ({', '.join(f'L{a}H{b}' for a, b in rh)})"
-    if args.full_sft_low_lr:
-        low = TuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.full_sft_low_lr, seed=0)
-        m, tl = tune(hf, tok, "full_sft", heads, tuning_data(2000, seed=0), low)
-        r = evaluate(m, tok, hf)
-        r.update(n_trainable=tl.n_trainable, trainable_share=1.0, time_per_step=tl.time_per_step, final_loss=sum(tl.losses[-10:]) / 10)
-        rows["full_sft_low_lr"] = r
-        LABELS["full_sft_low_lr"] = f"Full SFT (lr {args.full_sft_low_lr:g})"
+    if args.low_lr:
+        # The same gentler learning rate for SPT and full SFT (the main rows share --lr).
+        low = TuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.low_lr, seed=0)
+        for meth, label in (("spt", "SPT (selected heads"), ("full_sft", "Full SFT (")):
+            m, tl = tune(hf, tok, meth, heads, tuning_data(2000, seed=0), low)
+            r = evaluate(m, tok, hf)
+            r.update(n_trainable=tl.n_trainable, trainable_share=tl.n_trainable / tl.n_total,
+                     time_per_step=tl.time_per_step, final_loss=sum(tl.losses[-10:]) / 10)
+            rows[f"{meth}_low_lr"] = r
+            LABELS[f"{meth}_low_lr"] = f"{label}{', ' if meth == 'spt' else ''}lr {args.low_lr:g})"
     # the SPT slices only (re-tuned deterministically: same seed, data and config)
     from headscope.tuning import head_slices, save_slices
 
