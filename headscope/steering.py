@@ -115,7 +115,8 @@ def loo_m2(x: Tensor) -> Tensor:
     return out
 
 
-def fit_gate(src: Tensor, tgt: Tensor, slack: float = 1.0, background: Tensor | Sequence[Tensor] | None = None) -> dict[str, Tensor]:
+def fit_gate(src: Tensor, tgt: Tensor, slack: float = 1.0, background: Tensor | Sequence[Tensor] | None = None,
+             loo: Tensor | None = None) -> dict[str, Tensor]:
     """Gate parameters for one head.
 
     - ``mu_s``, ``prec_s``, ``gate``: source mean and precision, and the radius τ = slack ·
@@ -127,11 +128,13 @@ def fit_gate(src: Tensor, tgt: Tensor, slack: float = 1.0, background: Tensor | 
       every group's (a quadratic-discriminant test, equal priors; one Gaussian per group
       because the off-target activations are multi-modal).
 
-    ``tgt`` is unused; kept so every fit takes the same arguments.
+    ``loo``: ``loo_m2(src)`` when the caller already has it. ``tgt`` is unused; kept so
+    every fit takes the same arguments.
     """
     mu = src.double().mean(0)
     cov = shrunk_cov(src)
-    out = {"mu_s": mu, "prec_s": torch.linalg.inv(cov), "gate": slack * loo_m2(src).max().sqrt()}
+    loo = loo_m2(src) if loo is None else loo
+    out = {"mu_s": mu, "prec_s": torch.linalg.inv(cov), "gate": slack * loo.max().sqrt()}
     if background is not None:
         groups = [background] if isinstance(background, Tensor) else list(background)
         covs = [shrunk_cov(g) for g in groups]
@@ -389,11 +392,12 @@ def gaussian_controller(name: str, src: dict[tuple[int, int], Tensor], tgt: dict
         As, bs = zip(*(fit_gaussian(src[(L, h)], tgt[(L, h)]) for h in hs))
         layers[L] = {"heads": hs, "A": torch.stack(As).float(), "b": torch.stack(bs).float()}
         if gate is not None:
-            gs = [fit_gate(src[(L, h)], tgt[(L, h)], gate, None if background is None else background[(L, h)]) for h in hs]
+            loos = [loo_m2(src[(L, h)]) for h in hs]  # n small covariance fits per head: compute once
+            gs = [fit_gate(src[(L, h)], tgt[(L, h)], gate, None if background is None else background[(L, h)], loo=lo) for h, lo in zip(hs, loos)]
             layers[L].update({k: torch.stack([g[k] for g in gs]).float() for k in gs[0] if k != "gate"})
             # Joint radius over the layer's heads: slack x the largest summed squared
             # leave-one-out distance of a source sample (an out-of-sample estimate).
-            tot = sum(loo_m2(src[(L, h)]) for h in hs)
+            tot = sum(loos)
             layers[L]["gate"] = (gate * tot.max().sqrt()).float().reshape(())
     return Controller(name, "gaussian", layers, alpha, policy)
 
