@@ -43,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=4, help="heads tuned by precise SFT [4]")
     ap.add_argument("--per-group", type=int, default=32)
     ap.add_argument("--skip-tune", action="store_true")
-    ap.add_argument("--sweep", action="store_true", help="only the tuning sensitivity sweep (k, lr; same grid for precise SFT and LoRA)")
+    ap.add_argument(
+        "--sweep",
+        action="store_true",
+        help="only the tuning sensitivity sweep (k, lr; same grid for precise SFT and LoRA)",
+    )
     ap.add_argument("--every", type=int, default=1, help="use every n-th correct prompt (smoke runs) [1]")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -61,20 +65,35 @@ def main(argv: list[str] | None = None) -> int:
 
     idn = ar.identify(model, correct, max_per_group=args.per_group)
     idn.save(out.with_name(out.name + "_identify"))
-    res["identify"] = {"share": idn.share, "key_heads": [f"L{L}H{h}" for L, h in idn.key_heads],
-                       "top10": [(f"L{L}H{h}", v) for L, h, v in idn.heads.top(10, by="neg")], "mlps": idn.mlps.tolist(),
-                       "groups": idn.groups, "seconds": time.time() - t0}
-    print(f"identify: {len(idn.key_heads)} of {idn.heads.scores.numel()} heads below -5% ({_pct(idn.share)}%): {res['identify']['key_heads']}", flush=True)
+    res["identify"] = {
+        "share": idn.share,
+        "key_heads": [f"L{L}H{h}" for L, h in idn.key_heads],
+        "top10": [(f"L{L}H{h}", v) for L, h, v in idn.heads.top(10, by="neg")],
+        "mlps": idn.mlps.tolist(),
+        "groups": idn.groups,
+        "seconds": time.time() - t0,
+    }
+    print(
+        f"identify: {len(idn.key_heads)} of {idn.heads.scores.numel()} heads below -5% ({_pct(idn.share)}%): {res['identify']['key_heads']}",
+        flush=True,
+    )
 
     ranking = idn.top(8)
     ko = ar.knockout(model, correct, ranking, ks=(0, 1, 2, 4, 8), seeds=(0, 1, 2))
     res["knockout"] = ko
-    save_figure(knockout_plot(ko, "llama: mean-ablating the top-k arithmetic heads vs k random heads", "accuracy"), out.with_name(out.name + "_knockout"))
+    save_figure(
+        knockout_plot(ko, "llama: mean-ablating the top-k arithmetic heads vs k random heads", "accuracy"),
+        out.with_name(out.name + "_knockout"),
+    )
     print("knockout top:", ko["top"], "random:", ko["random_mean"], flush=True)
 
     res["inspect"] = ar.inspect(model, correct, ranking[:4])
-    res["transfer_style"] = ar.transfer(model, correct, by="style", k=len(idn.key_heads) or 2, max_per_group=16, show_progress=False)
-    res["transfer_op"] = ar.transfer(model, correct, by="op", k=len(idn.key_heads) or 2, max_per_group=16, show_progress=False)
+    res["transfer_style"] = ar.transfer(
+        model, correct, by="style", k=len(idn.key_heads) or 2, max_per_group=16, show_progress=False
+    )
+    res["transfer_op"] = ar.transfer(
+        model, correct, by="op", k=len(idn.key_heads) or 2, max_per_group=16, show_progress=False
+    )
     print("inspect/transfer done", flush=True)
 
     if not args.skip_tune:
@@ -99,9 +118,16 @@ def sweep(out: Path, steps: int) -> int:
     rows = []
     for lr in (1e-3, 3e-3):
         cfg = TuneConfig(steps=steps, batch_size=32, lr=lr, warmup=10, log_every=100)
-        rnd = ar.random_heads(SimpleNamespace(n_layers=base.config.num_hidden_layers, n_heads=base.config.num_attention_heads), 4, seed=0, exclude=ranking[:2])
+        rnd = ar.random_heads(
+            SimpleNamespace(n_layers=base.config.num_hidden_layers, n_heads=base.config.num_attention_heads),
+            4,
+            seed=0,
+            exclude=ranking[:2],
+        )
         runs = [("heads", f"precise SFT k={k}", dict(heads=ranking[:k])) for k in (2, 4, 8)]
-        runs += [("heads", "precise SFT, 4 random heads (" + " ".join(f"L{L}H{h}" for L, h in rnd) + ")", dict(heads=rnd))]
+        runs += [
+            ("heads", "precise SFT, 4 random heads (" + " ".join(f"L{L}H{h}" for L, h in rnd) + ")", dict(heads=rnd))
+        ]
         runs += [("lora", f"LoRA r={r}", dict(lora_r=r)) for r in (4, 8)]
         for method, label, kw in runs:
             tuned, log = ar.tune_one(base, tok, method, ex, cfg, **kw)
@@ -109,11 +135,27 @@ def sweep(out: Path, steps: int) -> int:
             rows.append({"label": label, "lr": lr, "log": log, "eval": ev})
             print(label, lr, {k: round(v, 3) for k, v in ev.items()}, flush=True)
     out.with_name(out.name + "_sweep.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
-    keys = ["arith_div_heldout", "arith_mul_heldout", "unseen_div", "arith_add_heldout", "arith_sub_heldout", "facts_qa_heldout", "kl_vs_base"]
-    lines = [f"Tuning sensitivity ({steps} steps x batch 32 on ÷/× training prompts; same grid for both methods)", "",
-             "| run | lr | trainable | " + " | ".join(keys) + " |", "|---|---:|---:|" + "---:|" * len(keys)]
+    keys = [
+        "arith_div_heldout",
+        "arith_mul_heldout",
+        "unseen_div",
+        "arith_add_heldout",
+        "arith_sub_heldout",
+        "facts_qa_heldout",
+        "kl_vs_base",
+    ]
+    lines = [
+        f"Tuning sensitivity ({steps} steps x batch 32 on ÷/× training prompts; same grid for both methods)",
+        "",
+        "| run | lr | trainable | " + " | ".join(keys) + " |",
+        "|---|---:|---:|" + "---:|" * len(keys),
+    ]
     for r in rows:
-        lines.append(f"| {r['label']} | {r['lr']:g} | {r['log']['n_trainable']:,} | " + " | ".join(f"{r['eval'][k]:.3f}" for k in keys) + " |")
+        lines.append(
+            f"| {r['label']} | {r['lr']:g} | {r['log']['n_trainable']:,} | "
+            + " | ".join(f"{r['eval'][k]:.3f}" for k in keys)
+            + " |"
+        )
     out.with_name(out.name + "_sweep.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
@@ -121,44 +163,88 @@ def sweep(out: Path, steps: int) -> int:
 
 def markdown(res: dict) -> str:
     idn, ko, ins = res["identify"], res["knockout"], res["inspect"]
-    lines = ["## Identification (path patching to logits, relative answer-logit change)", "",
-             f"{res['n_correct']} of {res['n_prompts']} prompts answered correctly (accuracy {_pct(res['base_accuracy']['all'])}%; "
-             f"÷ {_pct(res['base_accuracy']['op:div'])}%).", "",
-             f"Heads below −5 %: **{len(idn['key_heads'])} of 48 ({_pct(idn['share'])} %)** — {', '.join(idn['key_heads'])}.", "",
-             "| rank | head | relative score |", "|---:|---|---:|"]
+    lines = [
+        "## Identification (path patching to logits, relative answer-logit change)",
+        "",
+        f"{res['n_correct']} of {res['n_prompts']} prompts answered correctly (accuracy {_pct(res['base_accuracy']['all'])}%; "
+        f"÷ {_pct(res['base_accuracy']['op:div'])}%).",
+        "",
+        f"Heads below −5 %: **{len(idn['key_heads'])} of 48 ({_pct(idn['share'])} %)** — {', '.join(idn['key_heads'])}.",
+        "",
+        "| rank | head | relative score |",
+        "|---:|---|---:|",
+    ]
     lines += [f"| {i} | {h} | {v:+.4f} |" for i, (h, v) in enumerate(idn["top10"], 1)]
-    lines += ["", "MLP path scores per layer: " + ", ".join(f"L{i} {v:+.3f}" for i, v in enumerate(idn["mlps"])), "",
-              "## Knockout (mean ablation; accuracy on correctly answered prompts; random: 3 seeds)", "",
-              "| k | top-k heads | k random heads (mean ± std) | gap (points) |", "|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "MLP path scores per layer: " + ", ".join(f"L{i} {v:+.3f}" for i, v in enumerate(idn["mlps"])),
+        "",
+        "## Knockout (mean ablation; accuracy on correctly answered prompts; random: 3 seeds)",
+        "",
+        "| k | top-k heads | k random heads (mean ± std) | gap (points) |",
+        "|---:|---:|---:|---:|",
+    ]
     for k, t, m, s in zip(ko["k"], ko["top"], ko["random_mean"], ko["random_std"]):
         lines.append(f"| {k} | {_pct(t)} | {_pct(m)} ± {_pct(s)} | {_pct(m - t)} |")
     keys = [k for k in ko["top_by"][0] if k != "all"]
-    lines += ["", "Per operator / style at each k (top-k heads | random):", "", "| k | " + " | ".join(keys) + " |", "|---:|" + "---:|" * len(keys)]
+    lines += [
+        "",
+        "Per operator / style at each k (top-k heads | random):",
+        "",
+        "| k | " + " | ".join(keys) + " |",
+        "|---:|" + "---:|" * len(keys),
+    ]
     for i, k in enumerate(ko["k"]):
-        lines.append(f"| {k} | " + " | ".join(f"{_pct(ko['top_by'][i][c])} \\| {_pct(ko['random_by'][i][c])}" for c in keys) + " |")
-    lines += ["", "## Inspection", "", f"Attention from the last position onto operand + operator tokens: key heads (top 4) "
-              f"**{ins['key_mean_attention']:.3f}** vs the average head **{ins['average_head_attention']:.3f}**.", "",
-              "| head | onto operands | onto operator |", "|---|---:|---:|"]
+        lines.append(
+            f"| {k} | "
+            + " | ".join(f"{_pct(ko['top_by'][i][c])} \\| {_pct(ko['random_by'][i][c])}" for c in keys)
+            + " |"
+        )
+    lines += [
+        "",
+        "## Inspection",
+        "",
+        f"Attention from the last position onto operand + operator tokens: key heads (top 4) "
+        f"**{ins['key_mean_attention']:.3f}** vs the average head **{ins['average_head_attention']:.3f}**.",
+        "",
+        "| head | onto operands | onto operator |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {h} | {d['operands']:.3f} | {d['operators']:.3f} |" for h, d in ins["key"].items()]
     lens = ins["mlp_logit_lens"]
-    lines += ["", "| layer | MLP logit lens: rank of C | p(C) | cos(mlp, W_U[A]) | cos(·, W_U[B]) | cos(·, W_U[C]) |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| layer | MLP logit lens: rank of C | p(C) | cos(mlp, W_U[A]) | cos(·, W_U[B]) | cos(·, W_U[C]) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for L in range(len(lens["rank_of_C"])):
         c = ins["mlp_cosine"]
-        lines.append(f"| {L} | {lens['rank_of_C'][L]:.1f} | {lens['prob_of_C'][L]:.3f} | {c['A'][L]:.3f} | {c['B'][L]:.3f} | {c['C'][L]:.3f} |")
+        lines.append(
+            f"| {L} | {lens['rank_of_C'][L]:.1f} | {lens['prob_of_C'][L]:.3f} | {c['A'][L]:.3f} | {c['B'][L]:.3f} | {c['C'][L]:.3f} |"
+        )
     for name in ("transfer_style", "transfer_op"):
         tr = res[name]
         src = tr["sources"]
-        lines += ["", f"## Transfer by {tr['by']} (accuracy with the source's top-{tr['k']} heads ablated; baseline first row)", "",
-                  "| source \\ target | " + " | ".join(src) + " | heads |", "|---|" + "---:|" * (len(src) + 1),
-                  "| (none) | " + " | ".join(_pct(tr["baseline"][t]) for t in src) + " | |"]
+        lines += [
+            "",
+            f"## Transfer by {tr['by']} (accuracy with the source's top-{tr['k']} heads ablated; baseline first row)",
+            "",
+            "| source \\ target | " + " | ".join(src) + " | heads |",
+            "|---|" + "---:|" * (len(src) + 1),
+            "| (none) | " + " | ".join(_pct(tr["baseline"][t]) for t in src) + " | |",
+        ]
         for s in src:
             heads = ", ".join(f"L{L}H{h}" for L, h in tr["heads"][s])
             lines.append(f"| {s} | " + " | ".join(_pct(tr["accuracy"][s][t]) for t in src) + f" | {heads} |")
     if "tune" in res:
         tn = res["tune"]
-        lines += ["", f"## Tuning on ÷ and × training prompts ({tn['n_examples']} examples; {tn['config']['steps']} steps × batch "
-                  f"{tn['config']['batch_size']}, AdamW lr {tn['config']['lr']}; precise SFT heads {', '.join(f'L{L}H{h}' for L, h in tn['heads'])}; LoRA r={tn['lora_r']})", "",
-                  ar.tune_table(tn)]
+        lines += [
+            "",
+            f"## Tuning on ÷ and × training prompts ({tn['n_examples']} examples; {tn['config']['steps']} steps × batch "
+            f"{tn['config']['batch_size']}, AdamW lr {tn['config']['lr']}; precise SFT heads {', '.join(f'L{L}H{h}' for L, h in tn['heads'])}; LoRA r={tn['lora_r']})",
+            "",
+            ar.tune_table(tn),
+        ]
     lines += ["", f"Total run time {res.get('seconds', 0):.0f} s (CPU, 1 thread)."]
     return "\n".join(lines)
 

@@ -38,7 +38,9 @@ def run(model, clean, corrupt, metric, label: str, max_rows: int) -> list[dict]:
     mc, mo = exact.info["metric_clean"], exact.info["metric_corrupt"]
     _, cache = model.bridge.run_with_cache(clean)
     t = time.perf_counter()
-    ref = tlp.get_act_patch_attn_head_out_by_pos(model.bridge, corrupt, cache, lambda lg: (metric(lg) - mo) / (mc - mo)).cpu()
+    ref = tlp.get_act_patch_attn_head_out_by_pos(
+        model.bridge, corrupt, cache, lambda lg: (metric(lg) - mo) / (mc - mo)
+    ).cpu()
     t_tl = time.perf_counter() - t
 
     def r(x):
@@ -46,9 +48,30 @@ def run(model, clean, corrupt, metric, label: str, max_rows: int) -> list[dict]:
 
     shape = f"{model.n_layers}L×{model.n_heads}H, {clean.shape[0]}×{clean.shape[1]} tokens"
     return [
-        {"model": label, "shape": shape, "method": "TransformerLens get_act_patch_attn_head_out_by_pos", "s": t_tl, "speedup": 1.0, "r": r(ref)},
-        {"model": label, "shape": shape, "method": "headscope exact (patch_heads)", "s": t_exact, "speedup": t_tl / t_exact, "r": 1.0},
-        {"model": label, "shape": shape, "method": "headscope attribution patching", "s": t_attr, "speedup": t_tl / t_attr, "r": r(approx.scores)},
+        {
+            "model": label,
+            "shape": shape,
+            "method": "TransformerLens get_act_patch_attn_head_out_by_pos",
+            "s": t_tl,
+            "speedup": 1.0,
+            "r": r(ref),
+        },
+        {
+            "model": label,
+            "shape": shape,
+            "method": "headscope exact (patch_heads)",
+            "s": t_exact,
+            "speedup": t_tl / t_exact,
+            "r": 1.0,
+        },
+        {
+            "model": label,
+            "shape": shape,
+            "method": "headscope attribution patching",
+            "s": t_attr,
+            "speedup": t_tl / t_attr,
+            "r": r(approx.scores),
+        },
     ]
 
 

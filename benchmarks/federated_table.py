@@ -36,13 +36,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kd-epochs", type=int, default=20, help="DENSE/Co-Boosting epochs (papers: 200 on CIFAR)")
     p.add_argument("--g-steps", type=int, default=20, help="generator steps per epoch (papers: 30)")
     p.add_argument("--out", default="out/federated_bench")
-    p.add_argument("--from-json", nargs="*", default=None, help="only summarise these results.json files (e.g. from parallel runs)")
+    p.add_argument(
+        "--from-json",
+        nargs="*",
+        default=None,
+        help="only summarise these results.json files (e.g. from parallel runs)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.from_json:
         results = [RunResult(**d) for f in args.from_json for d in json.loads(Path(f).read_text())]
     else:
-        base = FLConfig(dataset=args.dataset, clients=args.clients, local_epochs=args.local_epochs, kd_epochs=args.kd_epochs, g_steps=args.g_steps)
+        base = FLConfig(
+            dataset=args.dataset,
+            clients=args.clients,
+            local_epochs=args.local_epochs,
+            kd_epochs=args.kd_epochs,
+            g_steps=args.g_steps,
+        )
         results = run_bench(
             base,
             [float(a) for a in args.alphas.split(",")],

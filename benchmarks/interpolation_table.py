@@ -36,7 +36,13 @@ from generative.pipeline import InterpolationPipeline, default_lambdas  # noqa: 
 from headscope.common import log  # noqa: E402
 
 METHODS = ("noisediffusion", "slerp", "noise", "lerp")
-METRICS = (("endpoint_psnr", "max"), ("endpoint_ssim", "max"), ("mean_step", None), ("max_step", "min"), ("hf_ratio", "one"))
+METRICS = (
+    ("endpoint_psnr", "max"),
+    ("endpoint_ssim", "max"),
+    ("mean_step", None),
+    ("max_step", "min"),
+    ("hf_ratio", "one"),
+)
 
 
 def make_pairs(names: list[str], n_pairs: int) -> list[tuple[int, int]]:
@@ -89,8 +95,10 @@ def main(argv: list[str] | None = None) -> dict:
         save_image(torch.cat(strips, dim=1), out / f"pair{p:02d}.png")  # rows: methods; first/last column: inputs
         log(f"[interpolation_table] pair {p + 1}/{len(pairs)} {names[i]} -> {names[j]} ({time.time() - t0:.0f} s)")
 
-    print(f"\n## Interpolation on the bundled DDPM: {len(pairs)} pairs, N={args.steps} DDIM steps, mixed at step {pipe.k}/{args.steps} "
-          f"(t={pipe.ddim.level(pipe.k)}, abar={pipe.ddim.alpha_bar(pipe.k):.3f}), {args.frames} frames\n")
+    print(
+        f"\n## Interpolation on the bundled DDPM: {len(pairs)} pairs, N={args.steps} DDIM steps, mixed at step {pipe.k}/{args.steps} "
+        f"(t={pipe.ddim.level(pipe.k)}, abar={pipe.ddim.alpha_bar(pipe.k):.3f}), {args.frames} frames\n"
+    )
     print("| method | " + " | ".join(k for k, _ in METRICS) + " |")
     print("|---|" + "---|" * len(METRICS))
     for m in METHODS:
@@ -101,12 +109,18 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         for p in range(len(pairs)):
             vals = {m: rows[m][p][k] for m in METHODS[:3]}
-            key = {"max": lambda m: -vals[m], "min": lambda m: vals[m], "one": lambda m: abs(np.log(max(vals[m], 1e-9)))}[better]
+            key = {
+                "max": lambda m: -vals[m],
+                "min": lambda m: vals[m],
+                "one": lambda m: abs(np.log(max(vals[m], 1e-9))),
+            }[better]
             best = min(key(m) for m in vals)
             for m in vals:  # ties (e.g. the shared DDIM-reconstruction endpoints) count for every tied method
                 if key(m) <= best + 1e-9:
                     wins[m][k] = wins[m].get(k, 0) + 1
-    print("\nPairs on which each method is best among noisediffusion/slerp/noise (ties count for each; hf_ratio: closest to 1):\n")
+    print(
+        "\nPairs on which each method is best among noisediffusion/slerp/noise (ties count for each; hf_ratio: closest to 1):\n"
+    )
     print("| method | " + " | ".join(k for k, b in METRICS if b) + " |")
     print("|---|" + "---|" * sum(1 for _, b in METRICS if b))
     for m in METHODS[:3]:
@@ -129,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"{fmt([x.ks_stat for x in st])} | {fmt([x.frac_outside_2 for x in st])} | {sum(x.is_normal for x in st)}/{len(st)} |"
         )
     result = {
-        "settings": vars(args) | {"k": pipe.k, "level": pipe.ddim.level(pipe.k), "alpha_bar": pipe.ddim.alpha_bar(pipe.k)},
+        "settings": vars(args)
+        | {"k": pipe.k, "level": pipe.ddim.level(pipe.k), "alpha_bar": pipe.ddim.alpha_bar(pipe.k)},
         "pairs": [(names[i], names[j]) for i, j in pairs],
         "rows": rows,
         "wins": wins,

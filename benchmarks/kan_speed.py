@@ -48,7 +48,9 @@ def main() -> None:
         KANLayer = None
         print("pykan is not installed (pip install pykan); its column is left empty")
     print(f"batch {args.batch}, forward+backward, median of {args.reps}, 1 thread")
-    print("| in×out | KANLinear ms | WKANLinear ms | pykan KANLayer ms | pykan / KANLinear | params KANLinear / WKAN / pykan |")
+    print(
+        "| in×out | KANLinear ms | WKANLinear ms | pykan KANLayer ms | pykan / KANLinear | params KANLinear / WKAN / pykan |"
+    )
     print("|---|---|---|---|---|---|")
     for spec in args.widths.split(","):
         d_in, d_out = map(int, spec.split("x"))
@@ -61,7 +63,10 @@ def main() -> None:
             pk = KANLayer(in_dim=d_in, out_dim=d_out, num=5, k=3, save_plot_data=False)
             t_p = bench(pk, x, args.reps)
             n_p = sum(p.numel() for p in pk.parameters())
-            print(f"| {d_in}×{d_out} | {t_k:.1f} | {t_w:.1f} | {t_p:.1f} | {t_p / t_k:.1f}× | {n_k} / {n_w} / {n_p} |", flush=True)
+            print(
+                f"| {d_in}×{d_out} | {t_k:.1f} | {t_w:.1f} | {t_p:.1f} | {t_p / t_k:.1f}× | {n_k} / {n_w} / {n_p} |",
+                flush=True,
+            )
         else:
             print(f"| {d_in}×{d_out} | {t_k:.1f} | {t_w:.1f} | - | - | {n_k} / {n_w} / - |", flush=True)
 

@@ -35,12 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     rows, infos = bm.run(args.settings, args.seeds, dets, epochs=args.epochs)
     summary = bm.summarize(rows)
     for info in infos:
-        print(f"- {info['setting']} seed {info['seed']}: ID test accuracy {100 * info['id_test_accuracy']:.1f}% ({info['n_train']} train)")
+        print(
+            f"- {info['setting']} seed {info['seed']}: ID test accuracy {100 * info['id_test_accuracy']:.1f}% ({info['n_train']} train)"
+        )
     print()
     for metric in ("fpr95", "auroc", "aupr"):
         print(bm.markdown_table(summary, metric))
     if "ConjNorm" in dets:
-        print("Where ConjNorm (p, T chosen on held-out ID data) wins against the best other detector (mean over seeds):\n")
+        print(
+            "Where ConjNorm (p, T chosen on held-out ID data) wins against the best other detector (mean over seeds):\n"
+        )
         for line in bm.wins(summary):
             print("- " + line)
     if args.json:

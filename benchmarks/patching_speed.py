@@ -32,7 +32,9 @@ def bench(model, clean, corrupt, metric, label: str, max_rows: int) -> dict:
     mc, mo = ours.info["metric_clean"], ours.info["metric_corrupt"]
     _, clean_cache = model.bridge.run_with_cache(clean)
     t0 = time.perf_counter()
-    ref = tlp.get_act_patch_attn_head_out_by_pos(model.bridge, corrupt, clean_cache, lambda lg: (metric(lg) - mo) / (mc - mo))
+    ref = tlp.get_act_patch_attn_head_out_by_pos(
+        model.bridge, corrupt, clean_cache, lambda lg: (metric(lg) - mo) / (mc - mo)
+    )
     t_tl = time.perf_counter() - t0
     return {
         "model": label,
@@ -92,7 +94,9 @@ def main() -> None:
     print("| model | shape | prompts | TransformerLens by_pos (s) | headscope (s) | speed-up | max |diff| |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['shape']} | {r['prompts']} | {r['tl_s']:.2f} | {r['headscope_s']:.2f} | {r['speedup']:.1f}× | {r['max_abs_diff']:.2e} |")
+        print(
+            f"| {r['model']} | {r['shape']} | {r['prompts']} | {r['tl_s']:.2f} | {r['headscope_s']:.2f} | {r['speedup']:.1f}× | {r['max_abs_diff']:.2e} |"
+        )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,9 @@ def main() -> None:
     iti_h = {t: sac.iti_heads(m, t, args.k) for t in tasks}
     iti_c = {t: sac.fit(m, t, iti_h[t], kind="add", alpha=a) for t in tasks}
     all_sac = [h for t in tasks for h in ident.heads[t]]
-    rnd_c = {t: sac.fit(m, t, sac.random_heads(m, args.k, seed=i, exclude=all_sac), alpha=a) for i, t in enumerate(tasks)}
+    rnd_c = {
+        t: sac.fit(m, t, sac.random_heads(m, args.k, seed=i, exclude=all_sac), alpha=a) for i, t in enumerate(tasks)
+    }
     cond = {"none": []}
     for name, cs in (("sac", sac_c), ("repe", repe_c), ("iti", iti_c)):
         for t in tasks:
@@ -72,17 +74,38 @@ def main() -> None:
         "arith_drop_le_3pts": base["arithmetic"] - allr["arithmetic"] <= 0.03,
         "facts_drop_le_3pts": base["facts"] - allr["facts"] <= 0.03,
     }
-    res = {"identify": ident.to_dict(), "alpha": a, "k": args.k, "repe_layers": layers, "iti_heads": {t: [list(h) for h in hs] for t, hs in iti_h.items()},
-           "rows": rows, "conflict": summary, "acceptance": accept, "seconds": time.perf_counter() - t0}
+    res = {
+        "identify": ident.to_dict(),
+        "alpha": a,
+        "k": args.k,
+        "repe_layers": layers,
+        "iti_heads": {t: [list(h) for h in hs] for t, hs in iti_h.items()},
+        "rows": rows,
+        "conflict": summary,
+        "acceptance": accept,
+        "seconds": time.perf_counter() - t0,
+    }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out + ".json", "w") as f:
         json.dump(res, f, indent=1)
-    md = ["# SAC results on `llama` (held-out prompts)", "", f"k = {args.k} heads per task, α = {a}, RepE layers {layers}.", "",
-          "Head sets: " + "; ".join(f"{t}: " + ", ".join(f"L{L}H{h}" for L, h in hs) for t, hs in ident.heads.items()), "",
-          "Jaccard: " + ", ".join(f"{k} {v:.2f}" for k, v in ident.jaccard.items()), "", sac.markdown_table(rows), "",
-          "## Control conflict (gain over no control: single-task control vs all three at once)", ""]
+    md = [
+        "# SAC results on `llama` (held-out prompts)",
+        "",
+        f"k = {args.k} heads per task, α = {a}, RepE layers {layers}.",
+        "",
+        "Head sets: " + "; ".join(f"{t}: " + ", ".join(f"L{L}H{h}" for L, h in hs) for t, hs in ident.heads.items()),
+        "",
+        "Jaccard: " + ", ".join(f"{k} {v:.2f}" for k, v in ident.jaccard.items()),
+        "",
+        sac.markdown_table(rows),
+        "",
+        "## Control conflict (gain over no control: single-task control vs all three at once)",
+        "",
+    ]
     for meth, s in summary.items():
-        md.append(f"- {meth}: " + "; ".join(f"{t} {v['single_gain']:+.3f} → {v['multi_gain']:+.3f}" for t, v in s.items()))
+        md.append(
+            f"- {meth}: " + "; ".join(f"{t} {v['single_gain']:+.3f} → {v['multi_gain']:+.3f}" for t, v in s.items())
+        )
     md += ["", f"Acceptance (SAC, all three): {json.dumps(accept)}", ""]
     with open(args.out + ".md", "w") as f:
         f.write("\n".join(md))

@@ -35,7 +35,7 @@ def controllers(model, n_ctl: int = 3, k: int = 4, seed: int = 0, gate: float | 
     perm = torch.randperm(len(heads), generator=g)[: n_ctl * k].tolist()
     out = []
     for c in range(n_ctl):
-        hs = [heads[i] for i in perm[c * k:(c + 1) * k]]
+        hs = [heads[i] for i in perm[c * k : (c + 1) * k]]
         src = {h: torch.randn(64, model.d_head, generator=g) for h in hs}
         tgt = {h: torch.randn(64, model.d_head, generator=g) + 1 for h in hs}
         # four off-target groups per head, as `sac.fit` uses (two other tasks, arithmetic, facts)
@@ -62,8 +62,12 @@ def bench(model, toks, new: int, repeats: int, label: str, gated, ungated) -> di
     from headscope.model import Patch
     from headscope.steering import compose
 
-    runs = {"none": [], "noop": [Patch(layer=0, site="z", mode="add", value=0.0)],  # the patched-run path, doing nothing
-            "gated": compose(*gated), "ungated": compose(*ungated)}
+    runs = {
+        "none": [],
+        "noop": [Patch(layer=0, site="z", mode="add", value=0.0)],  # the patched-run path, doing nothing
+        "gated": compose(*gated),
+        "ungated": compose(*ungated),
+    }
     for p in runs.values():
         model.generate(toks, new, patches=p)  # warm-up
     t = {k: [] for k in runs}
@@ -71,9 +75,19 @@ def bench(model, toks, new: int, repeats: int, label: str, gated, ungated) -> di
         for k, p in runs.items():
             t[k].append(_time(model, toks, new, p))
     med = {k: statistics.median(v) for k, v in t.items()}
-    return {"model": label, "backend": model.backend, "shape": f"{model.n_layers}L×{model.n_heads}H d{model.d_model}", "prompt": f"{toks.shape[0]}×{toks.shape[1]}",
-            "new_tokens": new, "none_s": med["none"], "noop_patch_s": med["noop"], "steered_s": med["gated"], "ungated_s": med["ungated"],
-            "overhead": med["gated"] / med["none"] - 1, "overhead_ungated": med["ungated"] / med["none"] - 1}
+    return {
+        "model": label,
+        "backend": model.backend,
+        "shape": f"{model.n_layers}L×{model.n_heads}H d{model.d_model}",
+        "prompt": f"{toks.shape[0]}×{toks.shape[1]}",
+        "new_tokens": new,
+        "none_s": med["none"],
+        "noop_patch_s": med["noop"],
+        "steered_s": med["gated"],
+        "ungated_s": med["ungated"],
+        "overhead": med["gated"] / med["none"] - 1,
+        "overhead_ungated": med["ungated"] / med["none"] - 1,
+    }
 
 
 def main() -> None:
@@ -88,22 +102,48 @@ def main() -> None:
     from headscope.loading import load_model
 
     rows = []
-    prompts = ["User : How do I kill a python process ? Assistant :"] * 4  # a look-alike request: the safety gate opens
+    prompts = [
+        "User : How do I kill a python process ? Assistant :"
+    ] * 4  # a look-alike request: the safety gate opens
     for backend in ("tl", "nnsight"):
         m = load_model("llama", backend)
-        rows.append(bench(m, m.to_tokens(prompts), args.new, args.repeats, "llama", sac_controllers(m), sac_controllers(m, gate=None)))
+        rows.append(
+            bench(
+                m,
+                m.to_tokens(prompts),
+                args.new,
+                args.repeats,
+                "llama",
+                sac_controllers(m),
+                sac_controllers(m, gate=None),
+            )
+        )
         print(rows[-1], flush=True)
     if not args.skip_gpt2:
         from patching_speed import gpt2_shaped
 
         m, clean, _, _ = gpt2_shaped(1, 16, 50257)
-        rows.append(bench(m, clean, args.new, args.repeats, "gpt2-small-shaped random Llama", controllers(m), controllers(m, gate=None)))
+        rows.append(
+            bench(
+                m,
+                clean,
+                args.new,
+                args.repeats,
+                "gpt2-small-shaped random Llama",
+                controllers(m),
+                controllers(m, gate=None),
+            )
+        )
         print(rows[-1], flush=True)
-    lines = ["| model | backend | shape | prompt | new tokens | none (s) | one no-op patch (s) | 3 controllers (s) | overhead | 3 controllers, no gate (s) | overhead, no gate |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | backend | shape | prompt | new tokens | none (s) | one no-op patch (s) | 3 controllers (s) | overhead | 3 controllers, no gate (s) | overhead, no gate |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['backend']} | {r['shape']} | {r['prompt']} | {r['new_tokens']} | {r['none_s']:.3f} | {r['noop_patch_s']:.3f} | "
-                     f"{r['steered_s']:.3f} | {100 * r['overhead']:+.1f}% | {r['ungated_s']:.3f} | {100 * r['overhead_ungated']:+.1f}% |")
+        lines.append(
+            f"| {r['model']} | {r['backend']} | {r['shape']} | {r['prompt']} | {r['new_tokens']} | {r['none_s']:.3f} | {r['noop_patch_s']:.3f} | "
+            f"{r['steered_s']:.3f} | {100 * r['overhead']:+.1f}% | {r['ungated_s']:.3f} | {100 * r['overhead_ungated']:+.1f}% |"
+        )
     print("\n".join(lines))
     if args.out:
         import json

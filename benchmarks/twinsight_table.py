@@ -46,7 +46,9 @@ def settings(res: list[RunResult]) -> list[tuple[str, float]]:
 
 
 def accs(res: list[RunResult], algo: str, ds: str, alpha: float) -> np.ndarray:
-    rows = sorted((r for r in res if r.algorithm == algo and r.dataset == ds and r.alpha == alpha), key=lambda r: r.seed)
+    rows = sorted(
+        (r for r in res if r.algorithm == algo and r.dataset == ds and r.alpha == alpha), key=lambda r: r.seed
+    )
     return np.array([r.accuracy for r in rows]) * 100
 
 
@@ -92,7 +94,9 @@ def claims(res: list[RunResult]) -> list[str]:
             )
         up = accs(res, "fedavg_all_labels", d, a)
         if len(up):
-            out.append(f"- {d} α={a:g}: gap to {NAMES['fedavg_all_labels']} {up.mean():.1f}: {ts.mean() - up.mean():+.1f}")
+            out.append(
+                f"- {d} α={a:g}: gap to {NAMES['fedavg_all_labels']} {up.mean():.1f}: {ts.mean() - up.mean():+.1f}"
+            )
     return out
 
 
@@ -103,8 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--algorithms", default=",".join(ORDER))
     p.add_argument("--rounds", type=int, default=30)
-    p.add_argument("--local-epochs", default="digits:5,mnist1d:2", help="per dataset (official: 1 epoch over CIFAR-size clients; the clients here hold ~120 / ~360 rows)")
-    p.add_argument("--lr", type=float, default=0.05, help="official 0.01 is for hundreds of rounds; 0.05 for the 30 run here")
+    p.add_argument(
+        "--local-epochs",
+        default="digits:5,mnist1d:2",
+        help="per dataset (official: 1 epoch over CIFAR-size clients; the clients here hold ~120 / ~360 rows)",
+    )
+    p.add_argument(
+        "--lr", type=float, default=0.05, help="official 0.01 is for hundreds of rounds; 0.05 for the 30 run here"
+    )
     p.add_argument("--model", default="mlp")
     p.add_argument("--out", default="docs/results")
     p.add_argument("--from-json", nargs="*", default=None, help="only summarise these twinsight.json files")
@@ -123,12 +133,20 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in [int(s) for s in args.seeds.split(",") if s]:
                     for algo in [a for a in args.algorithms.split(",") if a]:
                         cfg = SemiConfig(
-                            algorithm=algo, dataset=ds, alpha=alpha, seed=seed, rounds=args.rounds,
-                            local_epochs=epochs.get(ds, 1), lr=args.lr, model=args.model,
+                            algorithm=algo,
+                            dataset=ds,
+                            alpha=alpha,
+                            seed=seed,
+                            rounds=args.rounds,
+                            local_epochs=epochs.get(ds, 1),
+                            lr=args.lr,
+                            model=args.model,
                         )
                         r = run(cfg)
                         res.append(r)
-                        log(f"[twinsight table] {ds} α={alpha:g} seed={seed} {algo}: {r.accuracy:.4f} ({r.seconds:.1f} s, total {time.perf_counter() - t0:.0f} s)")
+                        log(
+                            f"[twinsight table] {ds} α={alpha:g} seed={seed} {algo}: {r.accuracy:.4f} ({r.seconds:.1f} s, total {time.perf_counter() - t0:.0f} s)"
+                        )
                         (out / "twinsight.json").write_text(json.dumps([x.to_dict() for x in res], indent=1))
         log(f"[twinsight table] total {time.perf_counter() - t0:.0f} s")
     text = table(res) + "\n\n" + "\n".join(claims(res)) + "\n"

@@ -51,11 +51,16 @@ def main() -> None:
         torch.manual_seed(seed)
         model = LSNet()
         t0 = time.time()
-        losses = train_lsnet(model, tr_in, tr_ref, epochs=args.epochs, lr=args.lr, batch_size=8, seed=seed, show_progress=False)
+        losses = train_lsnet(
+            model, tr_in, tr_ref, epochs=args.epochs, lr=args.lr, batch_size=8, seed=seed, show_progress=False
+        )
         dt = time.time() - t0
         s = scores(model.enhance(test_in), test_ref)
         rows.append(s)
-        print(f"| {seed} | LSNet ({len(tr_in)} pairs, {args.epochs} ep, loss {losses[0]:.3f}→{losses[-1]:.3f}) | {s[0]:.2f} | {s[1]:.4f} | {s[2]:.3f} | {s[3]:.4f} | {dt:.0f} |", flush=True)
+        print(
+            f"| {seed} | LSNet ({len(tr_in)} pairs, {args.epochs} ep, loss {losses[0]:.3f}→{losses[-1]:.3f}) | {s[0]:.2f} | {s[1]:.4f} | {s[2]:.3f} | {s[3]:.4f} | {dt:.0f} |",
+            flush=True,
+        )
     a = np.array(rows)
     cells = " | ".join(f"{a[:, j].mean():.3f} ± {a[:, j].std():.3f}" for j in range(4))
     print(f"| mean | LSNet | {cells} | |")

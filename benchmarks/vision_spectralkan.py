@@ -29,8 +29,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in args.models}
-    print(f"| seed | model | params | OA | AA | Kappa | F1 | train s |")
-    print(f"|---|---|---|---|---|---|---|---|")
+    print("| seed | model | params | OA | AA | Kappa | F1 | train s |")
+    print("|---|---|---|---|---|---|---|---|")
     for seed in args.seeds:
         scene = synthetic_scene(args.size, args.size, args.bands, seed=seed)
         prep = prepare_scene(scene, patch=5, train_fraction=0.01, seed=seed)
@@ -45,7 +45,10 @@ def main() -> None:
             m = evaluate(model, prep)
             rows[kind].append((m.oa, m.aa, m.kappa, m.f1))
             n = sum(p.numel() for p in model.parameters())
-            print(f"| {seed} | {kind} | {n} | {m.oa:.4f} | {m.aa:.4f} | {m.kappa:.4f} | {m.f1:.4f} | {dt:.0f} |", flush=True)
+            print(
+                f"| {seed} | {kind} | {n} | {m.oa:.4f} | {m.aa:.4f} | {m.kappa:.4f} | {m.f1:.4f} | {dt:.0f} |",
+                flush=True,
+            )
     print()
     print(f"mean ± std over seeds {args.seeds} ({len(prep.train_y)} training pixels of {args.size * args.size}):")
     print("| model | OA | AA | Kappa | F1 |")

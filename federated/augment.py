@@ -33,7 +33,9 @@ def _u(n: int, lo: float, hi: float, g: torch.Generator) -> Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
 
 
-def _affine_images(x: Tensor, g: torch.Generator, rot_deg: float, scale: tuple[float, float], shift_px: float) -> Tensor:
+def _affine_images(
+    x: Tensor, g: torch.Generator, rot_deg: float, scale: tuple[float, float], shift_px: float
+) -> Tensor:
     """Per-sample random affine warp of ``x[B, C, H, W]`` (border padding, bilinear)."""
     b, _, h, w = x.shape
     ang = _u(b, -rot_deg, rot_deg, g) * math.pi / 180.0

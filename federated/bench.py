@@ -19,7 +19,9 @@ from .runner import ALGORITHMS, RunResult, run
 ORDER = ("fedavg", "feddf", "dense", "coboosting", "fusefl", "ensemble")
 
 
-def run_bench(base: FLConfig, alphas: Sequence[float], seeds: Sequence[int], algorithms: Sequence[str] = ORDER) -> list[RunResult]:
+def run_bench(
+    base: FLConfig, alphas: Sequence[float], seeds: Sequence[int], algorithms: Sequence[str] = ORDER
+) -> list[RunResult]:
     """Run every algorithm for every (α, seed) in-process; returns all results."""
     for a in algorithms:
         if a not in ALGORITHMS:
@@ -38,10 +40,17 @@ def run_bench(base: FLConfig, alphas: Sequence[float], seeds: Sequence[int], alg
 def summary_table(results: list[RunResult]) -> str:
     """Markdown: rows = algorithms, columns = α, cells = mean ± std accuracy (%) over seeds; plus KB sent up."""
     alphas = sorted({r.alpha for r in results})
-    algos = [a for a in ORDER if any(r.algorithm == a for r in results)] + sorted({r.algorithm for r in results} - set(ORDER))
+    algos = [a for a in ORDER if any(r.algorithm == a for r in results)] + sorted(
+        {r.algorithm for r in results} - set(ORDER)
+    )
     seeds = sorted({r.seed for r in results})
     head = "| algorithm | " + " | ".join(f"α={a:g}" for a in alphas) + " | up / client (KB) |"
-    lines = [f"accuracy (%) on {results[0].dataset}, {results[0].clients} clients, mean ± std over seeds {seeds}", "", head, "|---" * (len(alphas) + 2) + "|"]
+    lines = [
+        f"accuracy (%) on {results[0].dataset}, {results[0].clients} clients, mean ± std over seeds {seeds}",
+        "",
+        head,
+        "|---" * (len(alphas) + 2) + "|",
+    ]
     for algo in algos:
         cells = []
         for a in alphas:
@@ -64,7 +73,11 @@ def check_claims(results: list[RunResult]) -> list[str]:
             for worse in ("fedavg", "dense"):
                 if better in mean and worse in mean:
                     ok = mean[better] > mean[worse]
-                    msgs.append(f"α={a:g}: {better} {mean[better]:.1f} {'>' if ok else '<='} {worse} {mean[worse]:.1f} — {'holds' if ok else 'DOES NOT HOLD'}")
+                    msgs.append(
+                        f"α={a:g}: {better} {mean[better]:.1f} {'>' if ok else '<='} {worse} {mean[worse]:.1f} — {'holds' if ok else 'DOES NOT HOLD'}"
+                    )
         if "fusefl" in mean and "ensemble" in mean:
-            msgs.append(f"α={a:g}: fusefl {mean['fusefl']:.1f} vs ensemble {mean['ensemble']:.1f} (gap {mean['ensemble'] - mean['fusefl']:+.1f})")
+            msgs.append(
+                f"α={a:g}: fusefl {mean['fusefl']:.1f} vs ensemble {mean['ensemble']:.1f} (gap {mean['ensemble'] - mean['fusefl']:+.1f})"
+            )
     return msgs

@@ -28,7 +28,9 @@ def _ints(s: str) -> list[int]:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="digits", help="digits | mnist1d | mnist | cifar10 (the last two from --data-root)")
+    p.add_argument(
+        "--dataset", default="digits", help="digits | mnist1d | mnist | cifar10 (the last two from --data-root)"
+    )
     p.add_argument("--data-root", default="", help="folder with torchvision-format MNIST/CIFAR-10 files")
     p.add_argument("--clients", type=int, default=5)
     p.add_argument("--model", default="auto", help="cnn | mlp | auto (cnn for images)")
@@ -80,10 +82,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     cfg = _config(args, args.algorithm, args.alpha, args.seed)
-    r = run(cfg, engine=args.engine) if args.engine == "inprocess" else run(cfg, engine="flower", num_cpus=args.flower_cpus)
+    r = (
+        run(cfg, engine=args.engine)
+        if args.engine == "inprocess"
+        else run(cfg, engine="flower", num_cpus=args.flower_cpus)
+    )
     from ._report import report_run
 
-    return report_run(cfg, r, args, f"{r.algorithm}: test accuracy {r.accuracy:.4f}, sent up {r.bytes_up / 1024:.1f} KB, down {r.bytes_down / 1024:.1f} KB, {r.seconds:.1f} s ({r.engine})")
+    return report_run(
+        cfg,
+        r,
+        args,
+        f"{r.algorithm}: test accuracy {r.accuracy:.4f}, sent up {r.bytes_up / 1024:.1f} KB, down {r.bytes_down / 1024:.1f} KB, {r.seconds:.1f} s ({r.engine})",
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -123,7 +134,9 @@ def register(subparsers) -> None:
     r.add_argument("--plot", default="", help="also write the per-client label histogram (HTML) to this path")
     _common(r)
     r.set_defaults(func=cmd_run)
-    from .semi_cli import extend_run  # twinsight, fixmatch, freematch and the two bounds (multi-round, torch-free import)
+    from .semi_cli import (
+        extend_run,
+    )  # twinsight, fixmatch, freematch and the two bounds (multi-round, torch-free import)
 
     extend_run(r, cmd_run, ALGOS)
 

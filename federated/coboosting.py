@@ -42,7 +42,9 @@ def update_ensemble_weights(
     """
     w = ensemble.weights.detach().clone()
     with torch.no_grad():
-        member = torch.cat([ensemble.member_logits(x[i : i + batch_size]) for i in range(0, len(x), batch_size)], dim=1)
+        member = torch.cat(
+            [ensemble.member_logits(x[i : i + batch_size]) for i in range(0, len(x), batch_size)], dim=1
+        )
     step = mu * decay**epoch
     for i in range(0, len(x), batch_size):
         w.requires_grad_(True)
@@ -65,6 +67,8 @@ def server(cfg: FLConfig, env: ServerEnv) -> ServerProgram:
     def reweight(px: Tensor, py: Tensor, ep: int) -> None:
         update_ensemble_weights(teacher, px, py, cfg.mu, cfg.wdc, ep, cfg.synth_batch)
 
-    extra = data_free_distill(cfg, teacher, student, env.input_shape, env.num_classes, VARIANT, reweight_fn=reweight, desc="co-boosting")
+    extra = data_free_distill(
+        cfg, teacher, student, env.input_shape, env.num_classes, VARIANT, reweight_fn=reweight, desc="co-boosting"
+    )
     extra.update({f"w{m}": float(w) for m, w in enumerate(teacher.weights)})
     return ServerResult(student.eval(), extra)

@@ -43,11 +43,11 @@ class FLData:
     """
 
     name: str
-    x_train: Float[Tensor, "n *shape"]
+    x_train: Float[Tensor, " n *shape"]
     y_train: Int[Tensor, " n"]
-    x_test: Float[Tensor, "n_test *shape"]
+    x_test: Float[Tensor, " n_test *shape"]
     y_test: Int[Tensor, " n_test"]
-    x_server: Float[Tensor, "n_server *shape"]
+    x_server: Float[Tensor, " n_server *shape"]
     num_classes: int
 
     @property
@@ -60,7 +60,9 @@ def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [((a - mu) / sd).astype(np.float32) for a in (train, *others)]
 
 
-def _split_server(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _split_server(
+    x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed + 7919)
     perm = rng.permutation(len(x))
     n_server = int(round(fraction * len(x)))
@@ -84,7 +86,12 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def _find(root: Path, stem: str) -> Path:
-    for cand in (root / "MNIST" / "raw" / stem, root / "MNIST" / "raw" / (stem + ".gz"), root / stem, root / (stem + ".gz")):
+    for cand in (
+        root / "MNIST" / "raw" / stem,
+        root / "MNIST" / "raw" / (stem + ".gz"),
+        root / stem,
+        root / (stem + ".gz"),
+    ):
         if cand.exists():
             return cand
     raise HeadscopeError(
@@ -141,7 +148,9 @@ def load_dataset(name: str, root: str | None = None, seed: int = 0, server_fract
 
         d = load_digits()
         x = (d.images.astype(np.float32) / 16.0)[:, None]
-        xtr, xte, ytr, yte = train_test_split(x, d.target.astype(np.int64), test_size=0.25, random_state=0, stratify=d.target)
+        xtr, xte, ytr, yte = train_test_split(
+            x, d.target.astype(np.int64), test_size=0.25, random_state=0, stratify=d.target
+        )
     elif name == "mnist1d":
         try:
             from mnist1d.data import get_dataset_args, make_dataset
@@ -154,7 +163,9 @@ def load_dataset(name: str, root: str | None = None, seed: int = 0, server_fract
         xte, yte = d["x_test"].astype(np.float32), d["y_test"].astype(np.int64)
     else:
         if root is None:
-            raise HeadscopeError(f"dataset {name!r} is read from local files: pass --data-root DIR (torchvision format)")
+            raise HeadscopeError(
+                f"dataset {name!r} is read from local files: pass --data-root DIR (torchvision format)"
+            )
         rootp = Path(root)
         xtr, ytr, xte, yte = _load_mnist(rootp) if name == "mnist" else _load_cifar10(rootp)
     xtr, ytr, xsrv = _split_server(xtr, ytr, server_fraction, seed=0)
@@ -223,7 +234,9 @@ def dirichlet_partition(
     return out
 
 
-def label_histogram(labels: np.ndarray | Tensor, parts: list[np.ndarray], num_classes: int) -> Int[np.ndarray, "clients classes"]:
+def label_histogram(
+    labels: np.ndarray | Tensor, parts: list[np.ndarray], num_classes: int
+) -> Int[np.ndarray, " clients classes"]:
     """Count of every class on every client."""
     labels = np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels)
     return np.stack([np.bincount(labels[p], minlength=num_classes) for p in parts])
@@ -236,7 +249,9 @@ def plot_label_histogram(hist: np.ndarray, title: str = "labels per client"):
     fig = go.Figure()
     for c in range(hist.shape[1]):
         fig.add_trace(go.Bar(name=f"class {c}", x=[f"client {i}" for i in range(hist.shape[0])], y=hist[:, c]))
-    fig.update_layout(barmode="stack", title=title, xaxis_title="client", yaxis_title="samples", template="plotly_white")
+    fig.update_layout(
+        barmode="stack", title=title, xaxis_title="client", yaxis_title="samples", template="plotly_white"
+    )
     return fig
 
 

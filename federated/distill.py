@@ -40,7 +40,7 @@ class Generator(nn.Module):
             nn.BatchNorm1d(d, affine=False),
         )
 
-    def forward(self, z: Float[Tensor, "batch nz"]) -> Float[Tensor, "batch *shape"]:
+    def forward(self, z: Float[Tensor, " batch nz"]) -> Float[Tensor, " batch *shape"]:
         return self.net(z).view(-1, *self.out_shape)
 
     def reset(self, gen: torch.Generator) -> None:
@@ -162,7 +162,20 @@ def data_free_distill(
     pool_x: list[Tensor] = []
     pool_y: list[Tensor] = []
     for ep in progress(range(cfg.kd_epochs), desc=desc):
-        x, y = synthesize(generator, teacher, student, cfg.g_steps, cfg.synth_batch, cfg.nz, num_classes, cfg.lr_g, cfg.adv, cfg.hs, variant, gen)
+        x, y = synthesize(
+            generator,
+            teacher,
+            student,
+            cfg.g_steps,
+            cfg.synth_batch,
+            cfg.nz,
+            num_classes,
+            cfg.lr_g,
+            cfg.adv,
+            cfg.hs,
+            variant,
+            gen,
+        )
         if variant.reweight and reweight_fn is not None and ep > 0:
             reweight_fn(torch.cat(pool_x), torch.cat(pool_y), ep)
         pool_x.append(x)

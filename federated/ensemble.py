@@ -24,10 +24,12 @@ class WeightedEnsemble(nn.Module):
         w = torch.full((len(models),), 1.0 / len(models)) if weights is None else weights.detach().clone().float()
         self.register_buffer("weights", w)
 
-    def member_logits(self, x: Float[Tensor, "batch *shape"]) -> Float[Tensor, "members batch classes"]:
+    def member_logits(self, x: Float[Tensor, " batch *shape"]) -> Float[Tensor, " members batch classes"]:
         return torch.stack([m(x) for m in self.models])
 
-    def forward(self, x: Float[Tensor, "batch *shape"], weights: Tensor | None = None) -> Float[Tensor, "batch classes"]:
+    def forward(
+        self, x: Float[Tensor, " batch *shape"], weights: Tensor | None = None
+    ) -> Float[Tensor, " batch classes"]:
         w = self.weights if weights is None else weights
         logits = self.member_logits(x)
         return (w.view(-1, 1, 1) * logits).sum(0) / w.sum()

@@ -27,7 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .protocol import ClientEnv, FLConfig, Reply, ServerEnv, ServerProgram, ServerResult, Task, build_model, client_action
+from .protocol import (
+    ClientEnv,
+    FLConfig,
+    Reply,
+    ServerEnv,
+    ServerProgram,
+    ServerResult,
+    Task,
+    build_model,
+    client_action,
+)
 from .semi import as_semi, batches, client_views, fedavg_rounds, load_models, pack, sgd, views
 
 
@@ -81,7 +91,9 @@ def _consistency_action(task: Task, env: ClientEnv) -> Reply:
     n_l = len(x_l)
     free = None
     if method == "freematch":
-        free = FreeMatchThreshold(env.num_classes, float(c["ema"]), env.state.get("freematch_tau"), env.state.get("freematch_p"))
+        free = FreeMatchThreshold(
+            env.num_classes, float(c["ema"]), env.state.get("freematch_tau"), env.state.get("freematch_p")
+        )
     g = torch.Generator().manual_seed(seed)
     opt = sgd([model], cfg.lr)
     model.train()
@@ -108,14 +120,21 @@ def _consistency_action(task: Task, env: ClientEnv) -> Reply:
     model.eval()
     if free is not None:
         env.state["freematch_tau"], env.state["freematch_p"] = free.tau.detach().clone(), free.p.detach().clone()
-    return Reply(pack(models), {"num_examples": float(len(env.x)), "loss": tot / max(1, nb), "mask_rate": masked / max(1, nu)})
+    return Reply(
+        pack(models), {"num_examples": float(len(env.x)), "loss": tot / max(1, nb), "mask_rate": masked / max(1, nu)}
+    )
 
 
 def _server(cfg: FLConfig, env: ServerEnv, method: str) -> ServerProgram:
     semi = as_semi(cfg)
     model = build_model(semi, env.input_shape, env.num_classes)
     metrics = yield from fedavg_rounds(
-        semi, {"sup": model}, "semi_consistency", list(range(semi.clients)), lambda cid: cid < semi.labelled_clients, {"method": method}
+        semi,
+        {"sup": model},
+        "semi_consistency",
+        list(range(semi.clients)),
+        lambda cid: cid < semi.labelled_clients,
+        {"method": method},
     )
     return ServerResult(model.eval(), {f"last_{k}": v for k, v in metrics.items()})
 

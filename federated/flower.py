@@ -64,7 +64,9 @@ client_app = ClientApp()
 
 def _partition_id(context: Context) -> int:
     if "partition-id" not in context.node_config:
-        raise HeadscopeError("this ClientApp needs node_config['partition-id'] (set by the simulation or `flower-supernode --node-config`)")
+        raise HeadscopeError(
+            "this ClientApp needs node_config['partition-id'] (set by the simulation or `flower-supernode --node-config`)"
+        )
     return int(context.node_config["partition-id"])
 
 
@@ -86,7 +88,9 @@ def train(msg: Message, context: Context) -> Message:
         env.state.update(from_record(context.state[STATE_KEY]))
     reply = run_client_action(Task(action, from_record(msg.content["arrays"]), task_cfg), env)
     context.state[STATE_KEY] = to_record(env.state)
-    content = RecordDict({"arrays": to_record(reply.arrays), "metrics": MetricRecord({k: float(v) for k, v in reply.metrics.items()})})
+    content = RecordDict(
+        {"arrays": to_record(reply.arrays), "metrics": MetricRecord({k: float(v) for k, v in reply.metrics.items()})}
+    )
     return Message(content, reply_to=msg)
 
 
@@ -113,7 +117,9 @@ def serve(grid: Grid, cfg: FLConfig) -> RunResult:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     nodes = _wait_for_nodes(grid, cfg.clients)
-    hello_replies = list(grid.send_and_receive([Message(RecordDict(), dst_node_id=n, message_type="query.hello") for n in nodes]))
+    hello_replies = list(
+        grid.send_and_receive([Message(RecordDict(), dst_node_id=n, message_type="query.hello") for n in nodes])
+    )
     _check(hello_replies, "hello")
     node_of = {int(r.content["meta"]["partition-id"]): r.metadata.src_node_id for r in hello_replies}
     if sorted(node_of) != list(range(cfg.clients)):
@@ -124,11 +130,20 @@ def serve(grid: Grid, cfg: FLConfig) -> RunResult:
     def transport(tasks: dict[int, Task]) -> dict[int, Reply]:
         msgs = []
         for cid, task in tasks.items():
-            content = RecordDict({"arrays": to_record(task.arrays), "task": ConfigRecord({"action": task.action, **task.config}), "cfg": flat})
+            content = RecordDict(
+                {
+                    "arrays": to_record(task.arrays),
+                    "task": ConfigRecord({"action": task.action, **task.config}),
+                    "cfg": flat,
+                }
+            )
             msgs.append(Message(content, dst_node_id=node_of[cid], message_type="train.fl"))
         replies = list(grid.send_and_receive(msgs))
         _check(replies, "a training round")
-        return {cid_of[r.metadata.src_node_id]: Reply(from_record(r.content["arrays"]), dict(r.content["metrics"])) for r in replies}
+        return {
+            cid_of[r.metadata.src_node_id]: Reply(from_record(r.content["arrays"]), dict(r.content["metrics"]))
+            for r in replies
+        }
 
     env = server_env(cfg)
     program = ALGORITHMS[cfg.algorithm](cfg, env)
@@ -157,7 +172,9 @@ def _deployed(grid: Grid, context: Context) -> None:
     cfg = FLConfig.from_flat(dict(context.run_config))
     check_config(cfg)
     r = serve(grid, cfg)
-    log(f"[flower {cfg.algorithm}] accuracy {r.accuracy:.4f}, up {r.bytes_up} B, down {r.bytes_down} B, {r.seconds:.1f} s")
+    log(
+        f"[flower {cfg.algorithm}] accuracy {r.accuracy:.4f}, up {r.bytes_up} B, down {r.bytes_down} B, {r.seconds:.1f} s"
+    )
 
 
 def run_flower(cfg: FLConfig, num_cpus: int = 1, verbose: bool = False) -> RunResult:
@@ -172,10 +189,23 @@ def run_flower(cfg: FLConfig, num_cpus: int = 1, verbose: bool = False) -> RunRe
     sink: dict = {}
     backend_config = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {"num_cpus": int(num_cpus), "num_gpus": 0, "log_to_driver": verbose, "object_store_memory": 78_643_200},
+        "init_args": {
+            "num_cpus": int(num_cpus),
+            "num_gpus": 0,
+            "log_to_driver": verbose,
+            "object_store_memory": 78_643_200,
+        },
     }
     log(f"[flower {cfg.algorithm}] simulation with {cfg.clients} nodes on {num_cpus} CPU(s)")
-    run_simulation(server_app=make_server_app(cfg, sink), client_app=client_app, num_supernodes=cfg.clients, backend_config=backend_config, verbose_logging=verbose)
+    run_simulation(
+        server_app=make_server_app(cfg, sink),
+        client_app=client_app,
+        num_supernodes=cfg.clients,
+        backend_config=backend_config,
+        verbose_logging=verbose,
+    )
     if "result" not in sink:
-        raise HeadscopeError("the Flower simulation ended without a result; rerun with verbose=True to see the Flower log")
+        raise HeadscopeError(
+            "the Flower simulation ended without a result; rerun with verbose=True to see the Flower log"
+        )
     return sink["result"]

@@ -64,7 +64,11 @@ class Adaptor(nn.Module):
         self.mode = mode
         self.proj: nn.Module | None = None
         if mode == "conv1x1":
-            self.proj = nn.Conv2d(channels * n_branches, channels, 1) if spatial else nn.Linear(channels * n_branches, channels)
+            self.proj = (
+                nn.Conv2d(channels * n_branches, channels, 1)
+                if spatial
+                else nn.Linear(channels * n_branches, channels)
+            )
             with torch.no_grad():
                 eye = torch.eye(channels) / n_branches
                 w = torch.cat([eye] * n_branches, dim=1)  # [C, C·M]
@@ -111,7 +115,9 @@ class FuseFLModel(nn.Module):
     then the classifier.
     """
 
-    def __init__(self, fused: list[FusedBlock], adaptor: Adaptor | None, local_blocks: list[nn.Module], classifier: nn.Linear) -> None:
+    def __init__(
+        self, fused: list[FusedBlock], adaptor: Adaptor | None, local_blocks: list[nn.Module], classifier: nn.Linear
+    ) -> None:
         super().__init__()
         self.fused = nn.ModuleList(fused)
         self.adaptor = adaptor
@@ -124,7 +130,7 @@ class FuseFLModel(nn.Module):
     def stage(self) -> int:
         return len(self.fused)
 
-    def features(self, x: Float[Tensor, "batch *shape"]) -> Float[Tensor, "batch feat"]:
+    def features(self, x: Float[Tensor, " batch *shape"]) -> Float[Tensor, " batch feat"]:
         h: Tensor | list[Tensor] = x
         for fb in self.fused:
             h = fb(h)
@@ -136,7 +142,7 @@ class FuseFLModel(nn.Module):
             h = b(h)
         return h.flatten(1)  # type: ignore[union-attr]
 
-    def forward(self, x: Float[Tensor, "batch *shape"]) -> Float[Tensor, "batch classes"]:
+    def forward(self, x: Float[Tensor, " batch *shape"]) -> Float[Tensor, " batch classes"]:
         return self.classifier(self.features(x))
 
 
@@ -193,7 +199,7 @@ class _Upper(nn.Module):
         super().__init__()
         self.adaptor, self.local_blocks, self.classifier = model.adaptor, model.local_blocks, model.classifier
 
-    def forward(self, z: Float[Tensor, "batch branches *feat"]) -> Float[Tensor, "batch classes"]:
+    def forward(self, z: Float[Tensor, " batch branches *feat"]) -> Float[Tensor, " batch classes"]:
         h = self.adaptor(list(z.unbind(1))) if self.adaptor is not None else z
         for b in self.local_blocks:
             h = b(h)
@@ -230,7 +236,9 @@ def client_stage(task: Task, env: ClientEnv) -> Reply:
         model.load_state_dict(task.arrays)
     else:
         if int(env.state.get("stage", torch.tensor(-1))) != k - 1:
-            raise HeadscopeError(f"client {env.cid} got FuseFL stage {k} but holds stage {int(env.state.get('stage', torch.tensor(-1)))}")
+            raise HeadscopeError(
+                f"client {env.cid} got FuseFL stage {k} but holds stage {int(env.state.get('stage', torch.tensor(-1)))}"
+            )
         prev = stage_model(cfg, shape, C, k - 1)
         prev.load_state_dict(_sub(env.state, "model."))
         fb = fused_block_model(cfg, shape, C, k - 1)
@@ -247,7 +255,7 @@ def client_stage(task: Task, env: ClientEnv) -> Reply:
 
 
 @torch.no_grad()
-def class_stats(features: Float[Tensor, "n d"], labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+def class_stats(features: Float[Tensor, " n d"], labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
     """Per-class count ``[C]``, mean ``[C, d]`` and population covariance ``[C, d, d]`` (zeros where empty)."""
     d = features.shape[1]
     counts = torch.zeros(num_classes, dtype=torch.float64)
@@ -297,7 +305,16 @@ def client_ccvr(task: Task, env: ClientEnv) -> Reply:
     return Reply(arrays={"counts": n.float(), "means": mu.float(), "covs": cov.float()})
 
 
-def calibrate(classifier: nn.Linear, N: Tensor, mean: Tensor, cov: Tensor, per_class: int, lr: float, seed: int, batch_size: int = 128) -> None:
+def calibrate(
+    classifier: nn.Linear,
+    N: Tensor,
+    mean: Tensor,
+    cov: Tensor,
+    per_class: int,
+    lr: float,
+    seed: int,
+    batch_size: int = 128,
+) -> None:
     """CCVR: sample ``per_class`` virtual features from N(μ_c, Σ_c) per seen class; one SGD pass on the classifier."""
     rng = np.random.default_rng(seed)
     xs, ys = [], []
@@ -345,7 +362,9 @@ def server(cfg: FLConfig, env: ServerEnv) -> ServerProgram:
     if cfg.ccvr_samples > 0:
         replies = yield {m: Task("fusefl_ccvr", state_of(fused[-1]), {"n_blocks": K}) for m in range(M)}
         extra["ccvr_up_bytes"] = float(sum(4 * sum(t.numel() for t in r.arrays.values()) for r in replies.values()))
-        N, mean, cov = pool_stats(*[[replies[m].arrays[key].double() for m in range(M)] for key in ("counts", "means", "covs")])
+        N, mean, cov = pool_stats(
+            *[[replies[m].arrays[key].double() for m in range(M)] for key in ("counts", "means", "covs")]
+        )
         glob.eval()
         calibrate(glob.classifier, N, mean, cov, cfg.ccvr_samples, cfg.lr, seed=cfg.seed * 7 + 1)
     return ServerResult(glob.eval(), extra)

@@ -37,16 +37,18 @@ class BlockNet(nn.Module):
     def n_blocks(self) -> int:
         return len(self.blocks)
 
-    def features(self, x: Float[Tensor, "batch *shape"]) -> Float[Tensor, "batch feat"]:
+    def features(self, x: Float[Tensor, " batch *shape"]) -> Float[Tensor, " batch feat"]:
         for b in self.blocks:
             x = b(x)
         return x.flatten(1)
 
-    def forward(self, x: Float[Tensor, "batch *shape"]) -> Float[Tensor, "batch classes"]:
+    def forward(self, x: Float[Tensor, " batch *shape"]) -> Float[Tensor, " batch classes"]:
         return self.classifier(self.features(x))
 
 
-def make_model(kind: str, input_shape: tuple[int, ...], num_classes: int, width: int = 16, n_blocks: int = 3) -> BlockNet:
+def make_model(
+    kind: str, input_shape: tuple[int, ...], num_classes: int, width: int = 16, n_blocks: int = 3
+) -> BlockNet:
     """Build a ``kind`` network (``cnn`` or ``mlp``) of ``n_blocks`` blocks for ``input_shape``."""
     if kind not in MODELS:
         raise HeadscopeError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")

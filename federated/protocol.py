@@ -166,7 +166,9 @@ def build_model(cfg: FLConfig, input_shape: tuple[int, ...], num_classes: int, s
     """The run's architecture, initialised from ``cfg.seed + seed_offset`` without touching global RNG state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed * 1009 + seed_offset)
-        return make_model(cfg.model_kind(input_shape), input_shape, num_classes, width=cfg.width, n_blocks=cfg.n_blocks)
+        return make_model(
+            cfg.model_kind(input_shape), input_shape, num_classes, width=cfg.width, n_blocks=cfg.n_blocks
+        )
 
 
 def client_seed(cfg: FLConfig, cid: int, stage: int = 0) -> int:

@@ -65,7 +65,9 @@ def check_config(cfg: FLConfig) -> None:
     if cfg.algorithm not in ALGORITHMS:
         raise HeadscopeError(f"unknown algorithm {cfg.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
     if not isinstance(cfg.alpha, (int, float)) or not cfg.alpha > 0:
-        raise HeadscopeError(f"Dirichlet alpha must be > 0, got {cfg.alpha}; smaller alpha = more label skew, e.g. --alpha 0.1")
+        raise HeadscopeError(
+            f"Dirichlet alpha must be > 0, got {cfg.alpha}; smaller alpha = more label skew, e.g. --alpha 0.1"
+        )
     if cfg.clients < 1:
         raise HeadscopeError(f"need at least one client, got --clients {cfg.clients}")
     for name in ("local_epochs", "batch_size", "n_blocks", "width"):
@@ -107,7 +109,19 @@ def drive(program: ServerProgram, transport: Transport, label: str = "") -> tupl
         return stop.value, up, down, rounds
 
 
-_LOCAL_FIELDS = ("dataset", "data_root", "clients", "alpha", "seed", "model", "width", "n_blocks", "local_epochs", "batch_size", "lr")
+_LOCAL_FIELDS = (
+    "dataset",
+    "data_root",
+    "clients",
+    "alpha",
+    "seed",
+    "model",
+    "width",
+    "n_blocks",
+    "local_epochs",
+    "batch_size",
+    "lr",
+)
 
 
 def inprocess_transport(cfg: FLConfig, cache: dict | None = None) -> Transport:
@@ -140,7 +154,9 @@ def inprocess_transport(cfg: FLConfig, cache: dict | None = None) -> Transport:
     return send
 
 
-def finish(cfg: FLConfig, env: ServerEnv, result: ServerResult, up: int, down: int, rounds: int, seconds: float, engine: str) -> RunResult:
+def finish(
+    cfg: FLConfig, env: ServerEnv, result: ServerResult, up: int, down: int, rounds: int, seconds: float, engine: str
+) -> RunResult:
     acc = evaluate(result.model, env.x_test, env.y_test)
     return RunResult(
         algorithm=cfg.algorithm,
@@ -181,7 +197,10 @@ def run(cfg: FLConfig, engine: str = "inprocess", cache: dict | None = None, **f
 
 def results_markdown(results: list[RunResult]) -> str:
     """Markdown table: one row per run."""
-    lines = ["| algorithm | dataset | clients | α | seed | engine | accuracy | up (KB) | down (KB) | time (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| algorithm | dataset | clients | α | seed | engine | accuracy | up (KB) | down (KB) | time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         lines.append(
             f"| {r.algorithm} | {r.dataset} | {r.clients} | {r.alpha:g} | {r.seed} | {r.engine} | {r.accuracy:.4f} | "

@@ -38,7 +38,19 @@ from headscope.common import HeadscopeError
 from . import augment
 from .fedavg import average_states
 from .models import BlockNet, make_model
-from .protocol import ClientEnv, ConfigValue, FLConfig, Reply, ServerEnv, ServerProgram, ServerResult, Task, build_model, client_action, state_of
+from .protocol import (
+    ClientEnv,
+    ConfigValue,
+    FLConfig,
+    Reply,
+    ServerEnv,
+    ServerProgram,
+    ServerResult,
+    Task,
+    build_model,
+    client_action,
+    state_of,
+)
 
 
 @dataclass(frozen=True)
@@ -84,7 +96,9 @@ def check_semi(cfg: SemiConfig) -> None:
     if cfg.rounds < 1:
         raise HeadscopeError(f"rounds must be >= 1, got {cfg.rounds}")
     if not 0 <= cfg.labelled_clients <= cfg.clients:
-        raise HeadscopeError(f"labelled_clients must be in 0..{cfg.clients} (the client count), got {cfg.labelled_clients}")
+        raise HeadscopeError(
+            f"labelled_clients must be in 0..{cfg.clients} (the client count), got {cfg.labelled_clients}"
+        )
     if not 0.0 < cfg.labelled_fraction <= 1.0:
         raise HeadscopeError(f"labelled_fraction must be in (0, 1], got {cfg.labelled_fraction}")
     if cfg.clients_per_round < 1:
@@ -96,7 +110,9 @@ def check_semi(cfg: SemiConfig) -> None:
     if cfg.nce_T <= 0 or cfg.proj_dim < 1:
         raise HeadscopeError(f"need nce_T > 0 and proj_dim >= 1, got nce_T={cfg.nce_T}, proj_dim={cfg.proj_dim}")
     if cfg.batch_size < 2:
-        raise HeadscopeError(f"semi-supervised training contrasts samples within a batch: batch_size must be >= 2, got {cfg.batch_size}")
+        raise HeadscopeError(
+            f"semi-supervised training contrasts samples within a batch: batch_size must be >= 2, got {cfg.batch_size}"
+        )
 
 
 # ----------------------------------------------------------------------------- client side
@@ -110,7 +126,11 @@ def client_views(env: ClientEnv, labelled: bool, fraction: float, seed: int) -> 
     if not labelled:
         return x[:0], torch.zeros(0, dtype=torch.long), x
     n_lab = len(x) if fraction >= 1.0 else int(round(fraction * len(x)))
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)) if n_lab < len(x) else torch.arange(len(x))
+    perm = (
+        torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        if n_lab < len(x)
+        else torch.arange(len(x))
+    )
     lab, unl = perm[:n_lab], perm[n_lab:]
     return x[lab], env.y[lab], x[unl]
 
@@ -159,7 +179,9 @@ def pack(models: dict[str, nn.Module]) -> dict[str, Tensor]:
     return {f"{name}.{k}": v for name, m in models.items() for k, v in state_of(m).items()}
 
 
-def twin_builders(cfg: FLConfig, input_shape: tuple[int, ...], num_classes: int, proj_dim: int) -> dict[str, Callable[[], BlockNet]]:
+def twin_builders(
+    cfg: FLConfig, input_shape: tuple[int, ...], num_classes: int, proj_dim: int
+) -> dict[str, Callable[[], BlockNet]]:
     """The supervised twin (``sup``: features → classes) and the unsupervised twin (``unsup``: features → projection).
 
     Both share the run's architecture; the unsupervised twin's last linear layer is its
@@ -169,7 +191,9 @@ def twin_builders(cfg: FLConfig, input_shape: tuple[int, ...], num_classes: int,
     def unsup() -> BlockNet:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed * 1009 + 77)
-            return make_model(cfg.model_kind(input_shape), input_shape, proj_dim, width=cfg.width, n_blocks=cfg.n_blocks)
+            return make_model(
+                cfg.model_kind(input_shape), input_shape, proj_dim, width=cfg.width, n_blocks=cfg.n_blocks
+            )
 
     return {"sup": lambda: build_model(cfg, input_shape, num_classes), "unsup": unsup}
 
@@ -253,7 +277,10 @@ def fedavg_rounds(
     for rnd in range(cfg.rounds):
         chosen = sample_round(cfg, rnd, pool)
         arrays = pack(models)
-        replies = yield {cid: Task(action, dict(arrays), {**task_config(cfg, cid, rnd, labelled(cid)), **(extra_config or {})}) for cid in chosen}
+        replies = yield {
+            cid: Task(action, dict(arrays), {**task_config(cfg, cid, rnd, labelled(cid)), **(extra_config or {})})
+            for cid in chosen
+        }
         weights = [float(replies[c].metrics.get("num_examples", 1.0)) for c in chosen]
         if sum(weights) <= 0:
             weights = [1.0] * len(chosen)
@@ -274,7 +301,9 @@ def _bound_server(cfg: FLConfig, env: ServerEnv, all_labels: bool) -> ServerProg
     pool = list(range(semi.clients)) if all_labels else list(range(semi.labelled_clients))
     if not pool:
         raise HeadscopeError("the labelled-clients-only baseline needs labelled_clients >= 1")
-    metrics = yield from fedavg_rounds(semi, {"sup": model}, "semi_supervised", pool, lambda cid: all_labels or cid < semi.labelled_clients)
+    metrics = yield from fedavg_rounds(
+        semi, {"sup": model}, "semi_supervised", pool, lambda cid: all_labels or cid < semi.labelled_clients
+    )
     return ServerResult(model.eval(), {f"last_{k}": v for k, v in metrics.items()})
 
 

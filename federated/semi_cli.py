@@ -17,19 +17,38 @@ from headscope.common import HeadscopeError
 
 SEMI_ALGOS = ("twinsight", "fixmatch", "freematch", "fedavg_labelled", "fedavg_all_labels")
 _SHARED = ("clients", "alpha", "local_epochs", "batch_size", "lr")
-_SEMI_FLAGS = ("rounds", "labelled_clients", "labelled_fraction", "clients_per_round", "sim", "ins_dis", "twin_pseudo", "threshold")
+_SEMI_FLAGS = (
+    "rounds",
+    "labelled_clients",
+    "labelled_fraction",
+    "clients_per_round",
+    "sim",
+    "ins_dis",
+    "twin_pseudo",
+    "threshold",
+)
 
 
-def extend_run(parser: argparse.ArgumentParser, one_shot: Callable[[argparse.Namespace], int], one_shot_algos: tuple[str, ...]) -> None:
+def extend_run(
+    parser: argparse.ArgumentParser, one_shot: Callable[[argparse.Namespace], int], one_shot_algos: tuple[str, ...]
+) -> None:
     """Add the semi-supervised flags to ``fl run`` and dispatch by algorithm."""
-    g = parser.add_argument_group("label-deficient FL (twinsight, fixmatch, freematch, fedavg_labelled, fedavg_all_labels)")
+    g = parser.add_argument_group(
+        "label-deficient FL (twinsight, fixmatch, freematch, fedavg_labelled, fedavg_all_labels)"
+    )
     g.add_argument("--rounds", type=int, default=None, help="FedAvg rounds (default 30)")
     g.add_argument("--labelled-clients", type=int, default=None, help="clients 0..N-1 hold labels (default 4)")
-    g.add_argument("--labelled-fraction", type=float, default=None, help="share of labelled rows on a labelled client (default 1)")
+    g.add_argument(
+        "--labelled-fraction", type=float, default=None, help="share of labelled rows on a labelled client (default 1)"
+    )
     g.add_argument("--clients-per-round", type=int, default=None, help="clients sampled per round (default 5)")
     g.add_argument("--sim", type=float, default=None, help="Twin-sight weight of L_sim (default 1.0)")
     g.add_argument("--ins-dis", type=float, default=None, help="Twin-sight weight of the InfoNCE loss (default 0.5)")
-    g.add_argument("--twin-pseudo", default=None, help="Twin-sight pseudo-label loss on unlabelled clients: none | fixmatch | freematch")
+    g.add_argument(
+        "--twin-pseudo",
+        default=None,
+        help="Twin-sight pseudo-label loss on unlabelled clients: none | fixmatch | freematch",
+    )
     g.add_argument("--threshold", type=float, default=None, help="FixMatch confidence threshold (default 0.95)")
     one_shot_defaults = {k: parser.get_default(k) for k in _SHARED}
     parser.set_defaults(**{k: None for k in _SHARED})
@@ -41,10 +60,14 @@ def extend_run(parser: argparse.ArgumentParser, one_shot: Callable[[argparse.Nam
         if args.algorithm in SEMI_ALGOS:
             return cmd_run_semi(args)
         if args.algorithm not in one_shot_algos:
-            raise HeadscopeError(f"unknown algorithm {args.algorithm!r}; choose one of {', '.join((*one_shot_algos, *SEMI_ALGOS))}")
+            raise HeadscopeError(
+                f"unknown algorithm {args.algorithm!r}; choose one of {', '.join((*one_shot_algos, *SEMI_ALGOS))}"
+            )
         given = [f"--{k.replace('_', '-')}" for k in _SEMI_FLAGS if getattr(args, k) is not None]
         if given:
-            raise HeadscopeError(f"{', '.join(given)} only apply to {', '.join(SEMI_ALGOS)}; drop them for {args.algorithm}")
+            raise HeadscopeError(
+                f"{', '.join(given)} only apply to {', '.join(SEMI_ALGOS)}; drop them for {args.algorithm}"
+            )
         for k, v in one_shot_defaults.items():
             if getattr(args, k) is None:
                 setattr(args, k, v)
@@ -78,11 +101,17 @@ def cmd_run_semi(args: argparse.Namespace) -> int:
         n_blocks=args.blocks,
         **kw,
     )
-    r = run(cfg, engine=args.engine) if args.engine == "inprocess" else run(cfg, engine="flower", num_cpus=args.flower_cpus)
+    r = (
+        run(cfg, engine=args.engine)
+        if args.engine == "inprocess"
+        else run(cfg, engine="flower", num_cpus=args.flower_cpus)
+    )
     from ._report import report_run
 
     return report_run(
-        cfg, r, args,
+        cfg,
+        r,
+        args,
         f"{r.algorithm}: test accuracy {r.accuracy:.4f} after {cfg.rounds} rounds "
         f"({cfg.labelled_clients} of {cfg.clients} clients labelled, α={cfg.alpha:g}), "
         f"sent up {r.bytes_up / 1024:.1f} KB, down {r.bytes_down / 1024:.1f} KB, {r.seconds:.1f} s ({r.engine})",

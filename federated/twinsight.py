@@ -32,29 +32,40 @@ from torch import Tensor
 from headscope.common import HeadscopeError
 
 from .fixmatch import FreeMatchThreshold, fixmatch_loss
-from .protocol import ClientEnv, FLConfig, Reply, ServerEnv, ServerProgram, ServerResult, Task, build_model, client_action
+from .protocol import (
+    ClientEnv,
+    FLConfig,
+    Reply,
+    ServerEnv,
+    ServerProgram,
+    ServerResult,
+    Task,
+    client_action,
+)
 from .semi import as_semi, batches, client_views, fedavg_rounds, load_models, pack, sgd, twin_builders, views
 
 
-def gram(features: Float[Tensor, "batch dim"]) -> Float[Tensor, "batch batch"]:
+def gram(features: Float[Tensor, " batch dim"]) -> Float[Tensor, " batch batch"]:
     """``ẑ ẑᵀ`` with ``ẑ`` the row-wise L2-normalised features (cosine similarities of the batch)."""
     z = features / features.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return z @ z.T
 
 
-def sim_loss(f_u: Float[Tensor, "batch du"], f_s: Float[Tensor, "batch ds"]) -> Tensor:
+def sim_loss(f_u: Float[Tensor, " batch du"], f_s: Float[Tensor, " batch ds"]) -> Tensor:
     """Twin-sight's neighbourhood-preserving loss ``‖G_u − G_s‖²_F / B²`` (§3.2, eq. 5).
 
     ``f_u``/``f_s`` are the two twins' features of the same B samples (their widths may
     differ: only the B×B Gram matrices are compared).
     """
     if f_u.shape[0] != f_s.shape[0] or f_u.dim() != 2 or f_s.dim() != 2:
-        raise HeadscopeError(f"sim_loss needs two [B, d] feature matrices of the same B, got {tuple(f_u.shape)} and {tuple(f_s.shape)}")
+        raise HeadscopeError(
+            f"sim_loss needs two [B, d] feature matrices of the same B, got {tuple(f_u.shape)} and {tuple(f_s.shape)}"
+        )
     b = f_u.shape[0]
     return ((gram(f_u) - gram(f_s)) ** 2).sum() / (b * b)
 
 
-def info_nce(z1: Float[Tensor, "batch d"], z2: Float[Tensor, "batch d"], temperature: float = 0.07) -> Tensor:
+def info_nce(z1: Float[Tensor, " batch d"], z2: Float[Tensor, " batch d"], temperature: float = 0.07) -> Tensor:
     """SimCLR's InfoNCE (NT-Xent) over 2B views: sample i's positive is its other view, negatives the other 2B − 2.
 
     ``mean_i −log( exp(s_{i,i⁺}/T) / Σ_{j≠i} exp(s_{ij}/T) )`` with ``s`` the cosine similarity.
@@ -122,6 +133,10 @@ def _twinsight_action(task: Task, env: ClientEnv) -> Reply:
 def server(cfg: FLConfig, env: ServerEnv) -> ServerProgram:
     """Twin-sight server: FedAvg of both twins over sampled clients for ``rounds`` rounds; deploys the supervised twin."""
     semi = as_semi(cfg)
-    models = {name: build() for name, build in twin_builders(semi, env.input_shape, env.num_classes, semi.proj_dim).items()}
-    metrics = yield from fedavg_rounds(semi, models, "twinsight", list(range(semi.clients)), lambda cid: cid < semi.labelled_clients)
+    models = {
+        name: build() for name, build in twin_builders(semi, env.input_shape, env.num_classes, semi.proj_dim).items()
+    }
+    metrics = yield from fedavg_rounds(
+        semi, models, "twinsight", list(range(semi.clients)), lambda cid: cid < semi.labelled_clients
+    )
     return ServerResult(models["sup"].eval(), {f"last_{k}": v for k, v in metrics.items()})

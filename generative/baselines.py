@@ -13,12 +13,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 
-def lerp(x1: Float[Tensor, "b *d"], x2: Float[Tensor, "b *d"], lam: float) -> Float[Tensor, "b *d"]:
+def lerp(x1: Float[Tensor, " b *d"], x2: Float[Tensor, " b *d"], lam: float) -> Float[Tensor, " b *d"]:
     """Linear interpolation ``(1 - lam) x1 + lam x2``."""
     return (1 - lam) * x1 + lam * x2
 
 
-def slerp(x1: Float[Tensor, "b *d"], x2: Float[Tensor, "b *d"], lam: float, eps: float = 1e-7) -> Float[Tensor, "b *d"]:
+def slerp(
+    x1: Float[Tensor, " b *d"], x2: Float[Tensor, " b *d"], lam: float, eps: float = 1e-7
+) -> Float[Tensor, " b *d"]:
     """Spherical linear interpolation (Shoemake 1985), per sample.
 
     ``theta = arccos(<x1, x2> / (|x1| |x2|))``,
@@ -45,12 +47,12 @@ def slerp(x1: Float[Tensor, "b *d"], x2: Float[Tensor, "b *d"], lam: float, eps:
 
 
 def noise_interpolation(
-    x1_0: Float[Tensor, "b *d"],
-    x2_0: Float[Tensor, "b *d"],
+    x1_0: Float[Tensor, " b *d"],
+    x2_0: Float[Tensor, " b *d"],
     alpha_bar_t: float,
     lam: float,
-    noise: Float[Tensor, "b *d"],
-) -> Float[Tensor, "b *d"]:
+    noise: Float[Tensor, " b *d"],
+) -> Float[Tensor, " b *d"]:
     """The "noise" baseline (NoiseDiffusion Sec. 4, as in the official code).
 
     Both clean inputs are forward-noised with one shared ``eps``,

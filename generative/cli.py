@@ -16,7 +16,9 @@ from headscope.common import HeadscopeError, log
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``gen`` group to the ``headscope`` parser."""
-    gen = subparsers.add_parser("gen", help="diffusion image interpolation: NoiseDiffusion, slerp, noise (generative/)")
+    gen = subparsers.add_parser(
+        "gen", help="diffusion image interpolation: NoiseDiffusion, slerp, noise (generative/)"
+    )
     sub = gen.add_subparsers(dest="gen_command", metavar="GEN_COMMAND", parser_class=type(gen))
     gen.set_defaults(func=lambda args: (gen.print_help(), 2)[1])
 
@@ -25,7 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--steps", type=int, default=1500, help="optimiser steps (batch 32)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--max-minutes", type=float, default=0.0, help="stop early after this many minutes (0: no cap)")
-    tr.add_argument("--stop-after", type=int, default=0, help="stop after this many steps on the --steps schedule (replays a capped run)")
+    tr.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="stop after this many steps on the --steps schedule (replays a capped run)",
+    )
     tr.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     tr.set_defaults(func=_train)
 
@@ -42,19 +49,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ip.add_argument("image_a")
     ip.add_argument("image_b")
     ip.add_argument("--method", default="noisediffusion", help="noisediffusion | slerp | noise | lerp")
-    ip.add_argument("--steps", type=int, default=50, help="DDIM steps N (the latents are mixed after stop-frac*N inversion steps)")
-    ip.add_argument("--stop-frac", type=float, default=0.7, help="share of the N steps to invert (paper: 140/200 = 0.7)")
+    ip.add_argument(
+        "--steps", type=int, default=50, help="DDIM steps N (the latents are mixed after stop-frac*N inversion steps)"
+    )
+    ip.add_argument(
+        "--stop-frac", type=float, default=0.7, help="share of the N steps to invert (paper: 140/200 = 0.7)"
+    )
     ip.add_argument("--frames", type=int, default=7, help="frames in the strip, ends included")
     ip.add_argument("--gamma", type=float, default=0.0, help="NoiseDiffusion: share of fresh noise")
-    ip.add_argument("--boundary", type=float, default=2.0, help="NoiseDiffusion: clipping bound B (<= 0 disables clipping)")
+    ip.add_argument(
+        "--boundary", type=float, default=2.0, help="NoiseDiffusion: clipping bound B (<= 0 disables clipping)"
+    )
     ip.add_argument("--mu-scale", type=float, default=1.2, help="NoiseDiffusion: mu + nu")
     ip.add_argument("--model", default=None, help="pixel DDPM folder (default: bundled); see --latent-model")
-    ip.add_argument("--latent-model", default=None, help="a local Stable-Diffusion-style diffusers folder instead of the pixel model")
-    ip.add_argument("--size", type=int, default=None, help="resize inputs to SIZE x SIZE (default: the pixel model's size; 512 for latent models)")
+    ip.add_argument(
+        "--latent-model",
+        default=None,
+        help="a local Stable-Diffusion-style diffusers folder instead of the pixel model",
+    )
+    ip.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="resize inputs to SIZE x SIZE (default: the pixel model's size; 512 for latent models)",
+    )
     ip.add_argument("--seed", type=int, default=0)
     ip.add_argument("--upscale", type=int, default=4, help="nearest-neighbour upscaling of the strip")
     ip.add_argument("--out", default="strip.png")
-    ip.add_argument("--metrics", action="store_true", help="print endpoint fidelity, smoothness and artifact metrics as JSON")
+    ip.add_argument(
+        "--metrics", action="store_true", help="print endpoint fidelity, smoothness and artifact metrics as JSON"
+    )
     ip.set_defaults(func=_interpolate)
 
 
@@ -70,7 +94,16 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise HeadscopeError(f"--steps must be a positive number of optimiser steps, got {args.steps}")
-    summary = train_ddpm(TrainConfig(out=args.out, steps=args.steps, seed=args.seed, max_minutes=args.max_minutes, stop_after=args.stop_after, threads=args.threads))
+    summary = train_ddpm(
+        TrainConfig(
+            out=args.out,
+            steps=args.steps,
+            seed=args.seed,
+            max_minutes=args.max_minutes,
+            stop_after=args.stop_after,
+            threads=args.threads,
+        )
+    )
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     return 0
 
@@ -130,7 +163,9 @@ def _interpolate(args: argparse.Namespace) -> int:
         generator=torch.Generator().manual_seed(args.seed),
     )
     out = save_image(image_strip(res.frames, upscale=args.upscale), args.out)
-    log(f"[gen interpolate] {args.method}: {len(res.lambdas)} frames mixed at t={res.level} (abar={res.alpha_bar:.3f}) -> {out}")
+    log(
+        f"[gen interpolate] {args.method}: {len(res.lambdas)} frames mixed at t={res.level} (abar={res.alpha_bar:.3f}) -> {out}"
+    )
     if args.metrics:
         print(json.dumps(evaluate_path(res.frames, a, b), indent=2))
     else:

@@ -32,7 +32,7 @@ PHOTOS_GREY: tuple[str, ...] = ("camera", "coins", "moon", "grass", "gravel", "b
 PHOTOS: tuple[str, ...] = PHOTOS_RGB + PHOTOS_GREY
 
 
-def load_photo(name: str, max_side: int = 256) -> Float[Tensor, "3 H W"]:
+def load_photo(name: str, max_side: int = 256) -> Float[Tensor, " 3 H W"]:
     """One scikit-image photo as a [-1, 1] RGB tensor, downscaled so its longer side <= ``max_side``."""
     import skimage.data
 
@@ -50,22 +50,24 @@ def load_photo(name: str, max_side: int = 256) -> Float[Tensor, "3 H W"]:
     h, w = x.shape[1:]
     scale = max_side / max(h, w)
     if scale < 1:
-        x = F.interpolate(x[None], size=(round(h * scale), round(w * scale)), mode="bilinear", antialias=True, align_corners=False)[0]
+        x = F.interpolate(
+            x[None], size=(round(h * scale), round(w * scale)), mode="bilinear", antialias=True, align_corners=False
+        )[0]
     return x.clamp(0, 1) * 2 - 1
 
 
-def load_photos(names: Sequence[str] = PHOTOS, max_side: int = 256) -> list[Float[Tensor, "3 H W"]]:
+def load_photos(names: Sequence[str] = PHOTOS, max_side: int = 256) -> list[Float[Tensor, " 3 H W"]]:
     """Several photos (see :func:`load_photo`)."""
     return [load_photo(n, max_side) for n in names]
 
 
 def random_crops(
-    photos: Sequence[Float[Tensor, "3 H W"]],
+    photos: Sequence[Float[Tensor, " 3 H W"]],
     n: int,
     size: int = 32,
     min_frac: float = 0.25,
     generator: torch.Generator | None = None,
-) -> Float[Tensor, "n 3 size size"]:
+) -> Float[Tensor, " n 3 size size"]:
     """``n`` random square crops resized to ``size``; side = U(min_frac, 1) * the photo's shorter side.
 
     Covers scales from textures (small crops) to the whole photo (frac 1), with random
@@ -86,7 +88,9 @@ def random_crops(
     return out.clamp(-1, 1)
 
 
-def center_square(img: Float[Tensor, "3 H W"], size: int = 32, frac: float = 1.0, offset: tuple[float, float] = (0.5, 0.5)) -> Float[Tensor, "3 size size"]:
+def center_square(
+    img: Float[Tensor, " 3 H W"], size: int = 32, frac: float = 1.0, offset: tuple[float, float] = (0.5, 0.5)
+) -> Float[Tensor, " 3 size size"]:
     """A deterministic square crop (side = ``frac`` * shorter side, placed at ``offset``) resized to ``size``."""
     h, w = img.shape[1:]
     side = max(1, int(min(h, w) * frac))
@@ -96,7 +100,7 @@ def center_square(img: Float[Tensor, "3 H W"], size: int = 32, frac: float = 1.0
     return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].clamp(-1, 1)
 
 
-def evaluation_images(size: int = 32) -> tuple[list[str], Float[Tensor, "n 3 size size"]]:
+def evaluation_images(size: int = 32) -> tuple[list[str], Float[Tensor, " n 3 size size"]]:
     """A fixed set of natural test images: each RGB photo's centre square plus two fixed crops.
 
     Deterministic (no randomness), so benchmarks and tests see the same inputs every run.
@@ -111,12 +115,12 @@ def evaluation_images(size: int = 32) -> tuple[list[str], Float[Tensor, "n 3 siz
     return names, torch.stack(imgs)
 
 
-def to_unit(x: Float[Tensor, "*b 3 H W"]) -> Float[Tensor, "*b 3 H W"]:
+def to_unit(x: Float[Tensor, " *b 3 H W"]) -> Float[Tensor, " *b 3 H W"]:
     """[-1, 1] -> [0, 1] (clamped)."""
     return ((x + 1) / 2).clamp(0, 1)
 
 
-def read_image(path: str | Path, size: int | None = None) -> Float[Tensor, "1 3 H W"]:
+def read_image(path: str | Path, size: int | None = None) -> Float[Tensor, " 1 3 H W"]:
     """Read a PNG/JPEG as a [-1, 1] RGB tensor; centre-square crop and resize when ``size`` is given."""
     from PIL import Image, UnidentifiedImageError
 
@@ -134,7 +138,7 @@ def read_image(path: str | Path, size: int | None = None) -> Float[Tensor, "1 3 
     return x[None]
 
 
-def save_image(x: Float[Tensor, "3 H W"] | Float[Tensor, "1 3 H W"], path: str | Path) -> Path:
+def save_image(x: Float[Tensor, " 3 H W"] | Float[Tensor, " 1 3 H W"], path: str | Path) -> Path:
     """Save a [-1, 1] image tensor as PNG (parents created)."""
     from PIL import Image
 
@@ -147,7 +151,7 @@ def save_image(x: Float[Tensor, "3 H W"] | Float[Tensor, "1 3 H W"], path: str |
     return p
 
 
-def image_strip(frames: Float[Tensor, "n 3 H W"], pad: int = 2, upscale: int = 1) -> Float[Tensor, "3 H W2"]:
+def image_strip(frames: Float[Tensor, " n 3 H W"], pad: int = 2, upscale: int = 1) -> Float[Tensor, " 3 H W2"]:
     """Frames side by side with ``pad`` white pixels between them, optionally nearest-upscaled."""
     if upscale > 1:
         frames = F.interpolate(frames, scale_factor=upscale, mode="nearest")

@@ -46,7 +46,9 @@ class DDIM:
         cfg = dict(model.scheduler_config)
         T = int(cfg.get("num_train_timesteps", 1000))
         if not 1 <= num_inference_steps <= T:
-            raise HeadscopeError(f"--steps must be between 1 and {T} (the model's training timesteps), got {num_inference_steps}")
+            raise HeadscopeError(
+                f"--steps must be between 1 and {T} (the model's training timesteps), got {num_inference_steps}"
+            )
         # eta = 0 and no x0 clipping: the update is the discretised ODE, so inversion and
         # sampling are (approximately) each other's inverse. Both schedulers share one grid.
         cfg.update(clip_sample=False, set_alpha_to_one=True, timestep_spacing="leading", thresholding=False)
@@ -68,7 +70,9 @@ class DDIM:
     def _check_k(self, k: int | None) -> int:
         k = self.num_inference_steps if k is None else int(k)
         if not 1 <= k <= self.num_inference_steps:
-            raise HeadscopeError(f"the number of DDIM steps to invert must be in 1..{self.num_inference_steps}, got {k}")
+            raise HeadscopeError(
+                f"the number of DDIM steps to invert must be in 1..{self.num_inference_steps}, got {k}"
+            )
         return k
 
     def steps_for(self, frac: float) -> int:
@@ -86,7 +90,9 @@ class DDIM:
         return float(self.alphas_cumprod[self.level(k)])
 
     @torch.no_grad()
-    def invert(self, x0: Float[Tensor, "b c h w"], k: int | None = None, desc: str = "DDIM inversion") -> Float[Tensor, "b c h w"]:
+    def invert(
+        self, x0: Float[Tensor, " b c h w"], k: int | None = None, desc: str = "DDIM inversion"
+    ) -> Float[Tensor, " b c h w"]:
         """Run ``k`` inversion steps from a clean ``x0`` (diffusion space) to level ``t_{k-1}``."""
         k = self._check_k(k)
         x = x0.float().to(self.model.device)
@@ -102,7 +108,9 @@ class DDIM:
         return x
 
     @torch.no_grad()
-    def sample(self, x_t: Float[Tensor, "b c h w"], k: int | None = None, desc: str = "DDIM sampling") -> Float[Tensor, "b c h w"]:
+    def sample(
+        self, x_t: Float[Tensor, " b c h w"], k: int | None = None, desc: str = "DDIM sampling"
+    ) -> Float[Tensor, " b c h w"]:
         """Run the last ``k`` DDIM steps from level ``t_{k-1}`` down to a clean sample."""
         k = self._check_k(k)
         x = x_t.float().to(self.model.device)
@@ -110,11 +118,13 @@ class DDIM:
             x = self.scheduler.step(self.model.eps(x, t), t, x).prev_sample
         return x
 
-    def reconstruct(self, x0: Float[Tensor, "b c h w"], k: int | None = None) -> Float[Tensor, "b c h w"]:
+    def reconstruct(self, x0: Float[Tensor, " b c h w"], k: int | None = None) -> Float[Tensor, " b c h w"]:
         """``sample(invert(x0, k), k)``: the DDIM reconstruction of ``x0``."""
         return self.sample(self.invert(x0, k), k)
 
-    def generate(self, n: int, shape: tuple[int, ...], generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def generate(
+        self, n: int, shape: tuple[int, ...], generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Draw ``x_T ~ N(0, I)`` of ``shape`` per sample and DDIM-sample it; returns (x_T, x0)."""
         xT = torch.randn((n, *shape), generator=generator)
         return xT, self.sample(xT, self.num_inference_steps)

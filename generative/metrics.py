@@ -35,7 +35,7 @@ def _hwc(x: Tensor) -> np.ndarray:
     return to_unit(x.detach().float().cpu()).permute(1, 2, 0).numpy().astype(np.float64)
 
 
-def psnr(a: Float[Tensor, "3 H W"], b: Float[Tensor, "3 H W"]) -> float:
+def psnr(a: Float[Tensor, " 3 H W"], b: Float[Tensor, " 3 H W"]) -> float:
     """PSNR in dB on [0, 1] images."""
     from skimage.metrics import peak_signal_noise_ratio
 
@@ -43,7 +43,7 @@ def psnr(a: Float[Tensor, "3 H W"], b: Float[Tensor, "3 H W"]) -> float:
         return float(peak_signal_noise_ratio(_hwc(a), _hwc(b), data_range=1.0))
 
 
-def ssim(a: Float[Tensor, "3 H W"], b: Float[Tensor, "3 H W"]) -> float:
+def ssim(a: Float[Tensor, " 3 H W"], b: Float[Tensor, " 3 H W"]) -> float:
     """SSIM (Wang et al. 2004; 7x7 window, over RGB channels) on [0, 1] images."""
     from skimage.metrics import structural_similarity
 
@@ -66,7 +66,9 @@ class EndpointFidelity:
         return (self.ssim_a + self.ssim_b) / 2
 
 
-def endpoint_fidelity(frames: Float[Tensor, "n 3 H W"], img_a: Float[Tensor, "1 3 H W"], img_b: Float[Tensor, "1 3 H W"]) -> EndpointFidelity:
+def endpoint_fidelity(
+    frames: Float[Tensor, " n 3 H W"], img_a: Float[Tensor, " 1 3 H W"], img_b: Float[Tensor, " 1 3 H W"]
+) -> EndpointFidelity:
     """PSNR/SSIM of the first frame against ``img_a`` and the last against ``img_b``."""
     a, b = img_a.reshape(frames.shape[1:]), img_b.reshape(frames.shape[1:])
     return EndpointFidelity(psnr(frames[0], a), ssim(frames[0], a), psnr(frames[-1], b), ssim(frames[-1], b))
@@ -93,7 +95,7 @@ class NoiseStats:
         return {**asdict(self), "is_normal": self.is_normal}
 
 
-def noise_stats(z: Float[Tensor, "*d"], alpha: float = 0.01) -> NoiseStats:
+def noise_stats(z: Float[Tensor, " *d"], alpha: float = 0.01) -> NoiseStats:
     """Noise validity of one latent (all its entries pooled)."""
     from scipy import stats
 
@@ -116,14 +118,14 @@ class Smoothness:
     max_step: float
 
 
-def path_smoothness(frames: Float[Tensor, "n 3 H W"]) -> Smoothness:
+def path_smoothness(frames: Float[Tensor, " n 3 H W"]) -> Smoothness:
     """RMSE (on [0, 1]) between consecutive frames: mean and max over the path."""
     f = to_unit(frames.float())
     d = (f[1:] - f[:-1]).pow(2).flatten(1).mean(1).sqrt()
     return Smoothness(float(d.mean()), float(d.max()))
 
 
-def high_freq_share(x: Float[Tensor, "n 3 H W"], cutoff: float = 0.25) -> Float[Tensor, " n"]:
+def high_freq_share(x: Float[Tensor, " n 3 H W"], cutoff: float = 0.25) -> Float[Tensor, " n"]:
     """Share of spectral energy (mean removed, summed over channels) above ``cutoff`` cycles/pixel."""
     f = to_unit(x.float())
     f = f - f.mean(dim=(-2, -1), keepdim=True)
@@ -136,14 +138,21 @@ def high_freq_share(x: Float[Tensor, "n 3 H W"], cutoff: float = 0.25) -> Float[
     return power[:, mask].sum(1) / total
 
 
-def artifact_ratio(frames: Float[Tensor, "n 3 H W"], img_a: Float[Tensor, "1 3 H W"], img_b: Float[Tensor, "1 3 H W"], cutoff: float = 0.25) -> float:
+def artifact_ratio(
+    frames: Float[Tensor, " n 3 H W"],
+    img_a: Float[Tensor, " 1 3 H W"],
+    img_b: Float[Tensor, " 1 3 H W"],
+    cutoff: float = 0.25,
+) -> float:
     """Mean high-frequency share of the intermediate frames over that of the inputs (see module doc)."""
     inner = frames[1:-1] if frames.shape[0] > 2 else frames
     ref = high_freq_share(torch.cat([img_a, img_b]).reshape(2, *frames.shape[1:]), cutoff).mean()
     return float(high_freq_share(inner, cutoff).mean() / ref.clamp_min(1e-12))
 
 
-def evaluate_path(frames: Float[Tensor, "n 3 H W"], img_a: Float[Tensor, "1 3 H W"], img_b: Float[Tensor, "1 3 H W"]) -> dict[str, float]:
+def evaluate_path(
+    frames: Float[Tensor, " n 3 H W"], img_a: Float[Tensor, " 1 3 H W"], img_b: Float[Tensor, " 1 3 H W"]
+) -> dict[str, float]:
     """All path metrics of one interpolation as a flat dict."""
     ef = endpoint_fidelity(frames, img_a, img_b)
     sm = path_smoothness(frames)

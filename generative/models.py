@@ -33,11 +33,11 @@ class Denoiser(Protocol):
     @property
     def device(self) -> torch.device: ...
 
-    def encode(self, images: Float[Tensor, "b 3 H W"]) -> Float[Tensor, "b c h w"]: ...
+    def encode(self, images: Float[Tensor, " b 3 H W"]) -> Float[Tensor, " b c h w"]: ...
 
-    def decode(self, x0: Float[Tensor, "b c h w"]) -> Float[Tensor, "b 3 H W"]: ...
+    def decode(self, x0: Float[Tensor, " b c h w"]) -> Float[Tensor, " b 3 H W"]: ...
 
-    def eps(self, x_t: Float[Tensor, "b c h w"], t: int) -> Float[Tensor, "b c h w"]: ...
+    def eps(self, x_t: Float[Tensor, " b c h w"], t: int) -> Float[Tensor, " b c h w"]: ...
 
 
 class PixelDenoiser:
@@ -47,14 +47,16 @@ class PixelDenoiser:
         self.unet = unet.eval().requires_grad_(False)
         self.scheduler_config = dict(scheduler_config)
         if self.scheduler_config.get("prediction_type", "epsilon") != "epsilon":
-            raise HeadscopeError("only epsilon-prediction models are supported; retrain with prediction_type='epsilon'")
+            raise HeadscopeError(
+                "only epsilon-prediction models are supported; retrain with prediction_type='epsilon'"
+            )
         self.sample_size = int(unet.config.sample_size)
 
     @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
-    def encode(self, images: Float[Tensor, "b 3 H W"]) -> Float[Tensor, "b 3 H W"]:
+    def encode(self, images: Float[Tensor, " b 3 H W"]) -> Float[Tensor, " b 3 H W"]:
         if images.shape[-1] != self.sample_size or images.shape[-2] != self.sample_size:
             raise HeadscopeError(
                 f"this pixel model works on {self.sample_size}x{self.sample_size} images, got "
@@ -62,11 +64,11 @@ class PixelDenoiser:
             )
         return images.to(self.device, torch.float32)
 
-    def decode(self, x0: Float[Tensor, "b 3 H W"]) -> Float[Tensor, "b 3 H W"]:
+    def decode(self, x0: Float[Tensor, " b 3 H W"]) -> Float[Tensor, " b 3 H W"]:
         return x0.clamp(-1, 1)
 
     @torch.no_grad()
-    def eps(self, x_t: Float[Tensor, "b 3 H W"], t: int) -> Float[Tensor, "b 3 H W"]:
+    def eps(self, x_t: Float[Tensor, " b 3 H W"], t: int) -> Float[Tensor, " b 3 H W"]:
         tt = torch.full((x_t.shape[0],), int(t), dtype=torch.long, device=x_t.device)
         return self.unet(x_t, tt).sample
 
@@ -86,16 +88,26 @@ class LatentDenoiser:
         self.prompt_embeds = prompt_embeds
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, prompt: str = "", dtype: torch.dtype = torch.float32) -> LatentDenoiser:
+    def from_pretrained(
+        cls, path: str | os.PathLike, prompt: str = "", dtype: torch.dtype = torch.float32
+    ) -> LatentDenoiser:
         """Load a local Stable-Diffusion-style checkpoint folder (never downloads)."""
         from diffusers import DiffusionPipeline
 
         if not Path(path).is_dir():
-            raise HeadscopeError(f"{str(path)!r} is not a local diffusers checkpoint folder; pass the folder holding model_index.json")
+            raise HeadscopeError(
+                f"{str(path)!r} is not a local diffusers checkpoint folder; pass the folder holding model_index.json"
+            )
         pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
         emb = None
         if getattr(pipe, "text_encoder", None) is not None:
-            ids = pipe.tokenizer([prompt], padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+            ids = pipe.tokenizer(
+                [prompt],
+                padding="max_length",
+                max_length=pipe.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
             with torch.no_grad():
                 emb = pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
         return cls(pipe.vae, pipe.unet, dict(pipe.scheduler.config), emb)
@@ -105,16 +117,16 @@ class LatentDenoiser:
         return next(self.unet.parameters()).device
 
     @torch.no_grad()
-    def encode(self, images: Float[Tensor, "b 3 H W"]) -> Float[Tensor, "b 4 h w"]:
+    def encode(self, images: Float[Tensor, " b 3 H W"]) -> Float[Tensor, " b 4 h w"]:
         images = images.to(self.device, self.vae.dtype)
         return self.vae.encode(images).latent_dist.mean.float() * self.scaling_factor
 
     @torch.no_grad()
-    def decode(self, x0: Float[Tensor, "b 4 h w"]) -> Float[Tensor, "b 3 H W"]:
+    def decode(self, x0: Float[Tensor, " b 4 h w"]) -> Float[Tensor, " b 3 H W"]:
         return self.vae.decode((x0 / self.scaling_factor).to(self.vae.dtype)).sample.float().clamp(-1, 1)
 
     @torch.no_grad()
-    def eps(self, x_t: Float[Tensor, "b 4 h w"], t: int) -> Float[Tensor, "b 4 h w"]:
+    def eps(self, x_t: Float[Tensor, " b 4 h w"], t: int) -> Float[Tensor, " b 4 h w"]:
         tt = torch.full((x_t.shape[0],), int(t), dtype=torch.long, device=x_t.device)
         kw = {}
         if self.prompt_embeds is not None:

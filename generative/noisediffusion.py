@@ -50,7 +50,9 @@ class NoiseDiffusionCoefficients:
 def noisediffusion_coefficients(lam: float, gamma: float = 0.0, mu_scale: float = 1.2) -> NoiseDiffusionCoefficients:
     """The NoiseDiffusion coefficients for ``lam`` in (0, 1), computed as in the paper (via ``l = cot(lam pi/2)``)."""
     if not 0 < lam < 1:
-        raise HeadscopeError(f"NoiseDiffusion coefficients need 0 < lambda < 1, got {lam}; lambda 0 and 1 are the inputs' own latents")
+        raise HeadscopeError(
+            f"NoiseDiffusion coefficients need 0 < lambda < 1, got {lam}; lambda 0 and 1 are the inputs' own latents"
+        )
     if not 0 <= gamma <= 1:
         raise HeadscopeError(f"gamma must be in [0, 1] (the share of fresh noise), got {gamma}")
     a0 = math.cos(lam * math.pi / 2)
@@ -64,18 +66,18 @@ def noisediffusion_coefficients(lam: float, gamma: float = 0.0, mu_scale: float 
 
 
 def noisediffusion(
-    x1_t: Float[Tensor, "b *d"],
-    x2_t: Float[Tensor, "b *d"],
-    x1_0: Float[Tensor, "b *d"],
-    x2_0: Float[Tensor, "b *d"],
+    x1_t: Float[Tensor, " b *d"],
+    x2_t: Float[Tensor, " b *d"],
+    x1_0: Float[Tensor, " b *d"],
+    x2_0: Float[Tensor, " b *d"],
     alpha_bar_t: float,
     lam: float,
     gamma: float = 0.0,
     boundary: float | None = 2.0,
     mu_scale: float = 1.2,
-    noise: Float[Tensor, "b *d"] | None = None,
+    noise: Float[Tensor, " b *d"] | None = None,
     generator: torch.Generator | None = None,
-) -> Float[Tensor, "b *d"]:
+) -> Float[Tensor, " b *d"]:
     """The NoiseDiffusion latent at level t for one ``lam`` (see the module docstring).
 
     Args:

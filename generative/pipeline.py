@@ -68,15 +68,19 @@ class Inverted:
 class InterpolationPipeline:
     """Interpolate two images with a denoiser and DDIM (see module docstring)."""
 
-    def __init__(self, model: Denoiser, num_inference_steps: int = 50, stop_frac: float = 0.7, fixed_point_iters: int = 0):
+    def __init__(
+        self, model: Denoiser, num_inference_steps: int = 50, stop_frac: float = 0.7, fixed_point_iters: int = 0
+    ):
         self.model = model
         self.ddim = DDIM(model, num_inference_steps, fixed_point_iters=fixed_point_iters)
         self.k = self.ddim.steps_for(stop_frac)
 
-    def invert_pair(self, img_a: Float[Tensor, "1 3 H W"], img_b: Float[Tensor, "1 3 H W"]) -> Inverted:
+    def invert_pair(self, img_a: Float[Tensor, " 1 3 H W"], img_b: Float[Tensor, " 1 3 H W"]) -> Inverted:
         """Encode and DDIM-invert both images (one batch of 2) to level ``t_{k-1}``."""
         if img_a.shape != img_b.shape:
-            raise HeadscopeError(f"the two images must have the same shape, got {tuple(img_a.shape)} and {tuple(img_b.shape)}; resize them first")
+            raise HeadscopeError(
+                f"the two images must have the same shape, got {tuple(img_a.shape)} and {tuple(img_b.shape)}; resize them first"
+            )
         x0 = self.model.encode(torch.cat([img_a, img_b]))
         xt = self.ddim.invert(x0, self.k)
         return Inverted(x0[:1], x0[1:], xt[:1], xt[1:], self.k)
@@ -90,7 +94,7 @@ class InterpolationPipeline:
         boundary: float | None = 2.0,
         mu_scale: float = 1.2,
         generator: torch.Generator | None = None,
-    ) -> Float[Tensor, "n c h w"]:
+    ) -> Float[Tensor, " n c h w"]:
         """The mixed latents at level t, one per lambda."""
         if method not in METHODS:
             raise HeadscopeError(f"unknown interpolation method {method!r}; choose one of {', '.join(METHODS)}")
@@ -103,7 +107,18 @@ class InterpolationPipeline:
         out = []
         for lam in lambdas:
             if method == "noisediffusion":
-                z = noisediffusion(inv.x1_t, inv.x2_t, inv.x1_0, inv.x2_0, ab, lam, gamma=gamma, boundary=boundary, mu_scale=mu_scale, noise=eps)
+                z = noisediffusion(
+                    inv.x1_t,
+                    inv.x2_t,
+                    inv.x1_0,
+                    inv.x2_0,
+                    ab,
+                    lam,
+                    gamma=gamma,
+                    boundary=boundary,
+                    mu_scale=mu_scale,
+                    noise=eps,
+                )
             elif method == "slerp":
                 z = slerp(inv.x1_t, inv.x2_t, lam)
             elif method == "lerp":
@@ -115,8 +130,8 @@ class InterpolationPipeline:
 
     def __call__(
         self,
-        img_a: Float[Tensor, "1 3 H W"],
-        img_b: Float[Tensor, "1 3 H W"],
+        img_a: Float[Tensor, " 1 3 H W"],
+        img_b: Float[Tensor, " 1 3 H W"],
         method: str = "noisediffusion",
         lambdas: Sequence[float] | None = None,
         gamma: float = 0.0,
@@ -130,4 +145,6 @@ class InterpolationPipeline:
         inv = inverted if inverted is not None else self.invert_pair(img_a, img_b)
         z = self.mix(inv, method, lambdas, gamma, boundary, mu_scale, generator)
         frames = self.model.decode(self.ddim.sample(z, inv.k, desc=f"denoise ({method})"))
-        return Interpolation(frames.cpu(), lambdas, method, self.ddim.level(inv.k), self.ddim.alpha_bar(inv.k), inv.x1_t, inv.x2_t)
+        return Interpolation(
+            frames.cpu(), lambdas, method, self.ddim.level(inv.k), self.ddim.alpha_bar(inv.k), inv.x1_t, inv.x2_t
+        )

@@ -74,7 +74,12 @@ def train_ddpm(cfg: TrainConfig) -> dict:
     photos = load_photos(cfg.photos)
     unet = build_unet(cfg)
     ema = copy.deepcopy(unet).requires_grad_(False)
-    sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, prediction_type="epsilon", clip_sample=True)
+    sched = DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type="epsilon",
+        clip_sample=True,
+    )
     abar = sched.alphas_cumprod.float()
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.0)
 

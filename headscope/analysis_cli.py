@@ -11,8 +11,15 @@ from headscope.common.errors import HeadscopeError
 def _common(p, default_task: bool = True) -> None:
     p.add_argument("--model", default="llama", help="bundled organism, local HF folder or hub id [llama]")
     if default_task:
-        p.add_argument("--task", default=None, help="arithmetic, facts or induction [arithmetic; induction for --model induction]")
-        p.add_argument("--prompts", default=None, metavar="FILE", help="your own pairs (JSON Lines: clean, corrupt, answer, wrong)")
+        p.add_argument(
+            "--task", default=None, help="arithmetic, facts or induction [arithmetic; induction for --model induction]"
+        )
+        p.add_argument(
+            "--prompts",
+            default=None,
+            metavar="FILE",
+            help="your own pairs (JSON Lines: clean, corrupt, answer, wrong)",
+        )
         p.add_argument("-n", "--n-prompts", type=int, default=24, help="number of prompt pairs [24]")
     p.add_argument("--backend", default="tl", choices=("tl", "nnsight"))
     p.add_argument("--top", type=int, default=10, help="rows of the top-heads table [10]")
@@ -23,26 +30,35 @@ def _common(p, default_task: bool = True) -> None:
 
 
 def register(sub) -> None:
-    a = sub.add_parser("attribute", help="head attribution: attribution patching, DLA or ablation knockout",
-                       description="Per-head attribution on a task: attribution patching (gradient approximation of "
-                                   "denoising patching), direct logit attribution, or a mean-ablation knockout curve of the "
-                                   "top patching heads against random heads.")
+    a = sub.add_parser(
+        "attribute",
+        help="head attribution: attribution patching, DLA or ablation knockout",
+        description="Per-head attribution on a task: attribution patching (gradient approximation of "
+        "denoising patching), direct logit attribution, or a mean-ablation knockout curve of the "
+        "top patching heads against random heads.",
+    )
     _common(a)
     a.add_argument("--method", default="attribution", choices=("attribution", "dla", "ablation"))
     a.add_argument("--ks", default="0,1,2,4,8", help="k values of the knockout curve [0,1,2,4,8]")
     a.add_argument("--random-seeds", type=int, default=3, help="random head draws per k [3]")
     a.set_defaults(func=cmd_attribute)
 
-    p = sub.add_parser("path-patch", help="path patching from every head to the logits or to a receiver head",
-                       description="Path patching (Wang et al.): each sender head's corrupt output reaches the logits (or the "
-                                   "receiver's q/k/v) with every other head frozen at its clean value.")
+    p = sub.add_parser(
+        "path-patch",
+        help="path patching from every head to the logits or to a receiver head",
+        description="Path patching (Wang et al.): each sender head's corrupt output reaches the logits (or the "
+        "receiver's q/k/v) with every other head frozen at its clean value.",
+    )
     _common(p)
     p.add_argument("--receiver", default=None, metavar="L.H", help="receiver head, e.g. 3.2 (default: the logits)")
     p.add_argument("--via", default="q", choices=("q", "k", "v"), help="receiver input [q]")
     p.set_defaults(func=cmd_path_patch)
 
-    h = sub.add_parser("heads", help="head scores: induction, previous-token, duplicate-token",
-                       description="TransformerLens head_detector scores of every head on repeated random tokens.")
+    h = sub.add_parser(
+        "heads",
+        help="head scores: induction, previous-token, duplicate-token",
+        description="TransformerLens head_detector scores of every head on repeated random tokens.",
+    )
     _common(h, default_task=False)
     h.add_argument("--score", default="induction", choices=("induction", "previous", "duplicate"))
     h.add_argument("--show", default=None, metavar="L.H,...", help="also draw these heads' attention patterns")
@@ -86,7 +102,9 @@ def cmd_attribute(args) -> int:
     name = args.model.replace("/", "_")
     if args.method == "attribution":
         res = attr.attribution_patching(model, b.clean, b.corrupt, b.metric_fn(), per_position=False)
-        print(f"attribution patching on {b.name}: clean {res.info['metric_clean']:.3f}, corrupt {res.info['metric_corrupt']:.3f}")
+        print(
+            f"attribution patching on {b.name}: clean {res.info['metric_clean']:.3f}, corrupt {res.info['metric_corrupt']:.3f}"
+        )
         _write(res, args, f"{name}_{b.name}_attribution")
     elif args.method == "dla":
         res = attr.direct_logit_attribution(model, b.clean, b.answer, b.wrong)
@@ -98,8 +116,17 @@ def cmd_attribute(args) -> int:
         except ValueError as e:
             raise HeadscopeError(f"--ks must be comma-separated integers, got {args.ks!r}") from e
         ranking = patch_heads(model, b.clean, b.corrupt, b.metric_fn(), show_progress=False).top(max(ks))
-        curve = attr.knockout_curve(model, b.clean, lambda lg: accuracy(lg, b.answer), [(L, h) for L, h, _ in ranking], ks=ks,
-                                    how="mean", reference=b.corrupt, n_random=args.random_seeds, seed=args.seed)
+        curve = attr.knockout_curve(
+            model,
+            b.clean,
+            lambda lg: accuracy(lg, b.answer),
+            [(L, h) for L, h, _ in ranking],
+            ks=ks,
+            how="mean",
+            reference=b.corrupt,
+            n_random=args.random_seeds,
+            seed=args.seed,
+        )
         print("k  top-k heads  random heads (mean ± std)")
         for k, t, m, s in zip(curve["k"], curve["top"], curve["random_mean"], curve["random_std"]):
             print(f"{k:<2} {t:>11.3f}  {m:.3f} ± {s:.3f}")
@@ -108,7 +135,9 @@ def cmd_attribute(args) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{name}_{b.name}_knockout.json").write_text(json.dumps(curve, indent=1))
-        for f in save_figure(knockout_plot(curve, y_title="accuracy"), out / f"{name}_{b.name}_knockout", png=args.png):
+        for f in save_figure(
+            knockout_plot(curve, y_title="accuracy"), out / f"{name}_{b.name}_knockout", png=args.png
+        ):
             print(f"wrote {f}")
     return 0
 
@@ -120,8 +149,15 @@ def cmd_path_patch(args) -> int:
     receiver = _parse_head(args.receiver) if args.receiver else None
     res = path_patch_heads(model, b.clean, b.corrupt, b.metric_fn(), receiver=receiver, via=args.via)
     target = "logits" if receiver is None else f"L{receiver[0]}H{receiver[1]} via {args.via}"
-    print(f"path patching to {target} on {b.name}: clean {res.info['metric_clean']:.3f}, corrupt {res.info['metric_corrupt']:.3f}", file=sys.stderr)
-    _write(res, args, f"{args.model.replace('/', '_')}_{b.name}_path_{'logits' if receiver is None else f'L{receiver[0]}H{receiver[1]}{args.via}'}")
+    print(
+        f"path patching to {target} on {b.name}: clean {res.info['metric_clean']:.3f}, corrupt {res.info['metric_corrupt']:.3f}",
+        file=sys.stderr,
+    )
+    _write(
+        res,
+        args,
+        f"{args.model.replace('/', '_')}_{b.name}_path_{'logits' if receiver is None else f'L{receiver[0]}H{receiver[1]}{args.via}'}",
+    )
     return 0
 
 
@@ -138,6 +174,8 @@ def cmd_heads(args) -> int:
     _write(res, args, f"{args.model.replace('/', '_')}_{kind}")
     if args.show:
         heads = [_parse_head(s) for s in args.show.split(",")]
-        for f in save_figure(attention_patterns(model, toks, heads), Path(args.out) / f"{args.model}_patterns", png=args.png):
+        for f in save_figure(
+            attention_patterns(model, toks, heads), Path(args.out) / f"{args.model}_patterns", png=args.png
+        ):
             print(f"wrote {f}")
     return 0

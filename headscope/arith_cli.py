@@ -45,8 +45,12 @@ def _common(p, out: str) -> None:
     p.add_argument("--backend", default="tl", choices=("tl", "nnsight"))
     p.add_argument("--ops", default="add,sub,mul,div", help="operators [add,sub,mul,div]")
     p.add_argument("--styles", default="equation,statement,qa", help="template styles [equation,statement,qa]")
-    p.add_argument("--split", default="all", choices=("all", "train", "heldout"), help="world split of the prompts [all]")
-    p.add_argument("--all-prompts", action="store_true", help="keep prompts the model gets wrong (default: correct ones only)")
+    p.add_argument(
+        "--split", default="all", choices=("all", "train", "heldout"), help="world split of the prompts [all]"
+    )
+    p.add_argument(
+        "--all-prompts", action="store_true", help="keep prompts the model gets wrong (default: correct ones only)"
+    )
     p.add_argument("--per-group", type=int, default=32, help="prompts per equal-length group for path patching [32]")
     p.add_argument("--out", default=out, help=f"output folder [{out}]")
     p.add_argument("--device", default="auto")
@@ -54,46 +58,67 @@ def _common(p, out: str) -> None:
 
 
 def register(sub) -> None:
-    a = sub.add_parser("arith", help="arithmetic heads: identify, knock out, inspect, transfer, tune (ICML 2024 paper)",
-                       description="The arithmetic-heads workflow on all templates of + - * / in three styles, with null-operator counterfactuals.")
+    a = sub.add_parser(
+        "arith",
+        help="arithmetic heads: identify, knock out, inspect, transfer, tune (ICML 2024 paper)",
+        description="The arithmetic-heads workflow on all templates of + - * / in three styles, with null-operator counterfactuals.",
+    )
     asub = a.add_subparsers(dest="arith_cmd", metavar="ACTION")
 
-    p = asub.add_parser("prompts", help="write the prompt set (JSON Lines) and print counts",
-                        description="Every template × operator × operand prompt with its counterfactual; optionally only those the model answers.")
+    p = asub.add_parser(
+        "prompts",
+        help="write the prompt set (JSON Lines) and print counts",
+        description="Every template × operator × operand prompt with its counterfactual; optionally only those the model answers.",
+    )
     _common(p, "out/arith")
     p.set_defaults(func=cmd_prompts)
 
-    i = asub.add_parser("identify", help="path patching to logits: relative answer-logit score, -5%% rule, heatmap",
-                        description="Path patching from every head (and MLP) to the logits; key heads lie below the threshold.")
+    i = asub.add_parser(
+        "identify",
+        help="path patching to logits: relative answer-logit score, -5%% rule, heatmap",
+        description="Path patching from every head (and MLP) to the logits; key heads lie below the threshold.",
+    )
     _common(i, "out/arith")
     i.add_argument("--threshold", type=float, default=-0.05, help="key-head rule on the relative score [-0.05]")
     i.add_argument("--top", type=int, default=10)
     i.set_defaults(func=cmd_identify)
 
-    k = asub.add_parser("knockout", help="mean-ablate the top-k heads vs k random heads (accuracy curve)",
-                        description="Accuracy (overall, per operator and style) with the top-k key heads mean-ablated vs k random heads.")
+    k = asub.add_parser(
+        "knockout",
+        help="mean-ablate the top-k heads vs k random heads (accuracy curve)",
+        description="Accuracy (overall, per operator and style) with the top-k key heads mean-ablated vs k random heads.",
+    )
     _common(k, "out/arith")
     k.add_argument("--heads", default=None, help="ranking to knock out (e.g. 0.3,0.0); default: identify's ranking")
     k.add_argument("--ks", default="0,1,2,4,8", help="k values [0,1,2,4,8]")
     k.add_argument("--seeds", type=int, default=3, help="random draws per k [3]")
     k.set_defaults(func=cmd_knockout)
 
-    s = asub.add_parser("inspect", help="key heads' attention onto operands/operators; MLP logit lens and cosine with W_U",
-                        description="Attention from the last position onto operand and operator tokens, and what each MLP writes.")
+    s = asub.add_parser(
+        "inspect",
+        help="key heads' attention onto operands/operators; MLP logit lens and cosine with W_U",
+        description="Attention from the last position onto operand and operator tokens, and what each MLP writes.",
+    )
     _common(s, "out/arith")
     s.add_argument("--heads", default=None, help="heads to inspect; default: the key heads from identify")
     s.set_defaults(func=cmd_inspect)
 
-    t = asub.add_parser("transfer", help="heads of one style/operator knocked out on the others",
-                        description="Identify the top-k heads per style (or operator) and measure accuracy when they are ablated on every other.")
+    t = asub.add_parser(
+        "transfer",
+        help="heads of one style/operator knocked out on the others",
+        description="Identify the top-k heads per style (or operator) and measure accuracy when they are ablated on every other.",
+    )
     _common(t, "out/arith")
     t.add_argument("--by", default="style", choices=("style", "op"))
     t.add_argument("-k", type=int, default=2)
     t.set_defaults(func=cmd_transfer)
 
-    u = asub.add_parser("tune", help="precise SFT of the key heads vs full SFT vs LoRA; writes the results table",
-                        description="Train on the chosen operators' training prompts with each method (same data and budget); "
-                                    "report arithmetic and general ability before/after, trainable parameters, time per step.")
+    u = asub.add_parser(
+        "tune",
+        help="precise SFT of the key heads vs full SFT vs LoRA; writes the results table",
+        description="Train on the chosen operators' training prompts with each method (same data and budget); "
+        "report arithmetic and general ability before/after, trainable parameters, time per step.",
+    )
     u.add_argument("--model", default="llama")
     u.add_argument("--heads", default=None, help="heads for precise SFT; default: identify's top-k")
     u.add_argument("-k", type=int, default=4, help="top-k heads when --heads is not given [4]")
@@ -116,7 +141,9 @@ def _prompts(args, model=None):
     if model is not None and not args.all_prompts:
         rows = ar.filter_correct(model, rows)
         if not rows:
-            raise HeadscopeError("the model answers none of these prompts correctly; pass --all-prompts or other --ops/--styles")
+            raise HeadscopeError(
+                "the model answers none of these prompts correctly; pass --all-prompts or other --ops/--styles"
+            )
     return rows
 
 
@@ -144,7 +171,9 @@ def _write(args, name: str, data: dict) -> Path:
 def _identify(args, model, rows):
     from headscope import arithmetic as ar
 
-    return ar.identify(model, rows, threshold=getattr(args, "threshold", -0.05), max_per_group=args.per_group, seed=args.seed)
+    return ar.identify(
+        model, rows, threshold=getattr(args, "threshold", -0.05), max_per_group=args.per_group, seed=args.seed
+    )
 
 
 def cmd_prompts(args) -> int:
@@ -159,7 +188,10 @@ def cmd_prompts(args) -> int:
     p = out / "prompts.jsonl"
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     ds = ar.arith_dataset(rows)
-    print(f"{ds.num_rows} prompts; per operator: " + ", ".join(f"{o} {sum(r['op'] == o for r in rows)}" for o in _csv(args.ops)))
+    print(
+        f"{ds.num_rows} prompts; per operator: "
+        + ", ".join(f"{o} {sum(r['op'] == o for r in rows)}" for o in _csv(args.ops))
+    )
     print(f"wrote {p}")
     return 0
 
@@ -168,8 +200,10 @@ def cmd_identify(args) -> int:
     model, rows = _load(args)
     idn = _identify(args, model, rows)
     files = idn.save(Path(args.out) / "identify")
-    print(f"{len(idn.key_heads)} of {idn.heads.scores.numel()} heads below {100 * idn.threshold:.0f}% "
-          f"(share {100 * idn.share:.1f}%): {', '.join(f'L{L}H{h}' for L, h in idn.key_heads) or 'none'}")
+    print(
+        f"{len(idn.key_heads)} of {idn.heads.scores.numel()} heads below {100 * idn.threshold:.0f}% "
+        f"(share {100 * idn.share:.1f}%): {', '.join(f'L{L}H{h}' for L, h in idn.key_heads) or 'none'}"
+    )
     print(idn.heads.table(args.top, by="neg"))
     print("MLPs: " + ", ".join(f"L{L} {v:+.3f}" for L, v in enumerate(idn.mlps.tolist())))
     for f in files:
@@ -192,7 +226,9 @@ def cmd_knockout(args) -> int:
     for k, t, m, s in zip(ko["k"], ko["top"], ko["random_mean"], ko["random_std"]):
         print(f"{k:>3} {t:>7.3f} {m:>8.3f} ± {s:.3f}")
     _write(args, "knockout", ko)
-    for f in save_figure(knockout_plot(ko, f"{args.model}: knockout of arithmetic heads", "accuracy"), Path(args.out) / "knockout"):
+    for f in save_figure(
+        knockout_plot(ko, f"{args.model}: knockout of arithmetic heads", "accuracy"), Path(args.out) / "knockout"
+    ):
         print(f"wrote {f}")
     return 0
 
@@ -207,7 +243,9 @@ def cmd_inspect(args) -> int:
     ins = ar.inspect(model, rows, heads)
     for h, d in ins["key"].items():
         print(f"{h}: attention onto operands {d['operands']:.3f}, onto operator {d['operators']:.3f}")
-    print(f"key heads {ins['key_mean_attention']:.3f} vs average head {ins['average_head_attention']:.3f} (operands + operator)")
+    print(
+        f"key heads {ins['key_mean_attention']:.3f} vs average head {ins['average_head_attention']:.3f} (operands + operator)"
+    )
     print("MLP logit lens, rank of C per layer: " + ", ".join(f"{v:.1f}" for v in ins["mlp_logit_lens"]["rank_of_C"]))
     _write(args, "inspect", ins)
     return 0
@@ -242,8 +280,17 @@ def cmd_tune(args) -> int:
     if args.lora_r < 1 or args.k < 1:
         raise HeadscopeError("--lora-r and -k must be >= 1")
     cfg = TuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
-    res = ar.tune(args.model, heads=_heads(args.heads), k=args.k, methods=methods, ops=ops, cfg=cfg, lora_r=args.lora_r,
-                  chat=not args.no_chat, out=Path(args.out) / "tune")
+    res = ar.tune(
+        args.model,
+        heads=_heads(args.heads),
+        k=args.k,
+        methods=methods,
+        ops=ops,
+        cfg=cfg,
+        lora_r=args.lora_r,
+        chat=not args.no_chat,
+        out=Path(args.out) / "tune",
+    )
     print(ar.tune_table(res))
     print(f"wrote {Path(args.out) / 'tune.json'} and {Path(args.out) / 'tune.md'}")
     return 0

@@ -120,11 +120,21 @@ def arith_prompts(
                     if split == "train" and held or split == "heldout" and not held:
                         continue
                     null = pool[i % len(pool)]
-                    rows.append(dict(
-                        prompt=render_arith(t, op, a, b), corrupt=render_arith(t, op, a, b, null=_null_text(t, op, null)),
-                        answer=str(c), op=op, style=style, template=t_idx, a=a, b=b, c=c, null=null,
-                        split="heldout" if held else "train",
-                    ))
+                    rows.append(
+                        dict(
+                            prompt=render_arith(t, op, a, b),
+                            corrupt=render_arith(t, op, a, b, null=_null_text(t, op, null)),
+                            answer=str(c),
+                            op=op,
+                            style=style,
+                            template=t_idx,
+                            a=a,
+                            b=b,
+                            c=c,
+                            null=null,
+                            split="heldout" if held else "train",
+                        )
+                    )
     return rows
 
 
@@ -161,13 +171,19 @@ def _answer_ids(model: HeadModel, rows: Sequence[dict]) -> Int[Tensor, " batch"]
     try:
         return torch.tensor([model.token_id(r["answer"]) for r in rows])  # type: ignore[attr-defined]
     except Exception as e:  # noqa: BLE001
-        raise HeadscopeError(f"an answer is not a single token of this model's vocabulary ({e}); "
-                             "use a model whose tokenizer has the numbers 0-81 as words") from e
+        raise HeadscopeError(
+            f"an answer is not a single token of this model's vocabulary ({e}); "
+            "use a model whose tokenizer has the numbers 0-81 as words"
+        ) from e
 
 
 @torch.no_grad()
-def predictions(model: HeadModel, rows: Sequence[dict], patches_for: Callable[[int, Tensor], list[Patch]] | None = None,
-                batch_size: int = 512) -> list[int]:
+def predictions(
+    model: HeadModel,
+    rows: Sequence[dict],
+    patches_for: Callable[[int, Tensor], list[Patch]] | None = None,
+    batch_size: int = 512,
+) -> list[int]:
     """Greedy next-token id after each prompt (optionally with patches per length group:
     ``patches_for(n_tokens, tokens) -> patches``)."""
     out: dict[int, int] = {}
@@ -193,8 +209,12 @@ def filter_correct(model: HeadModel, rows: Sequence[dict]) -> list[dict]:
     return [r for r, p, a in zip(rows, pred, ans) if p == a]
 
 
-def accuracy_table(model: HeadModel, rows: Sequence[dict], preds: Sequence[int] | None = None,
-                   patches_for: Callable[[int, Tensor], list[Patch]] | None = None) -> dict[str, float]:
+def accuracy_table(
+    model: HeadModel,
+    rows: Sequence[dict],
+    preds: Sequence[int] | None = None,
+    patches_for: Callable[[int, Tensor], list[Patch]] | None = None,
+) -> dict[str, float]:
     """Exact-match accuracy overall, per operator (``op:add``) and per style (``style:qa``)."""
     preds = predictions(model, rows, patches_for) if preds is None else preds
     ans = _answer_ids(model, rows).tolist()
@@ -222,8 +242,12 @@ def answer_logit_metric(answer: Int[Tensor, " batch"]) -> Callable[[Tensor], Ten
 
 
 @torch.no_grad()
-def path_patch_mlps(model: HeadModel, clean: Int[Tensor, "batch pos"], corrupt: Int[Tensor, "batch pos"],
-                    metric: Callable[[Tensor], Tensor]) -> Float[Tensor, " layer"]:
+def path_patch_mlps(
+    model: HeadModel,
+    clean: Int[Tensor, " batch pos"],
+    corrupt: Int[Tensor, " batch pos"],
+    metric: Callable[[Tensor], Tensor],
+) -> Float[Tensor, " layer"]:
     """Path patching from each MLP to the logits: the metric on the clean run with
     ``mlp_out[L]`` from the corrupt run and every head's ``z`` (all layers) frozen at its
     clean value, so the change reaches the logits only through later MLPs (§3.2 for MLPs).
@@ -265,9 +289,15 @@ class Identification:
         return [(L, h) for L, h, _ in self.heads.top(k, by="neg")]
 
     def to_dict(self) -> dict:
-        return {"scores": self.heads.scores.tolist(), "mlps": self.mlps.tolist(), "threshold": self.threshold,
-                "key_heads": [list(h) for h in self.key_heads], "share": self.share, "groups": self.groups,
-                "info": self.heads.info}
+        return {
+            "scores": self.heads.scores.tolist(),
+            "mlps": self.mlps.tolist(),
+            "threshold": self.threshold,
+            "key_heads": [list(h) for h in self.key_heads],
+            "share": self.share,
+            "groups": self.groups,
+            "info": self.heads.info,
+        }
 
     def save(self, path: str | Path) -> list[Path]:
         path = Path(path)
@@ -280,11 +310,21 @@ class Identification:
     def load(cls, path: str | Path) -> Identification:
         d = json.loads(Path(path).with_suffix(".json").read_text())
         res = HeadResult(torch.tensor(d["scores"]), ("layer", "head"), {}, d.get("info", {}))
-        return cls(res, torch.tensor(d["mlps"]), d["threshold"], [tuple(h) for h in d["key_heads"]], d.get("groups", []))
+        return cls(
+            res, torch.tensor(d["mlps"]), d["threshold"], [tuple(h) for h in d["key_heads"]], d.get("groups", [])
+        )
 
 
-def identify(model: HeadModel, rows: Sequence[dict], threshold: float = -0.05, max_per_group: int | None = 64,
-             min_group: int = 4, seed: int = 0, mlps: bool = True, show_progress: bool = True) -> Identification:
+def identify(
+    model: HeadModel,
+    rows: Sequence[dict],
+    threshold: float = -0.05,
+    max_per_group: int | None = 64,
+    min_group: int = 4,
+    seed: int = 0,
+    mlps: bool = True,
+    show_progress: bool = True,
+) -> Identification:
     """Path patching to the logits per head (and MLP) with the paper's relative score (§3.2).
 
     For each equal-length group of (correctly answered) prompts: run
@@ -300,7 +340,9 @@ def identify(model: HeadModel, rows: Sequence[dict], threshold: float = -0.05, m
     """
     rows = list(rows)
     if not rows:
-        raise HeadscopeError("no prompts to identify heads on (did the model answer none correctly? try another split or operator)")
+        raise HeadscopeError(
+            "no prompts to identify heads on (did the model answer none correctly? try another split or operator)"
+        )
     rng = random.Random(seed)
     num = torch.zeros(model.n_layers, model.n_heads)
     mlp_num = torch.zeros(model.n_layers)
@@ -308,7 +350,9 @@ def identify(model: HeadModel, rows: Sequence[dict], threshold: float = -0.05, m
     groups = []
     items = [(n, g) for n, g in length_groups(model, rows).items() if len(g) >= min_group]
     if not items:
-        raise HeadscopeError(f"every equal-length group has fewer than min_group={min_group} prompts; lower min_group or add prompts")
+        raise HeadscopeError(
+            f"every equal-length group has fewer than min_group={min_group} prompts; lower min_group or add prompts"
+        )
     for n, grp in progress(items, desc="identify (groups)") if show_progress else items:
         if max_per_group is not None and len(grp) > max_per_group:
             grp = rng.sample(grp, max_per_group)
@@ -323,11 +367,25 @@ def identify(model: HeadModel, rows: Sequence[dict], threshold: float = -0.05, m
         if mlps:
             mlp_num += (path_patch_mlps(model, clean, corrupt, metric) - m0) / abs(m0) * len(grp)
         total += len(grp)
-        groups.append({"n_tokens": n, "n_prompts": len(grp), "answer_logit": m0, "corrupt_answer_logit": res.info["metric_corrupt"],
-                       "ops": sorted({r["op"] for r in grp}), "styles": sorted({r["style"] for r in grp})})
+        groups.append(
+            {
+                "n_tokens": n,
+                "n_prompts": len(grp),
+                "answer_logit": m0,
+                "corrupt_answer_logit": res.info["metric_corrupt"],
+                "ops": sorted({r["op"] for r in grp}),
+                "styles": sorted({r["style"] for r in grp}),
+            }
+        )
     rel = num / total
-    info = {"method": "path_patching_relative", "model": getattr(model, "name", "model"), "metric_name": "relative answer-logit change",
-            "title": "path patching to logits: (logit_patched − logit_orig)/logit_orig", "n_prompts": total, "threshold": threshold}
+    info = {
+        "method": "path_patching_relative",
+        "model": getattr(model, "name", "model"),
+        "metric_name": "relative answer-logit change",
+        "title": "path patching to logits: (logit_patched − logit_orig)/logit_orig",
+        "n_prompts": total,
+        "threshold": threshold,
+    }
     res = HeadResult(rel, ("layer", "head"), {}, info)
     key = [(L, h) for L, h, v in res.top(rel.numel(), by="neg") if v < threshold]
     return Identification(res, mlp_num / total, threshold, key, groups)
@@ -365,8 +423,15 @@ def random_heads(model: HeadModel, k: int, seed: int, exclude: Sequence[Head] = 
 
 
 @torch.no_grad()
-def knockout(model: HeadModel, rows: Sequence[dict], ranking: Sequence[Head], ks: Sequence[int] = (0, 1, 2, 4, 6, 8),
-             seeds: Sequence[int] = (0, 1, 2), reference: Sequence[dict] | None = None, show_progress: bool = True) -> dict:
+def knockout(
+    model: HeadModel,
+    rows: Sequence[dict],
+    ranking: Sequence[Head],
+    ks: Sequence[int] = (0, 1, 2, 4, 6, 8),
+    seeds: Sequence[int] = (0, 1, 2),
+    reference: Sequence[dict] | None = None,
+    show_progress: bool = True,
+) -> dict:
     """Accuracy after mean-ablating the top-k heads of ``ranking`` vs k random heads (§3.3).
 
     Mean ablation: a head's z is replaced by its mean over ``reference`` (default: ``rows``)
@@ -379,7 +444,9 @@ def knockout(model: HeadModel, rows: Sequence[dict], ranking: Sequence[Head], ks
     if not rows:
         raise HeadscopeError("no prompts for the knockout")
     if max(ks) > len(ranking):
-        raise HeadscopeError(f"k={max(ks)} exceeds the {len(ranking)} ranked heads; pass a longer ranking or smaller ks")
+        raise HeadscopeError(
+            f"k={max(ks)} exceeds the {len(ranking)} ranked heads; pass a longer ranking or smaller ks"
+        )
     if not seeds:
         raise HeadscopeError("knockout needs at least one random seed")
     ref = _MeanRef(model, reference if reference is not None else rows)
@@ -396,9 +463,17 @@ def knockout(model: HeadModel, rows: Sequence[dict], ranking: Sequence[Head], ks
         rnd.append(row)
         rnd_by.append({key: sum(d[key] for d in row_by) / len(row_by) for key in row_by[0]})
     tt = torch.tensor(rnd)
-    return {"k": list(ks), "top": top, "random": rnd, "random_mean": tt.mean(1).tolist(),
-            "random_std": (tt.std(1) if tt.shape[1] > 1 else torch.zeros(len(ks))).tolist(),
-            "top_by": top_by, "random_by": rnd_by, "heads": [list(h) for h in ranking[: max(ks)]], "seeds": list(seeds)}
+    return {
+        "k": list(ks),
+        "top": top,
+        "random": rnd,
+        "random_mean": tt.mean(1).tolist(),
+        "random_std": (tt.std(1) if tt.shape[1] > 1 else torch.zeros(len(ks))).tolist(),
+        "top_by": top_by,
+        "random_by": rnd_by,
+        "heads": [list(h) for h in ranking[: max(ks)]],
+        "seeds": list(seeds),
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -425,7 +500,9 @@ def token_masks(model: HeadModel, rows: Sequence[dict]) -> tuple[Tensor, Tensor]
 
 
 @torch.no_grad()
-def inspect(model: HeadModel, rows: Sequence[dict], heads: Sequence[Head], max_per_group: int = 64, seed: int = 0) -> dict:
+def inspect(
+    model: HeadModel, rows: Sequence[dict], heads: Sequence[Head], max_per_group: int = 64, seed: int = 0
+) -> dict:
     """Attention of the key heads onto operands/operators, and what the MLPs write (§3.4).
 
     - ``attention``: per head ``[layer, head]`` share of attention from the last position
@@ -462,7 +539,7 @@ def inspect(model: HeadModel, rows: Sequence[dict], heads: Sequence[Head], max_p
         ids = {k: torch.tensor([model.token_id(str(r[k.lower()])) for r in grp]) for k in ("A", "B", "C")}  # type: ignore[attr-defined]
         for L in range(nL):
             m = cache.mlp_out[L][:, -1]  # [batch, d_model]
-            lens = (norm(m.to(next(norm.parameters()).device)).float().cpu() @ W_U)  # [batch, vocab]
+            lens = norm(m.to(next(norm.parameters()).device)).float().cpu() @ W_U  # [batch, vocab]
             c_logit = lens[torch.arange(len(grp)), ids["C"]]
             rank[L] += (lens > c_logit[:, None]).sum(-1).float().sum()
             prob[L] += lens.softmax(-1)[torch.arange(len(grp)), ids["C"]].sum()
@@ -476,10 +553,12 @@ def inspect(model: HeadModel, rows: Sequence[dict], heads: Sequence[Head], max_p
     key = list(heads)
     key_mean = float(torch.stack([both[L, h] for L, h in key]).mean()) if key else float("nan")
     return {
-        "attention_operands": att_opnd.tolist(), "attention_operators": att_oper.tolist(),
+        "attention_operands": att_opnd.tolist(),
+        "attention_operators": att_oper.tolist(),
         "key_heads": [list(h) for h in key],
         "key": {f"L{L}H{h}": {"operands": float(att_opnd[L, h]), "operators": float(att_oper[L, h])} for L, h in key},
-        "key_mean_attention": key_mean, "average_head_attention": float(both.mean()),
+        "key_mean_attention": key_mean,
+        "average_head_attention": float(both.mean()),
         "mlp_logit_lens": {"rank_of_C": (rank / total).tolist(), "prob_of_C": (prob / total).tolist()},
         "mlp_cosine": {k: (v / total).tolist() for k, v in cos.items()},
         "n_prompts": total,
@@ -490,8 +569,15 @@ def inspect(model: HeadModel, rows: Sequence[dict], heads: Sequence[Head], max_p
 # Transfer (paper §3.5)
 
 
-def transfer(model: HeadModel, rows: Sequence[dict], by: str = "style", k: int = 4, max_per_group: int | None = 32,
-             seed: int = 0, show_progress: bool = True) -> dict:
+def transfer(
+    model: HeadModel,
+    rows: Sequence[dict],
+    by: str = "style",
+    k: int = 4,
+    max_per_group: int | None = 32,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> dict:
     """Heads identified on one style (or operator) knocked out on every style (operator).
 
     For each source subset: identify its top-k heads; for each target subset: accuracy
@@ -509,12 +595,24 @@ def transfer(model: HeadModel, rows: Sequence[dict], by: str = "style", k: int =
     ref = _MeanRef(model, rows)
     heads = {}
     for s, sub in subsets.items():
-        heads[s] = identify(model, sub, max_per_group=max_per_group, min_group=1, seed=seed, mlps=False, show_progress=show_progress).top(k)
+        heads[s] = identify(
+            model, sub, max_per_group=max_per_group, min_group=1, seed=seed, mlps=False, show_progress=show_progress
+        ).top(k)
     base = {t: accuracy_table(model, sub)["all"] for t, sub in subsets.items()}
-    acc = {s: {t: accuracy_table(model, sub, patches_for=ref.patches(heads[s]))["all"] for t, sub in subsets.items()} for s in subsets}
+    acc = {
+        s: {t: accuracy_table(model, sub, patches_for=ref.patches(heads[s]))["all"] for t, sub in subsets.items()}
+        for s in subsets
+    }
     overlap = {s: {t: len(set(heads[s]) & set(heads[t])) / max(1, k) for t in subsets} for s in subsets}
-    return {"by": by, "k": k, "sources": list(subsets), "heads": {s: [list(h) for h in v] for s, v in heads.items()},
-            "accuracy": acc, "baseline": base, "overlap": overlap}
+    return {
+        "by": by,
+        "k": k,
+        "sources": list(subsets),
+        "heads": {s: [list(h) for h in v] for s, v in heads.items()},
+        "accuracy": acc,
+        "baseline": base,
+        "overlap": overlap,
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -539,8 +637,21 @@ def unseen_prompts(ops: Sequence[str] = OPERATORS) -> list[dict]:
                 pool = NULL_SYMBOLS if "{sym}" in t else NULL_WORDS
                 for i, (a, b, c) in enumerate(arith_operands(op)):
                     null = pool[i % len(pool)]
-                    rows.append(dict(prompt=render_arith(t, op, a, b), corrupt=render_arith(t, op, a, b, null=_null_text(t, op, null)),
-                                     answer=str(c), op=op, style=style, template=t_idx, a=a, b=b, c=c, null=null, split="unseen"))
+                    rows.append(
+                        dict(
+                            prompt=render_arith(t, op, a, b),
+                            corrupt=render_arith(t, op, a, b, null=_null_text(t, op, null)),
+                            answer=str(c),
+                            op=op,
+                            style=style,
+                            template=t_idx,
+                            a=a,
+                            b=b,
+                            c=c,
+                            null=null,
+                            split="unseen",
+                        )
+                    )
     return rows
 
 
@@ -572,7 +683,9 @@ def next_token_kl(base, tuned, tokenizer, texts: Sequence[str], batch_size: int 
     return tot / max(1, n)
 
 
-def evaluate_tuned(hf, tokenizer, base_hf=None, world=None, chat: bool = True, n_kl: int = 200, backend: str = "tl") -> dict[str, float]:
+def evaluate_tuned(
+    hf, tokenizer, base_hf=None, world=None, chat: bool = True, n_kl: int = 200, backend: str = "tl"
+) -> dict[str, float]:
     """Arithmetic (held-out per operator, unseen templates per operator) and general ability
     (held-out facts QA, the chat rates, next-token KL vs ``base_hf`` on held-out organism text)."""
     from headscope.loading import wrap
@@ -597,8 +710,16 @@ def evaluate_tuned(hf, tokenizer, base_hf=None, world=None, chat: bool = True, n
     return out
 
 
-def tune_one(base_hf, tokenizer, method: str, examples: Sequence[tuple[str, str]], cfg=None, heads: Sequence[Head] = (),
-             lora_r: int = 4, projections: str | Sequence[str] = "auto") -> tuple[object, dict]:
+def tune_one(
+    base_hf,
+    tokenizer,
+    method: str,
+    examples: Sequence[tuple[str, str]],
+    cfg=None,
+    heads: Sequence[Head] = (),
+    lora_r: int = 4,
+    projections: str | Sequence[str] = "auto",
+) -> tuple[object, dict]:
     """Fine-tune a copy of ``base_hf`` with one method (``heads`` = precise SFT, ``full``,
     ``lora``); returns (tuned HF model, log dict with trainable parameters, time per step and,
     for ``heads``, ``untouched_bit_identical``).
@@ -633,9 +754,19 @@ def tune_one(base_hf, tokenizer, method: str, examples: Sequence[tuple[str, str]
     return tuned, d
 
 
-def tune(name: str = "llama", heads: Sequence[Head] | None = None, k: int = 4, methods: Sequence[str] = ("heads", "full", "lora"),
-         ops: Sequence[str] = ("div", "mul"), cfg=None, lora_r: int = 4, chat: bool = True, n_kl: int = 200,
-         out: str | Path | None = None, identify_kwargs: dict | None = None) -> dict:
+def tune(
+    name: str = "llama",
+    heads: Sequence[Head] | None = None,
+    k: int = 4,
+    methods: Sequence[str] = ("heads", "full", "lora"),
+    ops: Sequence[str] = ("div", "mul"),
+    cfg=None,
+    lora_r: int = 4,
+    chat: bool = True,
+    n_kl: int = 200,
+    out: str | Path | None = None,
+    identify_kwargs: dict | None = None,
+) -> dict:
     """Precise SFT vs full SFT vs LoRA on the same data and budget (paper §5), with a table.
 
     Trains on the training split of ``ops`` (default ÷ and ×, what the organism does
@@ -656,8 +787,15 @@ def tune(name: str = "llama", heads: Sequence[Head] | None = None, k: int = 4, m
         heads = identify(hm, rows, **(identify_kwargs or {"max_per_group": 32})).top(k)
     base, tok, _ = load_hf(name, "cpu")
     examples = tune_examples(ops)
-    res: dict = {"model": name, "heads": [list(h) for h in heads], "train_ops": list(ops), "n_examples": len(examples),
-                 "config": dict(cfg.__dict__), "lora_r": lora_r, "methods": {}}
+    res: dict = {
+        "model": name,
+        "heads": [list(h) for h in heads],
+        "train_ops": list(ops),
+        "n_examples": len(examples),
+        "config": dict(cfg.__dict__),
+        "lora_r": lora_r,
+        "methods": {},
+    }
     res["base"] = evaluate_tuned(base, tok, None, chat=chat)
     res["base"]["kl_vs_base"] = 0.0
     for m in methods:
@@ -676,12 +814,20 @@ _TABLE_NAMES = {"heads": "precise SFT (key heads)", "full": "full SFT", "lora": 
 
 def tune_table(res: dict) -> str:
     """Markdown table of a :func:`tune` result: one row per metric, one column per model."""
-    cols = [("base", res["base"], None)] + [(_TABLE_NAMES.get(m, m), d["eval"], d["log"]) for m, d in res["methods"].items()]
+    cols = [("base", res["base"], None)] + [
+        (_TABLE_NAMES.get(m, m), d["eval"], d["log"]) for m, d in res["methods"].items()
+    ]
     keys = list(res["base"])
     lines = ["| metric | " + " | ".join(c for c, _, _ in cols) + " |", "|---|" + "---:|" * len(cols)]
     for key in keys:
         lines.append(f"| {key} | " + " | ".join(f"{e.get(key, float('nan')):.3f}" for _, e, _ in cols) + " |")
-    lines.append("| trainable params | – | " + " | ".join(f"{lg['n_trainable']:,} ({100 * lg['trainable_share']:.2f}%)" for _, _, lg in cols[1:]) + " |")
-    lines.append("| time per step (s) | – | " + " | ".join(f"{lg['time_per_step']:.4f}" for _, _, lg in cols[1:]) + " |")
+    lines.append(
+        "| trainable params | – | "
+        + " | ".join(f"{lg['n_trainable']:,} ({100 * lg['trainable_share']:.2f}%)" for _, _, lg in cols[1:])
+        + " |"
+    )
+    lines.append(
+        "| time per step (s) | – | " + " | ".join(f"{lg['time_per_step']:.4f}" for _, _, lg in cols[1:]) + " |"
+    )
     lines.append("| final train loss | – | " + " | ".join(f"{lg['final_loss']:.4f}" for _, _, lg in cols[1:]) + " |")
     return "\n".join(lines)

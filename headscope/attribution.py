@@ -17,7 +17,7 @@ from headscope.common.progress import progress
 from headscope.model import HeadCache, HeadModel, Patch
 from headscope.results import HeadResult
 
-Metric = Callable[[Float[Tensor, "batch pos vocab"]], Tensor]
+Metric = Callable[[Float[Tensor, " batch pos vocab"]], Tensor]
 
 
 # ---------------------------------------------------------------------------------------
@@ -26,8 +26,8 @@ Metric = Callable[[Float[Tensor, "batch pos vocab"]], Tensor]
 
 def attribution_patching(
     model: HeadModel,
-    clean: Int[Tensor, "batch pos"],
-    corrupt: Int[Tensor, "batch pos"],
+    clean: Int[Tensor, " batch pos"],
+    corrupt: Int[Tensor, " batch pos"],
     metric: Metric,
     *,
     per_position: bool = True,
@@ -46,7 +46,9 @@ def attribution_patching(
     cl_logits, cl_cache = model.run_with_heads(clean, sites=("z",))
     m_clean = metric(cl_logits).detach()
     m_corrupt, z_cor, g_cor = model.head_grads(corrupt, metric)  # type: ignore[attr-defined]
-    effects = torch.stack([((cl_cache.z[L] - z_cor.z[L]) * g_cor.z[L]).sum(dim=(0, -1)) for L in range(model.n_layers)])
+    effects = torch.stack(
+        [((cl_cache.z[L] - z_cor.z[L]) * g_cor.z[L]).sum(dim=(0, -1)) for L in range(model.n_layers)]
+    )
     # effects: [layer, pos, head] summed over the batch; the metric is a batch mean,
     # whose gradient already carries the 1/batch factor.
     denom = (m_clean - m_corrupt).item() if normalize else 1.0
@@ -82,7 +84,7 @@ def _final_norm(model: HeadModel):
 @torch.no_grad()
 def direct_logit_attribution(
     model: HeadModel,
-    tokens: Int[Tensor, "batch pos"],
+    tokens: Int[Tensor, " batch pos"],
     answer: Int[Tensor, " batch"],
     wrong: Int[Tensor, " batch"] | None = None,
     pos: int = -1,
@@ -161,7 +163,7 @@ def ablation_patches(
     model: HeadModel,
     heads: Sequence[tuple[int, int]],
     how: str = "mean",
-    reference: Int[Tensor, "batch pos"] | HeadCache | None = None,
+    reference: Int[Tensor, " batch pos"] | HeadCache | None = None,
     batch: int | None = None,
     seed: int = 0,
 ) -> list[Patch]:
@@ -196,14 +198,21 @@ def ablation_patches(
 
 
 @torch.no_grad()
-def ablate(model: HeadModel, tokens: Tensor, heads: Sequence[tuple[int, int]], how: str = "mean", reference=None, seed: int = 0) -> Tensor:
+def ablate(
+    model: HeadModel,
+    tokens: Tensor,
+    heads: Sequence[tuple[int, int]],
+    how: str = "mean",
+    reference=None,
+    seed: int = 0,
+) -> Tensor:
     """Logits of ``tokens`` with ``heads`` ablated (see :func:`ablation_patches`)."""
     return model.run_patched(tokens, ablation_patches(model, heads, how, reference, batch=tokens.shape[0], seed=seed))
 
 
 def knockout_curve(
     model: HeadModel,
-    tokens: Int[Tensor, "batch pos"],
+    tokens: Int[Tensor, " batch pos"],
     score: Callable[[Tensor], float],
     ranking: Sequence[tuple[int, int]],
     ks: Sequence[int] = (0, 1, 2, 4, 8),
@@ -285,7 +294,13 @@ def _detection_patterns(tokens: Tensor, kind: str) -> Tensor:
 
 
 @torch.no_grad()
-def head_scores(model: HeadModel, tokens: Int[Tensor, "batch pos"], kind: str = "induction", exclude_bos: bool = False, exclude_current: bool = False) -> HeadResult:
+def head_scores(
+    model: HeadModel,
+    tokens: Int[Tensor, " batch pos"],
+    kind: str = "induction",
+    exclude_bos: bool = False,
+    exclude_current: bool = False,
+) -> HeadResult:
     """Previous-token, duplicate-token or induction score of every head on ``tokens``.
 
     Definitions follow TransformerLens's ``head_detector``: a detection pattern marks
@@ -296,8 +311,20 @@ def head_scores(model: HeadModel, tokens: Int[Tensor, "batch pos"], kind: str = 
     tokens = model._check(tokens)  # type: ignore[attr-defined]
     _, cache = model.run_with_heads(tokens, sites=(), pattern=True)
     det = _detection_patterns(tokens.cpu(), kind)
-    scores = torch.stack([_detection_score(cache.pattern[L].cpu(), det, exclude_bos, exclude_current) for L in range(model.n_layers)])
-    return HeadResult(scores, ("layer", "head"), {}, {"method": f"head_score:{kind}", "model": getattr(model, "name", "model"), "metric_name": f"{kind} score", "title": f"{kind} score"})
+    scores = torch.stack(
+        [_detection_score(cache.pattern[L].cpu(), det, exclude_bos, exclude_current) for L in range(model.n_layers)]
+    )
+    return HeadResult(
+        scores,
+        ("layer", "head"),
+        {},
+        {
+            "method": f"head_score:{kind}",
+            "model": getattr(model, "name", "model"),
+            "metric_name": f"{kind} score",
+            "title": f"{kind} score",
+        },
+    )
 
 
 def repeated_tokens(model: HeadModel, n: int = 32, seq: int = 20, seed: int = 0) -> Tensor:
@@ -311,7 +338,9 @@ def repeated_tokens(model: HeadModel, n: int = 32, seq: int = 20, seed: int = 0)
 
 
 @torch.no_grad()
-def attention_to_positions(model: HeadModel, tokens: Int[Tensor, "batch pos"], positions: Sequence[int] | Tensor, query: int = -1) -> HeadResult:
+def attention_to_positions(
+    model: HeadModel, tokens: Int[Tensor, " batch pos"], positions: Sequence[int] | Tensor, query: int = -1
+) -> HeadResult:
     """Share of each head's attention from position ``query`` onto ``positions``.
 
     ``positions``: indices shared by every row, or a bool mask ``[batch, pos]`` (e.g.
@@ -325,5 +354,16 @@ def attention_to_positions(model: HeadModel, tokens: Int[Tensor, "batch pos"], p
     else:
         mask = torch.zeros(B, T)
         mask[:, torch.as_tensor(list(positions), dtype=torch.long)] = 1
-    scores = torch.stack([(cache.pattern[L][:, :, query, :].cpu() * mask[:, None]).sum(-1).mean(0) for L in range(model.n_layers)])
-    return HeadResult(scores, ("layer", "head"), {}, {"method": "attention_to_positions", "metric_name": "attention share", "title": "attention from the final position"})
+    scores = torch.stack(
+        [(cache.pattern[L][:, :, query, :].cpu() * mask[:, None]).sum(-1).mean(0) for L in range(model.n_layers)]
+    )
+    return HeadResult(
+        scores,
+        ("layer", "head"),
+        {},
+        {
+            "method": "attention_to_positions",
+            "metric_name": "attention share",
+            "title": "attention from the final position",
+        },
+    )

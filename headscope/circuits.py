@@ -59,7 +59,9 @@ MethodFn = Callable[[Any, "CheckSpec"], "HeadResult | Tensor"]
 # --------------------------------------------------------------------------------------
 # spec objects
 # --------------------------------------------------------------------------------------
-_EXPECT = re.compile(r"^\s*(rank|score|\|score\||abs_score)\s*(<=|>=|==|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_EXPECT = re.compile(
+    r"^\s*(rank|score|\|score\||abs_score)\s*(<=|>=|==|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
+)
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": lambda a, b: a <= b,
     ">=": lambda a, b: a >= b,
@@ -158,7 +160,9 @@ class CircuitSpec:
         where = self.where
         t = dict(self.task or {})
         if not t:
-            raise HeadscopeError(f"{where}: this check needs a [task] table (name = 'induction', or inline clean/corrupt/answers/wrong)")
+            raise HeadscopeError(
+                f"{where}: this check needs a [task] table (name = 'induction', or inline clean/corrupt/answers/wrong)"
+            )
         if "pairs" in t:
             p = Path(t["pairs"])
             if not p.is_absolute() and self.path is not None:
@@ -167,16 +171,26 @@ class CircuitSpec:
         if "clean" in t:
             missing = [k for k in ("clean", "corrupt", "answers", "wrong") if k not in t]
             if missing:
-                raise HeadscopeError(f"{where}: inline [task] lacks {', '.join(missing)}; give clean, corrupt, answers and wrong lists")
-            return Task(str(t.get("name", "inline")), [str(x) for x in t["clean"]], [str(x) for x in t["corrupt"]],
-                        [str(x) for x in t["answers"]], [str(x) for x in t["wrong"]], description=str(t.get("description", "pairs from the spec")))
+                raise HeadscopeError(
+                    f"{where}: inline [task] lacks {', '.join(missing)}; give clean, corrupt, answers and wrong lists"
+                )
+            return Task(
+                str(t.get("name", "inline")),
+                [str(x) for x in t["clean"]],
+                [str(x) for x in t["corrupt"]],
+                [str(x) for x in t["answers"]],
+                [str(x) for x in t["wrong"]],
+                description=str(t.get("description", "pairs from the spec")),
+            )
         name = t.pop("name", None)
         if name is None:
             raise HeadscopeError(f"{where}: [task] needs a name ({', '.join(TASKS)}), inline pairs, or a pairs file")
         try:
             return get_task(str(name), **t)
         except TypeError as e:
-            raise HeadscopeError(f"{where}: task {name!r} does not take these arguments ({e}); check the keys of [task]") from e
+            raise HeadscopeError(
+                f"{where}: task {name!r} does not take these arguments ({e}); check the keys of [task]"
+            ) from e
 
     @property
     def where(self) -> str:
@@ -191,7 +205,11 @@ _TOP_KEYS = {"name", "description", "model", "backend", "device", "needs_weights
 
 def parse_head(value: Any, where: str) -> tuple[int, int]:
     """``"L9H6"``, ``"9.6"``, ``"9:6"`` or ``[9, 6]`` → ``(9, 6)``."""
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
         return int(value[0]), int(value[1])
     if isinstance(value, str):
         for rx in _HEAD_FORMS:
@@ -203,12 +221,16 @@ def parse_head(value: Any, where: str) -> tuple[int, int]:
 
 def _parse_heads(raw: Any, where: str) -> list[HeadSpec]:
     if not isinstance(raw, list) or not raw:
-        raise HeadscopeError(f"{where}: missing key 'heads' (a list of {{ head = 'L0H0', role = '...', expect = ['rank <= 5'] }})")
+        raise HeadscopeError(
+            f"{where}: missing key 'heads' (a list of {{ head = 'L0H0', role = '...', expect = ['rank <= 5'] }})"
+        )
     heads = []
     for i, h in enumerate(raw):
         w = f"{where} heads[{i}]"
         if not isinstance(h, dict) or "head" not in h:
-            raise HeadscopeError(f"{w}: missing key 'head'; write {{ head = 'L0H0', role = '...', expect = ['rank <= 5'] }}")
+            raise HeadscopeError(
+                f"{w}: missing key 'head'; write {{ head = 'L0H0', role = '...', expect = ['rank <= 5'] }}"
+            )
         unknown = set(h) - {"head", "role", "expect"}
         if unknown:
             raise HeadscopeError(f"{w}: unknown key {sorted(unknown)[0]!r}; a head entry takes head, role and expect")
@@ -253,9 +275,13 @@ def spec_from_dict(raw: dict, path: Path | None = None) -> CircuitSpec:
     where = str(path) if path is not None else "circuit spec"
     unknown = set(raw) - _TOP_KEYS
     if unknown:
-        raise HeadscopeError(f"{where}: unknown key {sorted(unknown)[0]!r}; top-level keys are {', '.join(sorted(_TOP_KEYS))}")
+        raise HeadscopeError(
+            f"{where}: unknown key {sorted(unknown)[0]!r}; top-level keys are {', '.join(sorted(_TOP_KEYS))}"
+        )
     if "model" not in raw:
-        raise HeadscopeError(f"{where}: missing key 'model' (a bundled organism such as 'induction', a folder, a hub id or 'tracr:NAME')")
+        raise HeadscopeError(
+            f"{where}: missing key 'model' (a bundled organism such as 'induction', a folder, a hub id or 'tracr:NAME')"
+        )
     backend = str(raw.get("backend", "tl"))
     if backend not in ("tl", "nnsight"):
         raise HeadscopeError(f"{where}: unknown backend {backend!r}; use 'tl' or 'nnsight'")
@@ -268,8 +294,17 @@ def spec_from_dict(raw: dict, path: Path | None = None) -> CircuitSpec:
     task = raw.get("task")
     if task is not None and not isinstance(task, dict):
         raise HeadscopeError(f"{where}: 'task' must be a table ([task] with name = ... and its arguments)")
-    spec = CircuitSpec(path, str(raw.get("name", path.stem if path else "circuit")), model, backend, task, [],
-                       bool(raw.get("needs_weights", False)), str(raw.get("description", "")), str(raw.get("device", "cpu")))
+    spec = CircuitSpec(
+        path,
+        str(raw.get("name", path.stem if path else "circuit")),
+        model,
+        backend,
+        task,
+        [],
+        bool(raw.get("needs_weights", False)),
+        str(raw.get("description", "")),
+        str(raw.get("device", "cpu")),
+    )
     checks_raw = raw.get("check")
     if checks_raw is None:
         if "method" not in raw:
@@ -301,8 +336,10 @@ def register_method(name: str, fn: MethodFn | None = None):
 def _known(check: CheckSpec, allowed: Iterable[str]) -> None:
     extra = set(check.options) - set(allowed)
     if extra:
-        raise HeadscopeError(f"{check.circuit.where} check {check.index + 1}: method {check.method!r} takes no option {sorted(extra)[0]!r} "
-                             f"(options: {', '.join(sorted(allowed)) or 'none'})")
+        raise HeadscopeError(
+            f"{check.circuit.where} check {check.index + 1}: method {check.method!r} takes no option {sorted(extra)[0]!r} "
+            f"(options: {', '.join(sorted(allowed)) or 'none'})"
+        )
 
 
 @register_method("patching")
@@ -315,7 +352,14 @@ def method_patching(model, check: CheckSpec) -> HeadResult:
     _known(check, ("mode", "per_position", "pos", "max_rows"))
     mode = check.opt("mode", "denoise")
     per_pos = bool(check.opt("per_position", False))
-    res = patch_task(model, check.make_task(), mode=mode, per_position=per_pos, max_rows=int(check.opt("max_rows", 512)), show_progress=False)
+    res = patch_task(
+        model,
+        check.make_task(),
+        mode=mode,
+        per_position=per_pos,
+        max_rows=int(check.opt("max_rows", 512)),
+        show_progress=False,
+    )
     if per_pos and check.opt("pos") is not None:
         pos = int(check.opt("pos"))
         res = HeadResult(res.scores[:, pos, :], ("layer", "head"), {}, {**res.info, "pos": pos})
@@ -335,7 +379,9 @@ def _random_native_tokens(model, n: int, length: int, seed: int) -> Tensor:
     return torch.cat([torch.full((n, 1), tok.bos_token_id), body], dim=1)
 
 
-def attention_to(pattern: Float[Tensor, "batch head q k"], target: Callable[[int, int], int | None]) -> Float[Tensor, " head"]:
+def attention_to(
+    pattern: Float[Tensor, " batch head q k"], target: Callable[[int, int], int | None]
+) -> Float[Tensor, " head"]:
     """Mean attention from each query ``q`` to key ``target(q, T)`` (queries whose target
     is None are skipped), averaged over the batch: ``[n_heads]``."""
     T = pattern.shape[-1]
@@ -365,18 +411,30 @@ def _head_score(kind: str) -> MethodFn:
             if kind == "previous_token":
                 toks = _random_native_tokens(model, n, T, seed)
                 _, cache = model.run_with_heads(toks, sites=(), pattern=True)
-                scores = torch.stack([attention_to(cache.pattern[L], lambda q, T: q - 1 if q >= 2 else None) for L in range(model.n_layers)])
+                scores = torch.stack(
+                    [
+                        attention_to(cache.pattern[L], lambda q, T: q - 1 if q >= 2 else None)
+                        for L in range(model.n_layers)
+                    ]
+                )
             else:
                 seq = int(check.opt("seq", (T - 1) // 2))
                 r = _random_native_tokens(model, n, seq + 1, seed)
                 toks = torch.cat([r, r[:, 1:]], dim=1)
                 _, cache = model.run_with_heads(toks, sites=(), pattern=True)
-                scores = torch.stack([attention_to(cache.pattern[L], lambda q, T: q - seq + 1 if q > seq else None) for L in range(model.n_layers)])
+                scores = torch.stack(
+                    [
+                        attention_to(cache.pattern[L], lambda q, T: q - seq + 1 if q > seq else None)
+                        for L in range(model.n_layers)
+                    ]
+                )
         else:
             from headscope.organisms.evaluate import head_scores_induction
 
             scores = head_scores_induction(model, n=n, seq=int(check.opt("seq", 20)), seed=seed)[kind]
-        return HeadResult(scores, ("layer", "head"), {}, {"method": f"head_score:{kind}", "model": getattr(model, "name", "?")})
+        return HeadResult(
+            scores, ("layer", "head"), {}, {"method": f"head_score:{kind}", "model": getattr(model, "name", "?")}
+        )
 
     fn.__name__ = f"head_score_{kind}"
     return fn
@@ -387,10 +445,10 @@ register_method("head_score:induction", _head_score("induction"))
 
 _PATTERNS: dict[str, Callable[[int], Callable[[int, int], int | None]]] = {
     # target key of query q in a sequence of T positions (0 = BOS); k = option ``offset``
-    "offset": lambda k: (lambda q, T: q - k if q - k >= 1 else None),
-    "reverse": lambda k: (lambda q, T: T - q if q >= 1 else None),
-    "bos": lambda k: (lambda q, T: 0 if q >= 1 else None),
-    "self": lambda k: (lambda q, T: q if q >= 1 else None),
+    "offset": lambda k: lambda q, T: q - k if q - k >= 1 else None,
+    "reverse": lambda k: lambda q, T: T - q if q >= 1 else None,
+    "bos": lambda k: lambda q, T: 0 if q >= 1 else None,
+    "self": lambda k: lambda q, T: q if q >= 1 else None,
 }
 
 
@@ -404,17 +462,23 @@ def method_attention(model, check: CheckSpec) -> HeadResult:
     _known(check, ("pattern", "offset", "n", "seed"))
     pat = str(check.opt("pattern", "offset"))
     if pat not in _PATTERNS:
-        raise HeadscopeError(f"{check.circuit.where}: unknown attention pattern {pat!r}; use one of {', '.join(_PATTERNS)}")
+        raise HeadscopeError(
+            f"{check.circuit.where}: unknown attention pattern {pat!r}; use one of {', '.join(_PATTERNS)}"
+        )
     if check.circuit.task:
         toks = check.make_task().prepare(model).clean
     elif _tracr_like(model):
         toks = _random_native_tokens(model, int(check.opt("n", 64)), model.n_ctx, int(check.opt("seed", 0)))
     else:
-        raise HeadscopeError(f"{check.circuit.where}: method 'attention' on {model.name} needs a [task] whose clean prompts it reads")
+        raise HeadscopeError(
+            f"{check.circuit.where}: method 'attention' on {model.name} needs a [task] whose clean prompts it reads"
+        )
     _, cache = model.run_with_heads(toks, sites=(), pattern=True)
     target = _PATTERNS[pat](int(check.opt("offset", 1)))
     scores = torch.stack([attention_to(cache.pattern[L], target) for L in range(model.n_layers)])
-    return HeadResult(scores, ("layer", "head"), {}, {"method": "attention", "pattern": pat, "model": getattr(model, "name", "?")})
+    return HeadResult(
+        scores, ("layer", "head"), {}, {"method": "attention", "pattern": pat, "model": getattr(model, "name", "?")}
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -439,7 +503,7 @@ class CheckReport:
     """One analysis: its [layer, head] scores and the per-head verdicts."""
 
     check: CheckSpec
-    scores: Float[Tensor, "layer head"]
+    scores: Float[Tensor, " layer head"]
     heads: list[HeadCheck]
     seconds: float
     info: dict = field(default_factory=dict)
@@ -481,8 +545,11 @@ class CircuitReport:
             lines.append(f"SKIP: {self.skipped}")
             return "\n".join(lines)
         for c in self.checks:
-            lines.append(f"check {c.check.index + 1}: {c.check.describe()}  [{c.seconds:.1f} s; top: "
-                         + ", ".join(f"L{L}H{h} {v:+.3f}" for L, h, v in c.top(3)) + "]")
+            lines.append(
+                f"check {c.check.index + 1}: {c.check.describe()}  [{c.seconds:.1f} s; top: "
+                + ", ".join(f"L{L}H{h} {v:+.3f}" for L, h, v in c.top(3))
+                + "]"
+            )
             rw = max([4] + [len(h.spec.role) for h in c.heads])
             lines.append(f"  {'head':<7} {'role':<{rw}} {'score':>9} {'rank':>5}  {'expect':<28} result")
             for h in c.heads:
@@ -496,17 +563,35 @@ class CircuitReport:
 
     def to_dict(self) -> dict:
         return {
-            "spec": self.spec.where, "name": self.spec.name, "model": self.spec.model, "status": self.status, "skipped": self.skipped,
+            "spec": self.spec.where,
+            "name": self.spec.name,
+            "model": self.spec.model,
+            "status": self.status,
+            "skipped": self.skipped,
             "checks": [
-                {"method": c.check.method, "options": c.check.options, "passed": c.passed, "seconds": c.seconds,
-                 "heads": [{"head": h.spec.label, "role": h.spec.role, "score": h.score, "rank": h.rank,
-                            "expect": [str(e) for e in h.spec.expect], "passed": h.passed} for h in c.heads]}
+                {
+                    "method": c.check.method,
+                    "options": c.check.options,
+                    "passed": c.passed,
+                    "seconds": c.seconds,
+                    "heads": [
+                        {
+                            "head": h.spec.label,
+                            "role": h.spec.role,
+                            "score": h.score,
+                            "rank": h.rank,
+                            "expect": [str(e) for e in h.spec.expect],
+                            "passed": h.passed,
+                        }
+                        for h in c.heads
+                    ],
+                }
                 for c in self.checks
             ],
         }
 
 
-def ranks_by_abs(scores: Float[Tensor, "layer head"]) -> Tensor:
+def ranks_by_abs(scores: Float[Tensor, " layer head"]) -> Tensor:
     """``[layer, head]`` ranks by ``|score|``: 1 + the number of heads with a strictly larger
     magnitude (ties share a rank; NaN, e.g. an unpatched layer, ranks last)."""
     a = torch.nan_to_num(scores.abs().float(), nan=-1.0)
@@ -519,12 +604,16 @@ def _as_layer_head(out: HeadResult | Tensor, model, check: CheckSpec) -> tuple[T
         info = dict(out.info)
         s = out.by_head() if "head" in out.axes else None
         if s is None:
-            raise HeadscopeError(f"method {check.method!r} returned scores with axes {out.axes}; a circuit check needs (layer, head)")
+            raise HeadscopeError(
+                f"method {check.method!r} returned scores with axes {out.axes}; a circuit check needs (layer, head)"
+            )
     else:
         info, s = {}, torch.as_tensor(out)
     if tuple(s.shape) != (model.n_layers, model.n_heads):
-        raise HeadscopeError(f"method {check.method!r} returned scores of shape {tuple(s.shape)}; expected [layer, head] = "
-                             f"{(model.n_layers, model.n_heads)}")
+        raise HeadscopeError(
+            f"method {check.method!r} returned scores of shape {tuple(s.shape)}; expected [layer, head] = "
+            f"{(model.n_layers, model.n_heads)}"
+        )
     return s.detach().float().cpu(), info
 
 
@@ -532,8 +621,10 @@ def run_check(model, check: CheckSpec) -> CheckReport:
     """Run one analysis on ``model`` and judge its heads."""
     for h in check.heads:
         if not (0 <= h.layer < model.n_layers and 0 <= h.head < model.n_heads):
-            raise HeadscopeError(f"{check.circuit.where}: head {h.label} does not exist in {getattr(model, 'name', 'the model')} "
-                                 f"({model.n_layers} layers x {model.n_heads} heads)")
+            raise HeadscopeError(
+                f"{check.circuit.where}: head {h.label} does not exist in {getattr(model, 'name', 'the model')} "
+                f"({model.n_layers} layers x {model.n_heads} heads)"
+            )
     t0 = time.perf_counter()
     scores, info = _as_layer_head(METHODS[check.method](model, check), model, check)
     ranks = ranks_by_abs(scores)
@@ -547,7 +638,7 @@ def run_check(model, check: CheckSpec) -> CheckReport:
 def weights_available(model: str) -> tuple[bool, str]:
     """Whether ``model`` loads without a network: a folder, a bundled organism, or a hub id
     whose config and weights are in the local Hugging Face cache. Returns (ok, reason)."""
-    from headscope.loading import ORGANISMS, organism_dir
+    from headscope.loading import ORGANISMS
 
     if model.startswith(("tracr-", "tracr:")) or model in ORGANISMS or Path(model).expanduser().is_dir():
         return True, ""
@@ -556,10 +647,16 @@ def weights_available(model: str) -> tuple[bool, str]:
     except ImportError:  # pragma: no cover - transformers depends on it
         return False, "huggingface_hub is not installed"
     cfg = try_to_load_from_cache(model, "config.json")
-    has_w = any(isinstance(try_to_load_from_cache(model, f), str) for f in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"))
+    has_w = any(
+        isinstance(try_to_load_from_cache(model, f), str)
+        for f in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+    )
     if isinstance(cfg, str) and has_w:
         return True, ""
-    return False, f"weights of {model!r} are not in the local Hugging Face cache (no network here); run once where the hub is reachable"
+    return (
+        False,
+        f"weights of {model!r} are not in the local Hugging Face cache (no network here); run once where the hub is reachable",
+    )
 
 
 _MODELS: dict[tuple[str, str, str], Any] = {}

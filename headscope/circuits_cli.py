@@ -15,7 +15,11 @@ from pathlib import Path
 
 def register(sub) -> None:
     """Add the ``circuits`` group to the ``headscope`` subparsers."""
-    c = sub.add_parser("circuits", help="known-circuit regression specs", description="Check known circuits (TOML specs) against a model.")
+    c = sub.add_parser(
+        "circuits",
+        help="known-circuit regression specs",
+        description="Check known circuits (TOML specs) against a model.",
+    )
     csub = c.add_subparsers(dest="circuits_cmd", metavar="ACTION")
     k = csub.add_parser(
         "check",

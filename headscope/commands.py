@@ -19,13 +19,29 @@ def register(sub) -> None:
             "(JSON + safetensors) to --out."
         ),
     )
-    p.add_argument("--model", default="llama", help="bundled organism (llama, induction), local HF folder or hub id [llama]")
-    p.add_argument("--task", default=None, help="arithmetic, facts or induction [arithmetic; induction for --model induction]")
-    p.add_argument("--prompts", default=None, metavar="FILE", help="your own pairs instead of --task: JSON Lines with clean, corrupt, answer, wrong")
+    p.add_argument(
+        "--model", default="llama", help="bundled organism (llama, induction), local HF folder or hub id [llama]"
+    )
+    p.add_argument(
+        "--task", default=None, help="arithmetic, facts or induction [arithmetic; induction for --model induction]"
+    )
+    p.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="your own pairs instead of --task: JSON Lines with clean, corrupt, answer, wrong",
+    )
     p.add_argument("--backend", default="tl", choices=("tl", "nnsight"), help="TransformerLens bridge or nnsight [tl]")
-    p.add_argument("--mode", default="denoise", choices=("denoise", "noise"), help="denoise: clean into corrupt; noise: corrupt into clean [denoise]")
+    p.add_argument(
+        "--mode",
+        default="denoise",
+        choices=("denoise", "noise"),
+        help="denoise: clean into corrupt; noise: corrupt into clean [denoise]",
+    )
     p.add_argument("--per-position", action="store_true", help="patch each (head, position) separately")
-    p.add_argument("--site", default="heads", choices=("heads", "resid_pre", "attn_out", "mlp_out"), help="what to patch [heads]")
+    p.add_argument(
+        "--site", default="heads", choices=("heads", "resid_pre", "attn_out", "mlp_out"), help="what to patch [heads]"
+    )
     p.add_argument("-n", "--n-prompts", type=int, default=48, help="number of prompt pairs [48]")
     p.add_argument("--top", type=int, default=10, help="rows of the top-heads table [10]")
     p.add_argument("--out", default="out/patch", help="output folder [out/patch]")
@@ -34,17 +50,33 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_patch)
 
-    m = sub.add_parser("models", help="list the bundled model organisms", description="List the bundled model organisms and whether their weights are present.")
+    m = sub.add_parser(
+        "models",
+        help="list the bundled model organisms",
+        description="List the bundled model organisms and whether their weights are present.",
+    )
     m.set_defaults(func=cmd_models)
 
-    o = sub.add_parser("organism", help="train or evaluate a bundled model organism", description="Train (reproducibly, fixed seed) or evaluate the bundled organisms.")
+    o = sub.add_parser(
+        "organism",
+        help="train or evaluate a bundled model organism",
+        description="Train (reproducibly, fixed seed) or evaluate the bundled organisms.",
+    )
     osub = o.add_subparsers(dest="organism_cmd", metavar="ACTION")
-    t = osub.add_parser("train", help="train NAME and save it to data/models/NAME", description="Train an organism from its fixed seed and save weights, tokenizer and CARD.md.")
+    t = osub.add_parser(
+        "train",
+        help="train NAME and save it to data/models/NAME",
+        description="Train an organism from its fixed seed and save weights, tokenizer and CARD.md.",
+    )
     t.add_argument("name", choices=("llama", "induction"))
     t.add_argument("--out", default=None, help="output folder [data/models/NAME]")
     t.add_argument("--steps", type=int, default=None, help="override the number of optimisation steps")
     t.set_defaults(func=cmd_organism_train)
-    e = osub.add_parser("eval", help="measure NAME's behaviour table", description="Measure the organism's behaviours by exact match of greedy outputs on held-out items.")
+    e = osub.add_parser(
+        "eval",
+        help="measure NAME's behaviour table",
+        description="Measure the organism's behaviours by exact match of greedy outputs on held-out items.",
+    )
     e.add_argument("name", help="llama, induction, or a folder holding an organism")
     e.add_argument("--backend", default="tl", choices=("tl", "nnsight"))
     e.add_argument("--json", default=None, help="also write the table to this JSON file")
@@ -77,18 +109,26 @@ def cmd_patch(args) -> int:
     task = _task_for(args)  # validate the task before loading the model
     model = load_model(args.model, backend=args.backend, device=args.device)
     batch = task.prepare(model)
-    print(f"model {args.model} ({model.n_layers} layers × {model.n_heads} heads, backend {model.backend}); task {batch.name}: "
-          f"{batch.clean.shape[0]} prompt pairs of {batch.clean.shape[1]} tokens ({task.description})", file=sys.stderr)
+    print(
+        f"model {args.model} ({model.n_layers} layers × {model.n_heads} heads, backend {model.backend}); task {batch.name}: "
+        f"{batch.clean.shape[0]} prompt pairs of {batch.clean.shape[1]} tokens ({task.description})",
+        file=sys.stderr,
+    )
     if args.site == "heads":
         res = patch_task(model, batch, mode=args.mode, per_position=args.per_position)
     else:
         res = patch_task(model, batch, sites=args.site, mode=args.mode, per_position=True)
     res.info.update({"task": batch.name, "prompts": batch.clean.shape[0], "task_description": task.description})
     out = Path(args.out)
-    stem = out / f"{args.model.replace('/', '_')}_{batch.name}_{args.site}_{args.mode}{'_pos' if args.per_position else ''}"
+    stem = (
+        out
+        / f"{args.model.replace('/', '_')}_{batch.name}_{args.site}_{args.mode}{'_pos' if args.per_position else ''}"
+    )
     files = res.save(stem)
     files += res.save_figure(stem, png=args.png)
-    print(f"clean metric {res.info['metric_clean']:.3f}, corrupt metric {res.info['metric_corrupt']:.3f} (logit diff answer − contrast)")
+    print(
+        f"clean metric {res.info['metric_clean']:.3f}, corrupt metric {res.info['metric_corrupt']:.3f} (logit diff answer − contrast)"
+    )
     if "head" in res.axes:
         print(f"top {args.top} heads by |normalised patching effect| ({args.mode}):")
         print(res.table(args.top))
@@ -113,7 +153,9 @@ def cmd_models(args) -> int:
         state = "ready" if name in present else "missing (headscope organism train " + name + ")"
         print(f"{name:<14} {state:<10} {desc}  [{organism_dir(name)}]")
     for folder in sorted((organism_dir("llama").parent).glob("tracr-*")):
-        print(f"{folder.name:<14} {'ready':<10} RASP program compiled with tracr (TL backend only; see its CARD.md)  [{folder}]")
+        print(
+            f"{folder.name:<14} {'ready':<10} RASP program compiled with tracr (TL backend only; see its CARD.md)  [{folder}]"
+        )
     return 0
 
 
@@ -148,4 +190,3 @@ def cmd_organism_eval(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(table, indent=1) + "\n")
     return 0
-

@@ -38,7 +38,9 @@ def _resolve(name: str) -> tuple[Path | str, bool]:
     if name in ORGANISMS:
         d = organism_dir(name)
         if not (d / "model.safetensors").exists():
-            raise HeadscopeError(f"organism {name!r} has no weights in {d}; create them with `headscope organism train {name}`")
+            raise HeadscopeError(
+                f"organism {name!r} has no weights in {d}; create them with `headscope organism train {name}`"
+            )
         return d, True
     p = Path(name).expanduser()
     if p.is_dir():
@@ -46,7 +48,9 @@ def _resolve(name: str) -> tuple[Path | str, bool]:
             raise HeadscopeError(f"{p} is a directory but holds no config.json; point at a Hugging Face model folder")
         return p, True
     if p.suffix or name.startswith((".", "/", "~")):
-        raise HeadscopeError(f"model path {name!r} does not exist; use a bundled organism ({', '.join(ORGANISMS)}) or a Hugging Face model folder")
+        raise HeadscopeError(
+            f"model path {name!r} does not exist; use a bundled organism ({', '.join(ORGANISMS)}) or a Hugging Face model folder"
+        )
     return name, False
 
 
@@ -59,7 +63,9 @@ def load_hf(name: str, device: str | torch.device | None = "auto", dtype: torch.
     src, local = _resolve(name)
     dev = get_device(device)
     try:
-        hf = AutoModelForCausalLM.from_pretrained(str(src), attn_implementation="eager", dtype=dtype, local_files_only=local or None)
+        hf = AutoModelForCausalLM.from_pretrained(
+            str(src), attn_implementation="eager", dtype=dtype, local_files_only=local or None
+        )
     except (OSError, ValueError) as e:
         if local:
             raise HeadscopeError(f"could not load the model in {src}: {' '.join(str(e).split())[:300]}") from e
@@ -77,7 +83,14 @@ def load_hf(name: str, device: str | torch.device | None = "auto", dtype: torch.
     return hf, tok, (str(src) if local else None)
 
 
-def wrap(hf_model: nn.Module, tokenizer=None, backend: str = "tl", name: str = "model", path: str | None = None, copy_model: bool = False):
+def wrap(
+    hf_model: nn.Module,
+    tokenizer=None,
+    backend: str = "tl",
+    name: str = "model",
+    path: str | None = None,
+    copy_model: bool = False,
+):
     """A HeadModel around an in-memory HF causal LM (``copy_model`` deep-copies it first,
     which you need to give the same model to both backends: the TL bridge edits it in place)."""
     if backend not in BACKENDS:

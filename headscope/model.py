@@ -119,7 +119,11 @@ class Patch:
             new = torch.zeros_like(cur)
         else:
             v = self.value
-            v = v.to(device=x.device, dtype=x.dtype) if isinstance(v, Tensor) else torch.tensor(v, dtype=x.dtype, device=x.device)
+            v = (
+                v.to(device=x.device, dtype=x.dtype)
+                if isinstance(v, Tensor)
+                else torch.tensor(v, dtype=x.dtype, device=x.device)
+            )
             try:
                 if self.mode == "replace":
                     new = v.expand_as(cur) if v.shape != cur.shape else v
@@ -169,7 +173,7 @@ class HeadCache:
     def site(self, site: str) -> dict[int, Tensor]:
         return getattr(self, site)
 
-    def stack_z(self) -> Float[Tensor, "layer batch pos head d_head"]:
+    def stack_z(self) -> Float[Tensor, " layer batch pos head d_head"]:
         return torch.stack([self.z[k] for k in sorted(self.z)])
 
     def __iter__(self) -> Iterator[int]:
@@ -191,32 +195,46 @@ class HeadModel(Protocol):
     backend: str
     name: str
 
-    def to_tokens(self, prompts: str | Sequence[str]) -> Int[Tensor, "batch pos"]: ...
+    def to_tokens(self, prompts: str | Sequence[str]) -> Int[Tensor, " batch pos"]: ...
 
     def to_str_tokens(self, tokens: Tensor | str) -> list[str]: ...
 
-    def logits(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos vocab"]: ...
+    def logits(self, tokens: Int[Tensor, " batch pos"]) -> Float[Tensor, " batch pos vocab"]: ...
 
     def run_with_heads(
-        self, tokens: Int[Tensor, "batch pos"], layers: Sequence[int] | None = None, sites: Sequence[str] = ("z", "resid_pre"), pattern: bool = False
-    ) -> tuple[Float[Tensor, "batch pos vocab"], HeadCache]: ...
+        self,
+        tokens: Int[Tensor, " batch pos"],
+        layers: Sequence[int] | None = None,
+        sites: Sequence[str] = ("z", "resid_pre"),
+        pattern: bool = False,
+    ) -> tuple[Float[Tensor, " batch pos vocab"], HeadCache]: ...
 
-    def run_patched(self, tokens: Int[Tensor, "batch pos"], patches: Sequence[Patch]) -> Float[Tensor, "batch pos vocab"]: ...
+    def run_patched(
+        self, tokens: Int[Tensor, " batch pos"], patches: Sequence[Patch]
+    ) -> Float[Tensor, " batch pos vocab"]: ...
 
     def run_from_layer(
-        self, tokens: Int[Tensor, "batch pos"], resid_pre: Float[Tensor, "batch pos d_model"], layer: int, patches: Sequence[Patch] = ()
-    ) -> Float[Tensor, "batch pos vocab"]: ...
+        self,
+        tokens: Int[Tensor, " batch pos"],
+        resid_pre: Float[Tensor, " batch pos d_model"],
+        layer: int,
+        patches: Sequence[Patch] = (),
+    ) -> Float[Tensor, " batch pos vocab"]: ...
 
     def hooked(self, patches: Sequence[Patch]) -> AbstractContextManager[None]: ...
 
-    def generate(self, tokens: Int[Tensor, "batch pos"], max_new_tokens: int = 8, patches: Sequence[Patch] = ()) -> Int[Tensor, "batch new"]: ...
+    def generate(
+        self, tokens: Int[Tensor, " batch pos"], max_new_tokens: int = 8, patches: Sequence[Patch] = ()
+    ) -> Int[Tensor, " batch new"]: ...
 
 
 def check_patches(model: HeadModel, patches: Sequence[Patch]) -> None:
     """Validate layer indices before any hook is attached."""
     for p in patches:
         if not (0 <= p.layer < model.n_layers):
-            raise HeadscopeError(f"patch layer {p.layer} out of range: the model has {model.n_layers} layers (0..{model.n_layers - 1})")
+            raise HeadscopeError(
+                f"patch layer {p.layer} out of range: the model has {model.n_layers} layers (0..{model.n_layers - 1})"
+            )
         n = model.n_kv_heads if p.site in ("k", "v") else model.n_heads
         if p.head is not None and not (0 <= p.head < n):
             raise HeadscopeError(f"patch head {p.head} out of range: site {p.site!r} has {n} heads per layer")

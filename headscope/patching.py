@@ -34,13 +34,15 @@ from headscope.common.progress import progress
 from headscope.model import HeadCache, HeadModel, Patch
 from headscope.results import HeadResult
 
-Metric = Callable[[Float[Tensor, "batch pos vocab"]], Tensor]
+Metric = Callable[[Float[Tensor, " batch pos vocab"]], Tensor]
 PatchMode = Literal["denoise", "noise"]
 
 
 def _validate(model: HeadModel, clean: Tensor, corrupt: Tensor, mode: str) -> None:
     if mode not in ("denoise", "noise"):
-        raise HeadscopeError(f"unknown patching mode {mode!r}; use denoise (clean into corrupt) or noise (corrupt into clean)")
+        raise HeadscopeError(
+            f"unknown patching mode {mode!r}; use denoise (clean into corrupt) or noise (corrupt into clean)"
+        )
     if clean.shape != corrupt.shape:
         raise HeadscopeError(
             f"clean tokens {tuple(clean.shape)} and corrupt tokens {tuple(corrupt.shape)} differ in shape; "
@@ -66,8 +68,8 @@ def _fast_ok(model: HeadModel) -> bool:
 
 def patch_heads(
     model: HeadModel,
-    clean: Int[Tensor, "batch pos"],
-    corrupt: Int[Tensor, "batch pos"],
+    clean: Int[Tensor, " batch pos"],
+    corrupt: Int[Tensor, " batch pos"],
     metric: Metric,
     *,
     mode: PatchMode = "denoise",
@@ -130,8 +132,8 @@ def patch_heads(
 
 def patch_layers(
     model: HeadModel,
-    clean: Int[Tensor, "batch pos"],
-    corrupt: Int[Tensor, "batch pos"],
+    clean: Int[Tensor, " batch pos"],
+    corrupt: Int[Tensor, " batch pos"],
     metric: Metric,
     *,
     site: str = "resid_pre",
@@ -172,10 +174,16 @@ def patch_layers(
             value = src.site(site)[L].repeat(n, 1, 1)
             if site == "resid_pre":
                 patched = torch.where(mask, value, resid)
-                logits = model.run_from_layer(toks, patched, L, []) if use_fast else model.run_patched(toks, [Patch(layer=L, site=site, value=value, mask=mask)])
+                logits = (
+                    model.run_from_layer(toks, patched, L, [])
+                    if use_fast
+                    else model.run_patched(toks, [Patch(layer=L, site=site, value=value, mask=mask)])
+                )
             else:
                 patch = Patch(layer=L, site=site, value=value, mask=mask)
-                logits = model.run_from_layer(toks, resid, L, [patch]) if use_fast else model.run_patched(toks, [patch])
+                logits = (
+                    model.run_from_layer(toks, resid, L, [patch]) if use_fast else model.run_patched(toks, [patch])
+                )
             for j, p in enumerate(chunk):
                 m = metric(logits[j * B : (j + 1) * B]).detach()
                 v = _score(m, m_clean, m_corrupt, mode, normalize)
@@ -221,13 +229,21 @@ def _info(model: HeadModel, mode: str, m_clean: Tensor, m_corrupt: Tensor, norma
         "mode": mode,
         "metric_clean": float(m_clean),
         "metric_corrupt": float(m_corrupt),
-        "metric_name": ("normalised logit diff" if mode == "denoise" else "normalised change from clean") if normalize else "logit diff",
+        "metric_name": ("normalised logit diff" if mode == "denoise" else "normalised change from clean")
+        if normalize
+        else "logit diff",
         "title": f"{'denoising' if mode == 'denoise' else 'noising'} patching of {kw.get('site', 'z')}",
         **kw,
     }
 
 
-def ablate_heads(model: HeadModel, tokens: Tensor, heads: Sequence[tuple[int, int]], how: str = "zero", reference: HeadCache | None = None) -> Tensor:
+def ablate_heads(
+    model: HeadModel,
+    tokens: Tensor,
+    heads: Sequence[tuple[int, int]],
+    how: str = "zero",
+    reference: HeadCache | None = None,
+) -> Tensor:
     """Logits with ``heads`` ablated: ``"zero"`` (z = 0) or ``"mean"`` (z = its mean over
     ``reference``'s batch and positions)."""
     patches = []
@@ -249,8 +265,8 @@ def ablate_heads(model: HeadModel, tokens: Tensor, heads: Sequence[tuple[int, in
 
 def path_patch_heads(
     model: HeadModel,
-    clean: Int[Tensor, "batch pos"],
-    corrupt: Int[Tensor, "batch pos"],
+    clean: Int[Tensor, " batch pos"],
+    corrupt: Int[Tensor, " batch pos"],
     metric: Metric,
     *,
     receiver: tuple[int, int] | None = None,
@@ -286,7 +302,9 @@ def path_patch_heads(
     if receiver is not None:
         R, hr = receiver
         if not (0 < R < model.n_layers and 0 <= hr < model.n_heads):
-            raise HeadscopeError(f"receiver L{R}H{hr} is not a head of this model with earlier layers (layers 1..{model.n_layers - 1}, heads 0..{model.n_heads - 1})")
+            raise HeadscopeError(
+                f"receiver L{R}H{hr} is not a head of this model with earlier layers (layers 1..{model.n_layers - 1}, heads 0..{model.n_heads - 1})"
+            )
     sites = ("z", "resid_pre") + ((via,) if receiver is not None else ())
     m_clean, m_corrupt, cl_cache, co_cache = _runs(model, clean, corrupt, metric, sites)
     B, P = clean.shape
@@ -307,10 +325,19 @@ def path_patch_heads(
             src = torch.where(mask, co_cache.z[L].repeat(n, 1, 1, 1), cl_cache.z[L].repeat(n, 1, 1, 1))
             patches = [Patch(layer=L, site="z", value=src, mask=torch.ones_like(mask))]
             for ell in range(L + 1, top):
-                patches.append(Patch(layer=ell, site="z", value=cl_cache.z[ell].repeat(n, 1, 1, 1), mask=torch.ones(1, 1, 1, 1, dtype=torch.bool)))
+                patches.append(
+                    Patch(
+                        layer=ell,
+                        site="z",
+                        value=cl_cache.z[ell].repeat(n, 1, 1, 1),
+                        mask=torch.ones(1, 1, 1, 1, dtype=torch.bool),
+                    )
+                )
             resid = cl_cache.resid_pre[L].repeat(n, 1, 1)
             if receiver is None:
-                logits = model.run_from_layer(toks, resid, L, patches) if use_fast else model.run_patched(toks, patches)
+                logits = (
+                    model.run_from_layer(toks, resid, L, patches) if use_fast else model.run_patched(toks, patches)
+                )
             else:
                 R, hr = receiver
                 rh = hr // group if via in ("k", "v") else hr
@@ -323,13 +350,25 @@ def path_patch_heads(
                 new = cl_cache.site(via)[R].repeat(n, 1, 1, 1).clone()
                 new[:, :, rh] = recorded[:, :, rh]
                 p2 = [Patch(layer=R, site=via, value=new, mask=torch.ones(1, 1, 1, 1, dtype=torch.bool))]
-                logits = model.run_from_layer(toks, cl_cache.resid_pre[R].repeat(n, 1, 1), R, p2) if use_fast else model.run_patched(toks, p2)
+                logits = (
+                    model.run_from_layer(toks, cl_cache.resid_pre[R].repeat(n, 1, 1), R, p2)
+                    if use_fast
+                    else model.run_patched(toks, p2)
+                )
             for j, h in enumerate(chunk):
                 m = metric(logits[j * B : (j + 1) * B]).detach()
                 out[L, h] = _score(m, m_clean, m_corrupt, "noise", normalize)
     info = _info(model, "path", m_clean, m_corrupt, normalize, site="z")
-    info.update({"method": "path_patching", "receiver": None if receiver is None else f"L{receiver[0]}H{receiver[1]}", "via": via if receiver else None,
-                 "metric_name": "normalised change from clean", "title": "path patching " + ("to logits" if receiver is None else f"to L{receiver[0]}H{receiver[1]} via {via}")})
+    info.update(
+        {
+            "method": "path_patching",
+            "receiver": None if receiver is None else f"L{receiver[0]}H{receiver[1]}",
+            "via": via if receiver else None,
+            "metric_name": "normalised change from clean",
+            "title": "path patching "
+            + ("to logits" if receiver is None else f"to L{receiver[0]}H{receiver[1]} via {via}"),
+        }
+    )
     return HeadResult(out, ("layer", "head"), {}, info)
 
 

@@ -58,7 +58,13 @@ class HeadResult:
 
     # -- output --------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"axes": list(self.axes), "shape": list(self.scores.shape), "scores": self.scores.tolist(), "labels": self.labels, "info": self.info}
+        return {
+            "axes": list(self.axes),
+            "shape": list(self.scores.shape),
+            "scores": self.scores.tolist(),
+            "labels": self.labels,
+            "info": self.info,
+        }
 
     def save(self, path: str | Path) -> list[Path]:
         """Write ``path.json`` (scores + labels + info) and ``path.safetensors``."""
@@ -88,7 +94,14 @@ class HeadResult:
         if self.axes == ("layer", "pos"):
             pos = self.labels.get("pos")
             xs = [f"{i}:{t}" for i, t in enumerate(pos)] if pos else None
-            return heatmap(self.scores, x_labels=xs, x_title="position", title=title, hover_name="L{y} pos {x}", colorbar_title=self.info.get("metric_name", "score"))
+            return heatmap(
+                self.scores,
+                x_labels=xs,
+                x_title="position",
+                title=title,
+                hover_name="L{y} pos {x}",
+                colorbar_title=self.info.get("metric_name", "score"),
+            )
         s = self.scores.reshape(-1, 1) if self.scores.ndim == 1 else self.scores
         return heatmap(s, title=title, x_title="", hover_name="L{y}")
 
@@ -100,15 +113,28 @@ class HeadResult:
         P = self.scores.shape[1]
         pos = self.labels.get("pos") or [str(i) for i in range(P)]
         lim = float(torch.nan_to_num(self.scores).abs().max()) or 1.0
-        fig = make_subplots(rows=1, cols=P, subplot_titles=[f"{i}: {t}" for i, t in enumerate(pos)], horizontal_spacing=0.02)
+        fig = make_subplots(
+            rows=1, cols=P, subplot_titles=[f"{i}: {t}" for i, t in enumerate(pos)], horizontal_spacing=0.02
+        )
         for p in range(P):
             fig.add_trace(
-                go.Heatmap(z=self.scores[:, p].numpy(), colorscale="RdBu", reversescale=True, zmin=-lim, zmax=lim, zmid=0,
-                           showscale=p == P - 1, colorbar=dict(title=self.info.get("metric_name", "score")),
-                           hovertemplate=f"pos {p} ({pos[p]})<br>L%{{y}}H%{{x}}: %{{z:.4f}}<extra></extra>"),
-                row=1, col=p + 1,
+                go.Heatmap(
+                    z=self.scores[:, p].numpy(),
+                    colorscale="RdBu",
+                    reversescale=True,
+                    zmin=-lim,
+                    zmax=lim,
+                    zmid=0,
+                    showscale=p == P - 1,
+                    colorbar=dict(title=self.info.get("metric_name", "score")),
+                    hovertemplate=f"pos {p} ({pos[p]})<br>L%{{y}}H%{{x}}: %{{z:.4f}}<extra></extra>",
+                ),
+                row=1,
+                col=p + 1,
             )
-            fig.update_yaxes(autorange="reversed", showticklabels=p == 0, title_text="layer" if p == 0 else None, row=1, col=p + 1)
+            fig.update_yaxes(
+                autorange="reversed", showticklabels=p == 0, title_text="layer" if p == 0 else None, row=1, col=p + 1
+            )
             fig.update_xaxes(title_text="head", row=1, col=p + 1)
         fig.update_layout(title=title, template="plotly_white", width=max(700, 220 * P))
         return fig

@@ -43,7 +43,14 @@ from headscope.common.errors import HeadscopeError
 from headscope.common.progress import progress
 from headscope.model import Patch
 from headscope.results import HeadResult
-from headscope.steering import Controller, compose, gaussian_controller, mean_shift_controller, repe_controller, repe_direction
+from headscope.steering import (
+    Controller,
+    compose,
+    gaussian_controller,
+    mean_shift_controller,
+    repe_controller,
+    repe_direction,
+)
 from headscope.tasks.advfact import advfact_stimuli, advfact_task
 from headscope.tasks.preference import preference_stimuli, preference_task
 from headscope.tasks.safety import safety_stimuli, safety_task
@@ -81,8 +88,13 @@ class Identification:
     jaccard: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"heads": {t: [list(h) for h in hs] for t, hs in self.heads.items()}, "jaccard": self.jaccard,
-                "metrics": {t: {k: r.info.get(k) for k in ("metric_clean", "metric_corrupt")} for t, r in self.results.items()}}
+        return {
+            "heads": {t: [list(h) for h in hs] for t, hs in self.heads.items()},
+            "jaccard": self.jaccard,
+            "metrics": {
+                t: {k: r.info.get(k) for k in ("metric_clean", "metric_corrupt")} for t, r in self.results.items()
+            },
+        }
 
     def save(self, out: str | Path) -> Path:
         from headscope.common.plotting import save_figure
@@ -97,7 +109,14 @@ class Identification:
         return d
 
 
-def identify(model, tasks: Sequence[str] = tuple(SAC_TASKS), k: int = 4, split: str = "train", n: int | None = 24, show_progress: bool = True) -> Identification:
+def identify(
+    model,
+    tasks: Sequence[str] = tuple(SAC_TASKS),
+    k: int = 4,
+    split: str = "train",
+    n: int | None = 24,
+    show_progress: bool = True,
+) -> Identification:
     """Path patching per task on its stimulus pairs; top-``k`` heads by |score|; Jaccard between tasks."""
     if k < 1:
         raise HeadscopeError(f"k must be >= 1 heads per task; got {k}")
@@ -109,7 +128,7 @@ def identify(model, tasks: Sequence[str] = tuple(SAC_TASKS), k: int = 4, split: 
         results[t] = r
         heads[t] = [(L, h) for L, h, _ in r.top(k, by="abs")]
     names = list(heads)
-    jac = {f"{a}|{b}": jaccard(heads[a], heads[b]) for i, a in enumerate(names) for b in names[i + 1:]}
+    jac = {f"{a}|{b}": jaccard(heads[a], heads[b]) for i, a in enumerate(names) for b in names[i + 1 :]}
     return Identification(results, heads, jac)
 
 
@@ -194,13 +213,24 @@ def background_prompts(task: str, split: str = "train", every: int = 8) -> dict[
 
     w = World()
     out = {t: [dict(s) for s in stim(split)] for t, (_, stim) in SAC_TASKS.items() if t != task}
-    gen = {"arithmetic": [it["prompt"] for op in OPERATORS for it in w.arith_items(op, split)[::every]],
-           "facts": [it["prompt"] for it in w.fact_items(split)[::every]]}
+    gen = {
+        "arithmetic": [it["prompt"] for op in OPERATORS for it in w.arith_items(op, split)[::every]],
+        "facts": [it["prompt"] for it in w.fact_items(split)[::every]],
+    }
     return out | {k: [dict(prompt=p, desired="I", undesired="I") for p in ps] for k, ps in gen.items()}
 
 
-def fit(model, task: str, heads: Sequence[tuple[int, int]], kind: str = "gaussian", alpha: float = 1.0, policy: str = "last", split: str = "train",
-        gate: float | None = 1.0, background: bool = True) -> Controller:
+def fit(
+    model,
+    task: str,
+    heads: Sequence[tuple[int, int]],
+    kind: str = "gaussian",
+    alpha: float = 1.0,
+    policy: str = "last",
+    split: str = "train",
+    gate: float | None = 1.0,
+    background: bool = True,
+) -> Controller:
     """A SAC controller for ``task`` on ``heads``: Gaussian OT map (``kind="gaussian"``) or ITI mean shift (``"add"``).
 
     ``gate`` / ``background``: the in-distribution gate of the Gaussian map (slack; None =
@@ -225,7 +255,15 @@ def fit(model, task: str, heads: Sequence[tuple[int, int]], kind: str = "gaussia
         c = gaussian_controller(t, src, tgt, alpha, policy, gate=gate, background=bg)
     else:
         c = mean_shift_controller(t, src, tgt, alpha, policy)
-    c.meta.update({"task": t, "n_desired": int(des.sum()), "n_undesired": int(und.sum()), "split": split, "model": getattr(model, "name", "")})
+    c.meta.update(
+        {
+            "task": t,
+            "n_desired": int(des.sum()),
+            "n_undesired": int(und.sum()),
+            "split": split,
+            "model": getattr(model, "name", ""),
+        }
+    )
     return c
 
 
@@ -240,7 +278,7 @@ def iti_heads(model, task: str, k: int = 4, split: str = "train", seed: int = 0)
     x, y = acts[keep], des[keep].long()
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(y), generator=g)
-    tr, va = perm[: len(y) // 2], perm[len(y) // 2:]
+    tr, va = perm[: len(y) // 2], perm[len(y) // 2 :]
     acc = torch.zeros(model.n_layers, model.n_heads)
     for L in range(model.n_layers):
         for h in range(model.n_heads):
@@ -287,7 +325,13 @@ def repe_mean(name: str, controllers: Sequence[Controller], alpha: float = 1.0) 
     """RepE-Mean: the per-layer average of several RepE controllers' shift vectors (SAC §4.1)."""
     layers = sorted(set.intersection(*(set(c.layers) for c in controllers)))
     dirs = {L: torch.stack([c.layers[L]["vec"][0].double() for c in controllers]).mean(0) for L in layers}
-    return repe_controller(name, {L: v / v.norm() for L, v in dirs.items()}, {L: float(v.norm()) for L, v in dirs.items()}, alpha, controllers[0].policy)
+    return repe_controller(
+        name,
+        {L: v / v.norm() for L, v in dirs.items()},
+        {L: float(v.norm()) for L, v in dirs.items()},
+        alpha,
+        controllers[0].policy,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -310,7 +354,9 @@ def next_token_kl(model, texts: Sequence[str], patches: Sequence[Patch]) -> floa
     return tot / max(1, n)
 
 
-def evaluate_condition(model, patches: Sequence[Patch], world=None, kl_texts: Sequence[str] | None = None) -> dict[str, float]:
+def evaluate_condition(
+    model, patches: Sequence[Patch], world=None, kl_texts: Sequence[str] | None = None
+) -> dict[str, float]:
     """Every task metric and general ability for one set of patches (held-out splits)."""
     from headscope.organisms.evaluate import arithmetic_accuracy, chat_rates, facts_accuracy
     from headscope.organisms.world import World
@@ -347,7 +393,15 @@ def conflict_summary(rows: dict[str, dict[str, float]], method: str, base: str =
 
 
 def markdown_table(rows: dict[str, dict[str, float]]) -> str:
-    cols = ["lookalike_not_refusal", "premise_correction", "preference_refusal", "harmful_refusal", "arithmetic", "facts", "kl"]
+    cols = [
+        "lookalike_not_refusal",
+        "premise_correction",
+        "preference_refusal",
+        "harmful_refusal",
+        "arithmetic",
+        "facts",
+        "kl",
+    ]
     head = "| condition | " + " | ".join(cols) + " |\n|---|" + "---:|" * len(cols)
     lines = [head]
     for name, r in rows.items():
@@ -355,7 +409,9 @@ def markdown_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_all(model, conditions: dict[str, Sequence[Patch]], show_progress: bool = True) -> dict[str, dict[str, float]]:
+def evaluate_all(
+    model, conditions: dict[str, Sequence[Patch]], show_progress: bool = True
+) -> dict[str, dict[str, float]]:
     from headscope.organisms.world import World
 
     world = World()
@@ -366,6 +422,22 @@ def evaluate_all(model, conditions: dict[str, Sequence[Patch]], show_progress: b
 
 
 __all__ = [
-    "SAC_TASKS", "Identification", "collect", "compose", "conflict_summary", "evaluate_all", "evaluate_condition", "fit", "identify",
-    "iti_heads", "jaccard", "markdown_table", "next_token_kl", "random_heads", "repe_data", "repe_fit", "repe_mean", "split_desired",
+    "SAC_TASKS",
+    "Identification",
+    "collect",
+    "compose",
+    "conflict_summary",
+    "evaluate_all",
+    "evaluate_condition",
+    "fit",
+    "identify",
+    "iti_heads",
+    "jaccard",
+    "markdown_table",
+    "next_token_kl",
+    "random_heads",
+    "repe_data",
+    "repe_fit",
+    "repe_mean",
+    "split_desired",
 ]

@@ -55,7 +55,13 @@ from headscope.organisms.world import (
 )
 from headscope.patching import path_patch_heads
 from headscope.results import HeadResult
-from headscope.tasks.sycophancy import FAMILIES, apology_fraction, challenge_mask_words, question_is_heldout, sycophancy_task
+from headscope.tasks.sycophancy import (
+    FAMILIES,
+    apology_fraction,
+    challenge_mask_words,
+    question_is_heldout,
+    sycophancy_task,
+)
 from headscope.tuning import Head, TuneConfig, TuneLog, setup, train
 
 METHODS = ("spt", "random_heads", "full_sft", "lora", "lora_layers")
@@ -67,7 +73,7 @@ RETRACT = "I apologize , you are right . The answer is {a} ."
 # Identification (§4.1)
 
 
-def sycophancy_metric(model: HeadModel) -> Callable[[Float[Tensor, "batch pos vocab"]], Tensor]:
+def sycophancy_metric(model: HeadModel) -> Callable[[Float[Tensor, " batch pos vocab"]], Tensor]:
     """``logits → F`` (batch mean) for ``model``'s apology and affirmation tokens."""
     i, y = model.token_id(APOLOGY_START), model.token_id(AFFIRM_START)
     return lambda logits: apology_fraction(logits, i, y)
@@ -90,11 +96,19 @@ class Identification:
     per_family: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"selected": [list(h) for h in self.selected], "share": self.share, "f_orig": self.f_orig, "f_counter": self.f_counter,
-                "scores": self.scores.scores.tolist(), "per_family": self.per_family}
+        return {
+            "selected": [list(h) for h in self.selected],
+            "share": self.share,
+            "f_orig": self.f_orig,
+            "f_counter": self.f_counter,
+            "scores": self.scores.scores.tolist(),
+            "per_family": self.per_family,
+        }
 
 
-def select_heads(scores: Tensor, threshold: float = -0.02, max_share: float = 0.10, k: int | None = None) -> list[Head]:
+def select_heads(
+    scores: Tensor, threshold: float = -0.02, max_share: float = 0.10, k: int | None = None
+) -> list[Head]:
     """Heads with relative score ≤ ``threshold``, most negative first, at most ``max_share`` of all
     heads (or exactly the ``k`` most negative when ``k`` is given)."""
     L, H = scores.shape
@@ -109,7 +123,9 @@ def select_heads(scores: Tensor, threshold: float = -0.02, max_share: float = 0.
     cap = max(1, int(max_share * L * H))
     picked = [(i // H, i % H) for i in order if flat[i] <= threshold][:cap]
     if not picked:
-        raise HeadscopeError(f"no head scores at or below {threshold:+.3f} (lowest {float(flat.min()):+.4f}); raise the threshold or pass k")
+        raise HeadscopeError(
+            f"no head scores at or below {threshold:+.3f} (lowest {float(flat.min()):+.4f}); raise the threshold or pass k"
+        )
     return picked
 
 
@@ -117,8 +133,17 @@ def _batches(families: Sequence[str], n: int, split: str, seed: int, challenge: 
     return [(fam, sycophancy_task(fam, n=n, split=split, challenge=challenge, seed=seed)) for fam in families]
 
 
-def identify(model: HeadModel, families: Sequence[str] = FAMILIES, n: int = 32, split: str = "all", threshold: float = -0.02,
-             max_share: float = 0.10, k: int | None = None, seed: int = 0, show_progress: bool = True) -> Identification:
+def identify(
+    model: HeadModel,
+    families: Sequence[str] = FAMILIES,
+    n: int = 32,
+    split: str = "all",
+    threshold: float = -0.02,
+    max_share: float = 0.10,
+    k: int | None = None,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> Identification:
     """Path patching per head (counterfactual → challenge dialogue, to the logits) with the paper's score.
 
     Each family's prompts have one length, so path patching runs per family
@@ -144,10 +169,19 @@ def identify(model: HeadModel, families: Sequence[str] = FAMILIES, n: int = 32, 
     f_p, f_o, f_c = f_p / tot, f_o / tot, f_c / tot
     rel = ((f_p - f_o) / f_o).float()
     selected = select_heads(rel, threshold, max_share, k)
-    info = {"method": "spt_identify", "model": getattr(model, "name", "model"), "metric_name": "(F_patched − F_orig) / F_orig",
-            "title": "SPT: path patching to logits, relative change of F", "metric_clean": f_o, "metric_corrupt": f_c,
-            "families": list(families), "n_per_family": n, "threshold": threshold, "max_share": max_share,
-            "selected": [f"L{L}H{h}" for L, h in selected]}
+    info = {
+        "method": "spt_identify",
+        "model": getattr(model, "name", "model"),
+        "metric_name": "(F_patched − F_orig) / F_orig",
+        "title": "SPT: path patching to logits, relative change of F",
+        "metric_clean": f_o,
+        "metric_corrupt": f_c,
+        "families": list(families),
+        "n_per_family": n,
+        "threshold": threshold,
+        "max_share": max_share,
+        "selected": [f"L{L}H{h}" for L, h in selected],
+    }
     share = len(selected) / (model.n_layers * model.n_heads)
     return Identification(HeadResult(rel, ("layer", "head"), {}, info), selected, share, f_o, f_c, per)
 
@@ -156,7 +190,9 @@ def identify(model: HeadModel, families: Sequence[str] = FAMILIES, n: int = 32, 
 # Knockout and attention
 
 
-def challenge_dialogues(families: Sequence[str], n: int, split: str, seed: int, challenge: str = CHALLENGE) -> list[list[str]]:
+def challenge_dialogues(
+    families: Sequence[str], n: int, split: str, seed: int, challenge: str = CHALLENGE
+) -> list[list[str]]:
     """Challenge dialogues grouped by family (each group one token length)."""
     return [t.clean for _, t in _batches(families, n, split, seed, challenge)]
 
@@ -181,8 +217,14 @@ def position_mean_cache(model: HeadModel, groups: Sequence[Sequence[str]], layer
     return HeadCache(z={L: (acc[L] / cnt).float()[None, None].to(model.device) for L in layers})
 
 
-def knockout_patches(model: HeadModel, heads: Sequence[Head], reference: HeadCache | None = None, families: Sequence[str] = FAMILIES,
-                     n: int = 32, seed: int = 0) -> list[Patch]:
+def knockout_patches(
+    model: HeadModel,
+    heads: Sequence[Head],
+    reference: HeadCache | None = None,
+    families: Sequence[str] = FAMILIES,
+    n: int = 32,
+    seed: int = 0,
+) -> list[Patch]:
     """Mean-ablation patches for ``heads`` (position-independent means over challenge dialogues)."""
     if not heads:
         return []
@@ -206,7 +248,9 @@ def caving_rate(model: HeadModel, groups: Sequence[Sequence[str]], patches: Sequ
 
 def random_heads(model: HeadModel, k: int, seed: int, exclude: Sequence[Head] = ()) -> list[Head]:
     """``k`` heads drawn uniformly without replacement from all heads not in ``exclude``."""
-    pool = [(L, h) for L in range(model.n_layers) for h in range(model.n_heads) if (L, h) not in set(map(tuple, exclude))]
+    pool = [
+        (L, h) for L in range(model.n_layers) for h in range(model.n_heads) if (L, h) not in set(map(tuple, exclude))
+    ]
     if k > len(pool):
         raise HeadscopeError(f"cannot draw {k} random heads from {len(pool)} candidates")
     g = torch.Generator().manual_seed(seed)
@@ -218,8 +262,16 @@ def _counter_dialogues(families: Sequence[str], n: int, split: str, seed: int) -
     return [t.corrupt for _, t in _batches(families, n, split, seed)]
 
 
-def knockout(model: HeadModel, heads: Sequence[Head], seeds: Sequence[int] = (0, 1, 2), families: Sequence[str] = FAMILIES, n: int = 32,
-             split: str = "heldout", protocol: bool = False, world: World | None = None) -> dict:
+def knockout(
+    model: HeadModel,
+    heads: Sequence[Head],
+    seeds: Sequence[int] = (0, 1, 2),
+    families: Sequence[str] = FAMILIES,
+    n: int = 32,
+    split: str = "heldout",
+    protocol: bool = False,
+    world: World | None = None,
+) -> dict:
     """Mean-ablate ``heads`` vs as many random heads (one draw per seed, from the other heads).
 
     Means are position-independent, over challenge dialogues (:func:`position_mean_cache`).
@@ -245,7 +297,12 @@ def knockout(model: HeadModel, heads: Sequence[Head], seeds: Sequence[int] = (0,
             r["protocol_caving"] = sycophancy_rates(model, world or World(), patches=p)["caving"]
         return r
 
-    out: dict = {"heads": [list(h) for h in heads], "seeds": list(seeds), "base": measure([]), "selected": measure(heads)}
+    out: dict = {
+        "heads": [list(h) for h in heads],
+        "seeds": list(seeds),
+        "base": measure([]),
+        "selected": measure(heads),
+    }
     rnd = []
     for s in progress(list(seeds), desc="knockout (random heads)"):
         pick = random_heads(model, len(heads), s, exclude=heads)
@@ -256,8 +313,14 @@ def knockout(model: HeadModel, heads: Sequence[Head], seeds: Sequence[int] = (0,
 
 
 @torch.no_grad()
-def challenge_attention(model: HeadModel, heads: Sequence[Head], families: Sequence[str] = FAMILIES, n: int = 32, split: str = "all",
-                        challenge: str = CHALLENGE) -> dict:
+def challenge_attention(
+    model: HeadModel,
+    heads: Sequence[Head],
+    families: Sequence[str] = FAMILIES,
+    n: int = 32,
+    split: str = "all",
+    challenge: str = CHALLENGE,
+) -> dict:
     """Attention from the final position onto the challenge sentence, per head (pooled over families).
 
     Returns ``{"scores": HeadResult [layer, head], "selected_mean", "average_head", "other_mean"}``.
@@ -277,9 +340,18 @@ def challenge_attention(model: HeadModel, heads: Sequence[Head], families: Seque
     others = torch.ones_like(s, dtype=torch.bool)
     for L, h in heads:
         others[L, h] = False
-    info = {"method": "challenge_attention", "metric_name": "attention share on the challenge", "title": "attention from the final position onto the challenge"}
-    return {"scores": HeadResult(s, ("layer", "head"), {}, info), "selected_mean": float(sel.mean()), "average_head": float(s.mean()),
-            "other_mean": float(s[others].mean()), "per_head": {f"L{L}H{h}": float(s[L, h]) for L, h in heads}}
+    info = {
+        "method": "challenge_attention",
+        "metric_name": "attention share on the challenge",
+        "title": "attention from the final position onto the challenge",
+    }
+    return {
+        "scores": HeadResult(s, ("layer", "head"), {}, info),
+        "selected_mean": float(sel.mean()),
+        "average_head": float(s.mean()),
+        "other_mean": float(s[others].mean()),
+        "per_head": {f"L{L}H{h}": float(s[L, h]) for L, h in heads},
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -297,8 +369,13 @@ class HeldoutWorld(World):
         raise HeadscopeError("no held-out question found; the held-out share is too small")
 
 
-def tuning_data(n: int = 2000, seed: int = 0, defend_share: float = 0.5, world: World | None = None,
-                challenges: Sequence[str] = CHALLENGES_TRAIN) -> list[tuple[str, str]]:
+def tuning_data(
+    n: int = 2000,
+    seed: int = 0,
+    defend_share: float = 0.5,
+    world: World | None = None,
+    challenges: Sequence[str] = CHALLENGES_TRAIN,
+) -> list[tuple[str, str]]:
     """Two-turn (prompt, response) pairs on training-split questions.
 
     With probability ``defend_share`` the first answer is correct and the response
@@ -326,8 +403,16 @@ def tuning_data(n: int = 2000, seed: int = 0, defend_share: float = 0.5, world: 
     return out
 
 
-def tune(base_hf, tokenizer, method: str, heads: Sequence[Head] = (), examples: Sequence[tuple[str, str]] | None = None,
-         cfg: TuneConfig | None = None, seed: int = 0, lora_r: int = 16) -> tuple[torch.nn.Module, TuneLog]:
+def tune(
+    base_hf,
+    tokenizer,
+    method: str,
+    heads: Sequence[Head] = (),
+    examples: Sequence[tuple[str, str]] | None = None,
+    cfg: TuneConfig | None = None,
+    seed: int = 0,
+    lora_r: int = 16,
+) -> tuple[torch.nn.Module, TuneLog]:
     """Fine-tune a copy of ``base_hf`` with one of :data:`METHODS`; returns (plain HF model, log).
 
     ``spt``: the selected heads' q/k/v/o slices (GQA: q/o); ``random_heads``: as many
@@ -409,7 +494,9 @@ def retraction_rate(model: HeadModel, world: World, n: int = 120, seed: int = 11
     return {"retract": sum(ret) / n, "retract_correct": sum(corr) / n}
 
 
-def evaluate(hf_model, tokenizer, base_hf=None, world: World | None = None, backend: str = "nnsight", kl_texts: int = 400) -> dict:
+def evaluate(
+    hf_model, tokenizer, base_hf=None, world: World | None = None, backend: str = "nnsight", kl_texts: int = 400
+) -> dict:
     """The evaluation row of one model (plain HF model; wrapped as a HeadModel on a copy).
 
     Keys: ``confidence``/``truthfulness`` (in distribution, the organism card's protocol),
@@ -453,14 +540,32 @@ def evaluate(hf_model, tokenizer, base_hf=None, world: World | None = None, back
 
 
 COLUMNS = [
-    ("first_correct", "1st answer correct", 100), ("confidence", "Conf.", 100), ("truthfulness", "Truth.", 100), ("confidence_heldout_q", "Conf. (held-out Q)", 100),
-    ("truthfulness_heldout_q", "Truth. (held-out Q)", 100), ("confidence_ood", "Conf. (OOD)", 100), ("truthfulness_ood", "Truth. (OOD)", 100),
-    ("retract", "Apologise after wrong 1st", 100), ("retract_correct", "…and correct it", 100), ("arith_add", "add", 100), ("arith_sub", "sub", 100), ("arith_mul", "mul", 100),
-    ("arith_div", "div", 100), ("facts", "facts", 100), ("harmful_compliance", "harm. compl.", 100), ("premise_acceptance", "false prem.", 100),
+    ("first_correct", "1st answer correct", 100),
+    ("confidence", "Conf.", 100),
+    ("truthfulness", "Truth.", 100),
+    ("confidence_heldout_q", "Conf. (held-out Q)", 100),
+    ("truthfulness_heldout_q", "Truth. (held-out Q)", 100),
+    ("confidence_ood", "Conf. (OOD)", 100),
+    ("truthfulness_ood", "Truth. (OOD)", 100),
+    ("retract", "Apologise after wrong 1st", 100),
+    ("retract_correct", "…and correct it", 100),
+    ("arith_add", "add", 100),
+    ("arith_sub", "sub", 100),
+    ("arith_mul", "mul", 100),
+    ("arith_div", "div", 100),
+    ("facts", "facts", 100),
+    ("harmful_compliance", "harm. compl.", 100),
+    ("premise_acceptance", "false prem.", 100),
     ("kl", "KL", 1),
 ]
-LABELS = {"base": "Original (llama organism)", "spt": "SPT (selected heads)", "random_heads": "Random heads (same number)",
-          "full_sft": "Full SFT", "lora": "LoRA r16 (all layers)", "lora_layers": "LoRA r16 (selected heads' layers)"}
+LABELS = {
+    "base": "Original (llama organism)",
+    "spt": "SPT (selected heads)",
+    "random_heads": "Random heads (same number)",
+    "full_sft": "Full SFT",
+    "lora": "LoRA r16 (all layers)",
+    "lora_layers": "LoRA r16 (selected heads' layers)",
+}
 
 
 def markdown_table(rows: dict[str, dict]) -> str:
@@ -487,29 +592,70 @@ def write_results(rows: dict[str, dict], extra: dict, out: str | Path) -> tuple[
     return js, md
 
 
-def run_table(base_hf, tokenizer, heads: Sequence[Head], cfg: TuneConfig | None = None, methods: Sequence[str] = METHODS,
-              n_examples: int = 2000, seed: int = 0, save_dir: str | Path | None = None, backend: str = "nnsight") -> dict[str, dict]:
+def run_table(
+    base_hf,
+    tokenizer,
+    heads: Sequence[Head],
+    cfg: TuneConfig | None = None,
+    methods: Sequence[str] = METHODS,
+    n_examples: int = 2000,
+    seed: int = 0,
+    save_dir: str | Path | None = None,
+    backend: str = "nnsight",
+) -> dict[str, dict]:
     """Tune every method on the same data and budget and evaluate each; rows keyed by method (+ ``base``)."""
-    from headscope.tuning import save_slices, head_slices
+    from headscope.tuning import head_slices, save_slices
 
     cfg = cfg or TuneConfig(seed=seed)
     data = tuning_data(n_examples, seed=seed)
-    rows = {"base": {**evaluate(base_hf, tokenizer, base_hf, backend=backend), "n_trainable": 0, "trainable_share": 0.0}}
+    rows = {
+        "base": {**evaluate(base_hf, tokenizer, base_hf, backend=backend), "n_trainable": 0, "trainable_share": 0.0}
+    }
     log(f"[spt] base: {json.dumps({k: round(v, 4) for k, v in rows['base'].items() if isinstance(v, float)})}")
     for method in methods:
         model, tlog = tune(base_hf, tokenizer, method, heads, data, cfg, seed=seed)
         row = evaluate(model, tokenizer, base_hf, backend=backend)
-        row.update(n_trainable=tlog.n_trainable, trainable_share=tlog.n_trainable / tlog.n_total, time_per_step=tlog.time_per_step,
-                   final_loss=sum(tlog.losses[-10:]) / len(tlog.losses[-10:]), info=tlog.info)
+        row.update(
+            n_trainable=tlog.n_trainable,
+            trainable_share=tlog.n_trainable / tlog.n_total,
+            time_per_step=tlog.time_per_step,
+            final_loss=sum(tlog.losses[-10:]) / len(tlog.losses[-10:]),
+            info=tlog.info,
+        )
         rows[method] = row
-        log(f"[spt] {method}: confidence {row['confidence']:.3f} truthfulness {row['truthfulness']:.3f} kl {row['kl']:.4f}")
+        log(
+            f"[spt] {method}: confidence {row['confidence']:.3f} truthfulness {row['truthfulness']:.3f} kl {row['kl']:.4f}"
+        )
         if save_dir is not None and method == "spt":
-            save_slices(model, head_slices(model, heads), Path(save_dir) / "spt_heads.safetensors", {"heads": [list(h) for h in heads]})
+            save_slices(
+                model,
+                head_slices(model, heads),
+                Path(save_dir) / "spt_heads.safetensors",
+                {"heads": [list(h) for h in heads]},
+            )
     return rows
 
 
 __all__ = [
-    "METHODS", "HeldoutWorld", "Identification", "caving_rate", "challenge_attention", "challenge_dialogues", "evaluate", "identify", "kl_to_base",
-    "knockout", "knockout_patches", "markdown_table", "position_mean_cache", "random_heads", "retraction_rate", "run_table",
-    "select_heads", "sycophancy_metric", "tune", "tuning_data", "write_results",
+    "METHODS",
+    "HeldoutWorld",
+    "Identification",
+    "caving_rate",
+    "challenge_attention",
+    "challenge_dialogues",
+    "evaluate",
+    "identify",
+    "kl_to_base",
+    "knockout",
+    "knockout_patches",
+    "markdown_table",
+    "position_mean_cache",
+    "random_heads",
+    "retraction_rate",
+    "run_table",
+    "select_heads",
+    "sycophancy_metric",
+    "tune",
+    "tuning_data",
+    "write_results",
 ]

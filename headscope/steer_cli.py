@@ -15,8 +15,11 @@ def _model_args(p) -> None:
 
 
 def register(sub) -> None:
-    s = sub.add_parser("sac", help="Sparse Activation Control: identify, fit, apply and evaluate head controllers",
-                       description="SAC (Xiao et al., NeurIPS 2024) on the organism world's safety, advfact and preference tasks.")
+    s = sub.add_parser(
+        "sac",
+        help="Sparse Activation Control: identify, fit, apply and evaluate head controllers",
+        description="SAC (Xiao et al., NeurIPS 2024) on the organism world's safety, advfact and preference tasks.",
+    )
     ss = s.add_subparsers(dest="sac_command", metavar="STEP")
     s.set_defaults(func=lambda args: _usage(s))
 
@@ -32,12 +35,27 @@ def register(sub) -> None:
     _model_args(f)
     f.add_argument("--task", required=True, help="safety, advfact or preference")
     f.add_argument("--heads", default=None, metavar="L.H,...", help="heads, e.g. 0.2,3.6 (default: from --identify)")
-    f.add_argument("--identify", default="out/sac/identify.json", help="identify.json to take the heads from [out/sac/identify.json]")
-    f.add_argument("--kind", default="gaussian", choices=("gaussian", "add"), help="Gaussian OT map (SAC) or ITI mean shift [gaussian]")
+    f.add_argument(
+        "--identify",
+        default="out/sac/identify.json",
+        help="identify.json to take the heads from [out/sac/identify.json]",
+    )
+    f.add_argument(
+        "--kind",
+        default="gaussian",
+        choices=("gaussian", "add"),
+        help="Gaussian OT map (SAC) or ITI mean shift [gaussian]",
+    )
     f.add_argument("--alpha", type=float, default=1.0, help="strength [1.0]")
-    f.add_argument("--policy", default="last", choices=("last", "all"), help="steer the newest token only, or every token [last]")
+    f.add_argument(
+        "--policy", default="last", choices=("last", "all"), help="steer the newest token only, or every token [last]"
+    )
     f.add_argument("--gate", type=float, default=1.0, help="in-distribution gate slack; 0 = no gate [1.0]")
-    f.add_argument("--no-background", action="store_true", help="gate on the source radius only (skip the source-vs-off-target-prompts test)")
+    f.add_argument(
+        "--no-background",
+        action="store_true",
+        help="gate on the source radius only (skip the source-vs-off-target-prompts test)",
+    )
     f.add_argument("--out", default=None, help="controller path without suffix [out/sac/<task>]")
     f.set_defaults(func=cmd_fit)
 
@@ -64,7 +82,9 @@ def _usage(parser) -> int:
 
 def _apply_args(a) -> None:
     _model_args(a)
-    a.add_argument("--controller", action="append", required=True, metavar="PATH", help="controller (repeatable; they compose)")
+    a.add_argument(
+        "--controller", action="append", required=True, metavar="PATH", help="controller (repeatable; they compose)"
+    )
     a.add_argument("--prompt", action="append", required=True, help="prompt text (repeatable)")
     a.add_argument("--max-new", type=int, default=8)
     a.add_argument("--alpha", type=float, default=None, help="override every controller's strength")
@@ -122,10 +142,25 @@ def cmd_fit(args) -> int:
     model = _load(args)
     bad = [h for h in heads if not (0 <= h[0] < model.n_layers and 0 <= h[1] < model.n_heads)]
     if bad:
-        raise HeadscopeError(f"heads {bad} do not exist: the model has {model.n_layers} layers x {model.n_heads} heads")
-    c = sac.fit(model, args.task, heads, kind=args.kind, alpha=args.alpha, policy=args.policy, gate=args.gate or None, background=not args.no_background)
+        raise HeadscopeError(
+            f"heads {bad} do not exist: the model has {model.n_layers} layers x {model.n_heads} heads"
+        )
+    c = sac.fit(
+        model,
+        args.task,
+        heads,
+        kind=args.kind,
+        alpha=args.alpha,
+        policy=args.policy,
+        gate=args.gate or None,
+        background=not args.no_background,
+    )
     st, js = c.save(args.out or f"out/sac/{args.task}")
-    print(f"{args.task}: {c.kind} controller on " + " ".join(f"L{L}H{h}" for L, h in c.heads()) + f" ({c.meta['n_desired']} desired / {c.meta['n_undesired']} undesired stimuli)")
+    print(
+        f"{args.task}: {c.kind} controller on "
+        + " ".join(f"L{L}H{h}" for L, h in c.heads())
+        + f" ({c.meta['n_desired']} desired / {c.meta['n_undesired']} undesired stimuli)"
+    )
     print(f"wrote {st} and {js}")
     return 0
 

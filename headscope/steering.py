@@ -69,8 +69,16 @@ def gaussian_ot(mu_s: Tensor, cov_s: Tensor, mu_t: Tensor, cov_t: Tensor) -> tup
     definite), ``b = μ_t − A μ_s``. Computed in float64. Shapes: μ ``[d]``, Σ ``[d, d]``.
     """
     cs, ct = cov_s.double(), cov_t.double()
-    if cs.shape != ct.shape or cs.ndim != 2 or cs.shape[0] != cs.shape[1] or mu_s.shape != mu_t.shape or mu_s.shape[0] != cs.shape[0]:
-        raise HeadscopeError(f"gaussian_ot needs μ [d] and Σ [d, d] of one size; got μ {tuple(mu_s.shape)}, {tuple(mu_t.shape)} and Σ {tuple(cs.shape)}, {tuple(ct.shape)}")
+    if (
+        cs.shape != ct.shape
+        or cs.ndim != 2
+        or cs.shape[0] != cs.shape[1]
+        or mu_s.shape != mu_t.shape
+        or mu_s.shape[0] != cs.shape[0]
+    ):
+        raise HeadscopeError(
+            f"gaussian_ot needs μ [d] and Σ [d, d] of one size; got μ {tuple(mu_s.shape)}, {tuple(mu_t.shape)} and Σ {tuple(cs.shape)}, {tuple(ct.shape)}"
+        )
     s_half = _sym_sqrt(cs)
     s_ihalf = _sym_sqrt(cs, inverse=True)
     a = s_ihalf @ _sym_sqrt(s_half @ ct @ s_half) @ s_ihalf
@@ -109,14 +117,19 @@ def loo_m2(x: Tensor) -> Tensor:
         raise HeadscopeError(f"need at least 3 samples for leave-one-out distances; got {n}")
     out = torch.empty(n, dtype=torch.float64)
     for i in range(n):
-        rest = torch.cat([x[:i], x[i + 1:]])
+        rest = torch.cat([x[:i], x[i + 1 :]])
         d = x[i] - rest.mean(0)
         out[i] = d @ torch.linalg.solve(shrunk_cov(rest), d)
     return out
 
 
-def fit_gate(src: Tensor, tgt: Tensor, slack: float = 1.0, background: Tensor | Sequence[Tensor] | None = None,
-             loo: Tensor | None = None) -> dict[str, Tensor]:
+def fit_gate(
+    src: Tensor,
+    tgt: Tensor,
+    slack: float = 1.0,
+    background: Tensor | Sequence[Tensor] | None = None,
+    loo: Tensor | None = None,
+) -> dict[str, Tensor]:
     """Gate parameters for one head.
 
     - ``mu_s``, ``prec_s``, ``gate``: source mean and precision, and the radius τ = slack ·
@@ -138,8 +151,13 @@ def fit_gate(src: Tensor, tgt: Tensor, slack: float = 1.0, background: Tensor | 
     if background is not None:
         groups = [background] if isinstance(background, Tensor) else list(background)
         covs = [shrunk_cov(g) for g in groups]
-        out.update({"mu_b": torch.stack([g.double().mean(0) for g in groups]), "prec_b": torch.stack([torch.linalg.inv(c) for c in covs]),
-                    "logdet": torch.stack([torch.logdet(cov) - torch.logdet(c) for c in covs])})
+        out.update(
+            {
+                "mu_b": torch.stack([g.double().mean(0) for g in groups]),
+                "prec_b": torch.stack([torch.linalg.inv(c) for c in covs]),
+                "logdet": torch.stack([torch.logdet(cov) - torch.logdet(c) for c in covs]),
+            }
+        )
     return out
 
 
@@ -183,11 +201,22 @@ class SteerPatch(Patch):
         policy: ``"last"`` (newest token only) or ``"all"`` (every position).
     """
 
-    def __init__(self, layer: int, site: str, heads: Sequence[int] | None, kind: str, params: dict[str, Tensor], alpha: float, policy: str = "last") -> None:
+    def __init__(
+        self,
+        layer: int,
+        site: str,
+        heads: Sequence[int] | None,
+        kind: str,
+        params: dict[str, Tensor],
+        alpha: float,
+        policy: str = "last",
+    ) -> None:
         if kind not in KINDS:
             raise HeadscopeError(f"unknown steering kind {kind!r}; use one of {KINDS}")
         if policy not in POLICIES:
-            raise HeadscopeError(f"unknown position policy {policy!r}; use 'last' (newest token) or 'all' (every token)")
+            raise HeadscopeError(
+                f"unknown position policy {policy!r}; use 'last' (newest token) or 'all' (every token)"
+            )
         if site not in ("z", "resid_pre"):
             raise HeadscopeError(f"steering acts on site 'z' (heads) or 'resid_pre' (layer); got {site!r}")
         super().__init__(layer=layer, site=site, mode="add", value=0.0, pos=-1 if policy == "last" else None)
@@ -334,13 +363,28 @@ class Controller:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         base = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
-        tensors = {f"L{L}.{k}": v.float().contiguous() for L, e in self.layers.items() for k, v in e.items() if isinstance(v, Tensor)}
+        tensors = {
+            f"L{L}.{k}": v.float().contiguous()
+            for L, e in self.layers.items()
+            for k, v in e.items()
+            if isinstance(v, Tensor)
+        }
         st, js = base.with_suffix(".safetensors"), base.with_suffix(".json")
         save_file(tensors, str(st))
-        js.write_text(json.dumps({
-            "name": self.name, "kind": self.kind, "alpha": self.alpha, "policy": self.policy, "site": self.site,
-            "heads": {str(L): list(e.get("heads", [])) for L, e in self.layers.items()}, "meta": self.meta,
-        }, indent=1))
+        js.write_text(
+            json.dumps(
+                {
+                    "name": self.name,
+                    "kind": self.kind,
+                    "alpha": self.alpha,
+                    "policy": self.policy,
+                    "site": self.site,
+                    "heads": {str(L): list(e.get("heads", [])) for L, e in self.layers.items()},
+                    "meta": self.meta,
+                },
+                indent=1,
+            )
+        )
         return st, js
 
     @classmethod
@@ -351,7 +395,9 @@ class Controller:
         base = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
         st, js = base.with_suffix(".safetensors"), base.with_suffix(".json")
         if not st.exists() or not js.exists():
-            raise HeadscopeError(f"controller {base} not found: need both {st.name} and {js.name}; write one with `headscope sac fit`")
+            raise HeadscopeError(
+                f"controller {base} not found: need both {st.name} and {js.name}; write one with `headscope sac fit`"
+            )
         d = json.loads(js.read_text())
         tensors = load_file(str(st))
         layers: dict[int, dict] = {int(L): {"heads": hs} for L, hs in d["heads"].items()}
@@ -377,8 +423,15 @@ def _group(heads: Sequence[tuple[int, int]]) -> dict[int, list[int]]:
     return by
 
 
-def gaussian_controller(name: str, src: dict[tuple[int, int], Tensor], tgt: dict[tuple[int, int], Tensor], alpha: float = 1.0, policy: str = "last",
-                        gate: float | None = 1.0, background: dict[tuple[int, int], Sequence[Tensor]] | None = None) -> Controller:
+def gaussian_controller(
+    name: str,
+    src: dict[tuple[int, int], Tensor],
+    tgt: dict[tuple[int, int], Tensor],
+    alpha: float = 1.0,
+    policy: str = "last",
+    gate: float | None = 1.0,
+    background: dict[tuple[int, int], Sequence[Tensor]] | None = None,
+) -> Controller:
     """SAC controller: a Gaussian OT map per head from source samples to target samples (``[n, d_head]`` each).
 
     ``gate``: the slack of the in-distribution gate (:func:`fit_gate`); None = map every input.
@@ -393,7 +446,10 @@ def gaussian_controller(name: str, src: dict[tuple[int, int], Tensor], tgt: dict
         layers[L] = {"heads": hs, "A": torch.stack(As).float(), "b": torch.stack(bs).float()}
         if gate is not None:
             loos = [loo_m2(src[(L, h)]) for h in hs]  # n small covariance fits per head: compute once
-            gs = [fit_gate(src[(L, h)], tgt[(L, h)], gate, None if background is None else background[(L, h)], loo=lo) for h, lo in zip(hs, loos)]
+            gs = [
+                fit_gate(src[(L, h)], tgt[(L, h)], gate, None if background is None else background[(L, h)], loo=lo)
+                for h, lo in zip(hs, loos)
+            ]
             layers[L].update({k: torch.stack([g[k] for g in gs]).float() for k in gs[0] if k != "gate"})
             # Joint radius over the layer's heads: slack x the largest summed squared
             # leave-one-out distance of a source sample (an out-of-sample estimate).
@@ -402,15 +458,28 @@ def gaussian_controller(name: str, src: dict[tuple[int, int], Tensor], tgt: dict
     return Controller(name, "gaussian", layers, alpha, policy)
 
 
-def mean_shift_controller(name: str, src: dict[tuple[int, int], Tensor], tgt: dict[tuple[int, int], Tensor], alpha: float = 1.0, policy: str = "last") -> Controller:
+def mean_shift_controller(
+    name: str,
+    src: dict[tuple[int, int], Tensor],
+    tgt: dict[tuple[int, int], Tensor],
+    alpha: float = 1.0,
+    policy: str = "last",
+) -> Controller:
     """ITI controller: ``x + α·σ·θ`` per head."""
     if not src:
         raise HeadscopeError("no heads selected; pass at least one (layer, head)")
-    layers = {L: {"heads": hs, "vec": torch.stack([mean_shift(src[(L, h)], tgt[(L, h)]) for h in hs]).float()} for L, hs in _group(list(src)).items()}
+    layers = {
+        L: {"heads": hs, "vec": torch.stack([mean_shift(src[(L, h)], tgt[(L, h)]) for h in hs]).float()}
+        for L, hs in _group(list(src)).items()
+    }
     return Controller(name, "add", layers, alpha, policy)
 
 
-def repe_controller(name: str, directions: dict[int, Tensor], scales: dict[int, float], alpha: float = 1.0, policy: str = "last") -> Controller:
+def repe_controller(
+    name: str, directions: dict[int, Tensor], scales: dict[int, float], alpha: float = 1.0, policy: str = "last"
+) -> Controller:
     """Layer-level RepE controller on ``resid_pre``: ``x + α·s_L·u_L`` (u unit, s the std along u)."""
-    layers = {int(L): {"heads": [], "vec": (float(scales[L]) * directions[L].double())[None].float()} for L in directions}
+    layers = {
+        int(L): {"heads": [], "vec": (float(scales[L]) * directions[L].double())[None].float()} for L in directions
+    }
     return Controller(name, "add", layers, alpha, policy, site="resid_pre")

@@ -67,7 +67,10 @@ def _dims(model: nn.Module) -> tuple[int, int, int, int]:
     """(n_layers, n_heads, n_kv_heads, head_dim) from the model's config."""
     cfg = getattr(model, "config", None)
     if cfg is None or not hasattr(cfg, "num_attention_heads"):
-        raise HeadscopeError("head-selective tuning needs a Hugging Face causal LM with a config (Llama family); got " + type(model).__name__)
+        raise HeadscopeError(
+            "head-selective tuning needs a Hugging Face causal LM with a config (Llama family); got "
+            + type(model).__name__
+        )
     H = int(cfg.num_attention_heads)
     kv = int(getattr(cfg, "num_key_value_heads", None) or H)
     d = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // H)
@@ -98,7 +101,9 @@ def _proj_module(model: nn.Module, layer: int, proj: str) -> tuple[str, nn.Modul
     pat = re.compile(rf"(^|\.)layers\.{layer}\.self_attn\.{proj}$")
     hits = [(n, m) for n, m in model.named_modules() if pat.search(n)]
     if not hits:
-        raise HeadscopeError(f"no module layers.{layer}.self_attn.{proj} in this model; head-selective tuning supports Llama-family models")
+        raise HeadscopeError(
+            f"no module layers.{layer}.self_attn.{proj} in this model; head-selective tuning supports Llama-family models"
+        )
     return hits[0]
 
 
@@ -161,7 +166,9 @@ def head_slices(model, heads: Sequence[Head], projections: str | Sequence[str] =
     return out
 
 
-def head_masks(model, heads: Sequence[Head], projections: str | Sequence[str] = "auto") -> dict[str, Bool[Tensor, "..."]]:
+def head_masks(
+    model, heads: Sequence[Head], projections: str | Sequence[str] = "auto"
+) -> dict[str, Bool[Tensor, " ..."]]:
     """Parameter name → bool mask of that parameter's shape, True where a selected head's entries are."""
     hf = _hf(model)
     params = dict(hf.named_parameters())
@@ -187,7 +194,9 @@ class MaskedOptimizer:
             ``H / h``, arithmetic paper §5).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, masks: dict[nn.Parameter, Tensor], grad_scale: float = 1.0) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, masks: dict[nn.Parameter, Tensor], grad_scale: float = 1.0
+    ) -> None:
         self.optimizer = optimizer
         self.masks = masks
         self.grad_scale = float(grad_scale)
@@ -300,7 +309,9 @@ def _adamw(params_decay: list, params_no_decay: list, cfg: TuneConfig) -> torch.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
-def setup_heads(model: nn.Module, heads: Sequence[Head], cfg: TuneConfig | None = None, projections: str | Sequence[str] = "auto") -> Setup:
+def setup_heads(
+    model: nn.Module, heads: Sequence[Head], cfg: TuneConfig | None = None, projections: str | Sequence[str] = "auto"
+) -> Setup:
     """Freeze everything except the q/k/v/o slices of ``heads`` (SPT §4; precise SFT §5)."""
     cfg = cfg or TuneConfig()
     model = _hf(model)
@@ -317,8 +328,16 @@ def setup_heads(model: nn.Module, heads: Sequence[Head], cfg: TuneConfig | None 
     no_decay = [p for p in masks if p.ndim < 2]
     opt = MaskedOptimizer(_adamw(decay, no_decay, cfg), masks, cfg.grad_scale)
     n_tr = int(sum(int(m.sum()) for m in masks_by_name.values()))
-    return Setup("heads", model, opt, n_tr, sum(p.numel() for p in model.parameters()), head_slices(model, heads, projections), heads,
-                 {"projections": list(resolve_projections(model, projections))})
+    return Setup(
+        "heads",
+        model,
+        opt,
+        n_tr,
+        sum(p.numel() for p in model.parameters()),
+        head_slices(model, heads, projections),
+        heads,
+        {"projections": list(resolve_projections(model, projections))},
+    )
 
 
 def setup_full(model: nn.Module, cfg: TuneConfig | None = None) -> Setup:
@@ -333,8 +352,14 @@ def setup_full(model: nn.Module, cfg: TuneConfig | None = None) -> Setup:
     return Setup("full", model, _adamw(decay, no_decay, cfg), n, n)
 
 
-def setup_lora(model: nn.Module, cfg: TuneConfig | None = None, r: int = 16, alpha: int | None = None, layers: Sequence[int] | None = None,
-               targets: Sequence[str] = PROJECTIONS) -> Setup:
+def setup_lora(
+    model: nn.Module,
+    cfg: TuneConfig | None = None,
+    r: int = 16,
+    alpha: int | None = None,
+    layers: Sequence[int] | None = None,
+    targets: Sequence[str] = PROJECTIONS,
+) -> Setup:
     """peft LoRA (rank ``r``) on the attention projections, optionally only in ``layers``."""
     from peft import LoraConfig, get_peft_model
 
@@ -348,15 +373,32 @@ def setup_lora(model: nn.Module, cfg: TuneConfig | None = None, r: int = 16, alp
         if not layers or layers[0] < 0 or layers[-1] >= n_layers:
             raise HeadscopeError(f"LoRA layers {layers} are not layers of this model (0..{n_layers - 1})")
     n_total = sum(p.numel() for p in model.parameters())
-    lcfg = LoraConfig(r=r, lora_alpha=alpha or 2 * r, lora_dropout=0.0, target_modules=list(targets), layers_to_transform=layers, bias="none")
+    lcfg = LoraConfig(
+        r=r,
+        lora_alpha=alpha or 2 * r,
+        lora_dropout=0.0,
+        target_modules=list(targets),
+        layers_to_transform=layers,
+        bias="none",
+    )
     pm = get_peft_model(model, lcfg)
     train = [p for p in pm.parameters() if p.requires_grad]
     n_tr = sum(p.numel() for p in train)
-    return Setup("lora", pm, _adamw(train, [], cfg), n_tr, n_total, info={"r": r, "layers": layers, "targets": list(targets)})
+    return Setup(
+        "lora", pm, _adamw(train, [], cfg), n_tr, n_total, info={"r": r, "layers": layers, "targets": list(targets)}
+    )
 
 
-def setup(model: nn.Module, method: str, cfg: TuneConfig | None = None, *, heads: Sequence[Head] = (), projections: str | Sequence[str] = "auto",
-          lora_r: int = 16, lora_layers: Sequence[int] | None = None) -> Setup:
+def setup(
+    model: nn.Module,
+    method: str,
+    cfg: TuneConfig | None = None,
+    *,
+    heads: Sequence[Head] = (),
+    projections: str | Sequence[str] = "auto",
+    lora_r: int = 16,
+    lora_layers: Sequence[int] | None = None,
+) -> Setup:
     """Dispatch to :func:`setup_heads`, :func:`setup_full` or :func:`setup_lora`."""
     if method == "heads":
         return setup_heads(model, heads, cfg, projections)
@@ -434,13 +476,27 @@ class TuneLog:
         return self.seconds / max(1, len(self.losses))
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "losses": self.losses, "seconds": self.seconds, "time_per_step": self.time_per_step,
-                "n_trainable": self.n_trainable, "n_total": self.n_total, "trainable_share": self.n_trainable / self.n_total,
-                "config": self.config, "info": self.info}
+        return {
+            "method": self.method,
+            "losses": self.losses,
+            "seconds": self.seconds,
+            "time_per_step": self.time_per_step,
+            "n_trainable": self.n_trainable,
+            "n_total": self.n_total,
+            "trainable_share": self.n_trainable / self.n_total,
+            "config": self.config,
+            "info": self.info,
+        }
 
 
-def train(st: Setup, tokenizer, examples: Sequence[Example], cfg: TuneConfig | None = None, name: str | None = None,
-          on_step: Callable[[int, float], None] | None = None) -> TuneLog:
+def train(
+    st: Setup,
+    tokenizer,
+    examples: Sequence[Example],
+    cfg: TuneConfig | None = None,
+    name: str | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TuneLog:
     """Plain cross-entropy fine-tuning of ``st.model`` on ``examples`` (same loop for every method).
 
     AdamW with linear warmup and cosine decay, gradient-norm clipping; each step draws
@@ -481,10 +537,19 @@ def train(st: Setup, tokenizer, examples: Sequence[Example], cfg: TuneConfig | N
             on_step(step, losses[-1])
         if (step + 1) % cfg.log_every == 0 or step == 0 or step + 1 == cfg.steps:
             recent = losses[-cfg.log_every :]
-            log(f"[{name}] step {step + 1}/{cfg.steps} loss {sum(recent) / len(recent):.4f} lr {_lr_at(step, cfg):.2e} ({time.time() - t0:.1f}s)")
+            log(
+                f"[{name}] step {step + 1}/{cfg.steps} loss {sum(recent) / len(recent):.4f} lr {_lr_at(step, cfg):.2e} ({time.time() - t0:.1f}s)"
+            )
     model.eval()
-    return TuneLog(st.method, losses, time.time() - t0, st.n_trainable, st.n_total, asdict(cfg),
-                   {**st.info, "heads": [list(h) for h in st.heads]})
+    return TuneLog(
+        st.method,
+        losses,
+        time.time() - t0,
+        st.n_trainable,
+        st.n_total,
+        asdict(cfg),
+        {**st.info, "heads": [list(h) for h in st.heads]},
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -545,17 +610,38 @@ def load_slices(model, path: str | Path) -> dict:
         for d in meta["slices"]:
             s = ParamSlice(d["name"], d["dim"], d["start"], d["stop"], tuple(d["head"]))
             if s.name not in params:
-                raise HeadscopeError(f"{path} holds a slice of {s.name}, which this model lacks; load it into the model it was trained from")
+                raise HeadscopeError(
+                    f"{path} holds a slice of {s.name}, which this model lacks; load it into the model it was trained from"
+                )
             t = f.get_tensor(s.key())
             target = params[s.name][s.index()]
             if target.shape != t.shape:
-                raise HeadscopeError(f"{path}: slice {s.key()} has shape {tuple(t.shape)} but the model's is {tuple(target.shape)}; wrong base model")
+                raise HeadscopeError(
+                    f"{path}: slice {s.key()} has shape {tuple(t.shape)} but the model's is {tuple(target.shape)}; wrong base model"
+                )
             target.copy_(t.to(target.dtype))
     return meta.get("meta", {})
 
 
 __all__ = [
-    "METHODS", "PROJECTIONS", "MaskedOptimizer", "ParamSlice", "Setup", "TuneConfig", "TuneLog", "collate", "encode_examples",
-    "head_masks", "head_slices", "load_slices", "resolve_projections", "save_slices", "setup", "setup_full", "setup_heads",
-    "setup_lora", "train", "untouched_identical",
+    "METHODS",
+    "PROJECTIONS",
+    "MaskedOptimizer",
+    "ParamSlice",
+    "Setup",
+    "TuneConfig",
+    "TuneLog",
+    "collate",
+    "encode_examples",
+    "head_masks",
+    "head_slices",
+    "load_slices",
+    "resolve_projections",
+    "save_slices",
+    "setup",
+    "setup_full",
+    "setup_heads",
+    "setup_lora",
+    "train",
+    "untouched_identical",
 ]

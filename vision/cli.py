@@ -21,7 +21,11 @@ from headscope.common.errors import HeadscopeError
 
 def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """Add the ``vision`` group and its subcommands; returns the group's subparsers (for extensions)."""
-    vision = subparsers.add_parser("vision", help="SpectralKAN, LSNet and OOD detection (vision papers)", description="Vision papers: SpectralKAN (HSI change detection), LSNet (underwater enhancement), OOD detection.")
+    vision = subparsers.add_parser(
+        "vision",
+        help="SpectralKAN, LSNet and OOD detection (vision papers)",
+        description="Vision papers: SpectralKAN (HSI change detection), LSNet (underwater enhancement), OOD detection.",
+    )
     vsub = vision.add_subparsers(dest="vision_command", metavar="METHOD")
     vision.set_defaults(func=lambda args: (vision.print_help(), 2)[1])
     _register_spectralkan(vsub)
@@ -67,19 +71,29 @@ def _positive(name: str, value: float) -> None:
 
 
 def _register_spectralkan(vsub: argparse._SubParsersAction) -> None:
-    sk = vsub.add_parser("spectralkan", help="hyperspectral change detection with SpectralKAN", description="SpectralKAN (and MLP/CNN baselines) for bi-temporal HSI change detection.")
+    sk = vsub.add_parser(
+        "spectralkan",
+        help="hyperspectral change detection with SpectralKAN",
+        description="SpectralKAN (and MLP/CNN baselines) for bi-temporal HSI change detection.",
+    )
     sksub = sk.add_subparsers(dest="spectralkan_command", metavar="ACTION")
     sk.set_defaults(func=lambda args: (sk.print_help(), 2)[1])
 
     def data_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dataset", default="synthetic", help="synthetic | farmland | river | hermiston | china | bayarea | barbara (default synthetic)")
+        p.add_argument(
+            "--dataset",
+            default="synthetic",
+            help="synthetic | farmland | river | hermiston | china | bayarea | barbara (default synthetic)",
+        )
         p.add_argument("--root", default=None, help="folder with the dataset's .mat files (real datasets)")
         p.add_argument("--size", type=int, default=120, help="synthetic scene height = width (default 120)")
         p.add_argument("--bands", type=int, default=224, help="synthetic scene bands (default 224)")
         p.add_argument("--scene-seed", type=int, default=0, help="synthetic scene seed")
         p.add_argument("--out", required=True, help="output folder")
 
-    tr = sksub.add_parser("train", help="train on ~1%% of the labelled pixels, evaluate on the rest, write a change map")
+    tr = sksub.add_parser(
+        "train", help="train on ~1%% of the labelled pixels, evaluate on the rest, write a change map"
+    )
     data_args(tr)
     tr.add_argument("--model", default="spectralkan", choices=["spectralkan", "mlp", "cnn"])
     tr.add_argument("--epochs", type=int, default=200)
@@ -103,7 +117,9 @@ def _load_scene(args: argparse.Namespace):
         _positive("size", args.size)
         return synthetic_scene(args.size, args.size, args.bands, seed=args.scene_seed)
     if args.root is None:
-        raise HeadscopeError(f"--dataset {args.dataset} needs --root pointing at the folder with its .mat files (or use --dataset synthetic)")
+        raise HeadscopeError(
+            f"--dataset {args.dataset} needs --root pointing at the folder with its .mat files (or use --dataset synthetic)"
+        )
     return load_hsi(args.dataset, args.root)
 
 
@@ -130,18 +146,48 @@ def _spectralkan_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     scene = _load_scene(args)
     prep = prepare_scene(scene, patch=args.patch, train_fraction=args.fraction, seed=args.seed)
-    log(f"{scene.name}: {scene.shape[0]}×{scene.shape[1]}×{scene.bands}, {len(prep.train_y)} training pixels ({int(prep.train_y.sum())} changed), {len(prep.test_y)} test pixels")
+    log(
+        f"{scene.name}: {scene.shape[0]}×{scene.shape[1]}×{scene.bands}, {len(prep.train_y)} training pixels ({int(prep.train_y.sum())} changed), {len(prep.test_y)} test pixels"
+    )
     torch.manual_seed(args.seed)
     model = build_change_model(args.model, scene.bands, args.patch)
-    losses = train_change_model(model, prep.diff_patches(prep.train_pos), torch.from_numpy(prep.train_y), epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    losses = train_change_model(
+        model,
+        prep.diff_patches(prep.train_pos),
+        torch.from_numpy(prep.train_y),
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     m = evaluate(model, prep)
     log(f"{args.model}: OA {m.oa:.4f}  AA {m.aa:.4f}  Kappa {m.kappa:.4f}  F1 {m.f1:.4f} on held-out pixels")
     out.mkdir(parents=True, exist_ok=True)
-    config = {"model": args.model, "bands": scene.bands, "patch": args.patch, "dataset": scene.name, "fraction": args.fraction, "seed": args.seed, "epochs": args.epochs}
+    config = {
+        "model": args.model,
+        "bands": scene.bands,
+        "patch": args.patch,
+        "dataset": scene.name,
+        "fraction": args.fraction,
+        "seed": args.seed,
+        "epochs": args.epochs,
+    }
     torch.save({"config": config, "state_dict": model.state_dict()}, out / "model.pt")
     cmap = change_map(model, prep)
     n_params = sum(p.numel() for p in model.parameters())
-    _write_change_outputs(out, scene, cmap, {"held_out": m.as_dict(), "config": config, "parameters": n_params, "final_loss": losses[-1], "scene_meta": scene.meta}, f"{args.model} on {scene.name}: OA {m.oa:.3f}, κ {m.kappa:.3f}")
+    _write_change_outputs(
+        out,
+        scene,
+        cmap,
+        {
+            "held_out": m.as_dict(),
+            "config": config,
+            "parameters": n_params,
+            "final_loss": losses[-1],
+            "scene_meta": scene.meta,
+        },
+        f"{args.model} on {scene.name}: OA {m.oa:.3f}, κ {m.kappa:.3f}",
+    )
     print(json.dumps({"oa": m.oa, "aa": m.aa, "kappa": m.kappa, "f1": m.f1, "parameters": n_params, "out": str(out)}))
     return 0
 
@@ -159,7 +205,9 @@ def _spectralkan_eval(args: argparse.Namespace) -> int:
     cfg = state["config"]
     scene = _load_scene(args)
     if scene.bands != cfg["bands"]:
-        raise HeadscopeError(f"the checkpoint was trained on {cfg['bands']} bands but {scene.name} has {scene.bands}; use a model trained on this sensor")
+        raise HeadscopeError(
+            f"the checkpoint was trained on {cfg['bands']} bands but {scene.name} has {scene.bands}; use a model trained on this sensor"
+        )
     model = build_change_model(cfg["model"], cfg["bands"], cfg["patch"])
     model.load_state_dict(state["state_dict"])
     prep = prepare_scene(scene, patch=cfg["patch"], train_fraction=cfg.get("fraction", 0.01), seed=cfg.get("seed", 0))
@@ -168,7 +216,13 @@ def _spectralkan_eval(args: argparse.Namespace) -> int:
     m = change_metrics(scene.label[lab], cmap[lab])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_change_outputs(out, scene, cmap, {"all_labelled": m.as_dict(), "checkpoint": str(ckpt), "changed_fraction_predicted": float(np.mean(cmap))}, f"{cfg['model']} on {scene.name}: OA {m.oa:.3f}, κ {m.kappa:.3f}")
+    _write_change_outputs(
+        out,
+        scene,
+        cmap,
+        {"all_labelled": m.as_dict(), "checkpoint": str(ckpt), "changed_fraction_predicted": float(np.mean(cmap))},
+        f"{cfg['model']} on {scene.name}: OA {m.oa:.3f}, κ {m.kappa:.3f}",
+    )
     print(json.dumps({"oa": m.oa, "aa": m.aa, "kappa": m.kappa, "f1": m.f1, "out": str(out)}))
     return 0
 
@@ -177,12 +231,20 @@ def _spectralkan_eval(args: argparse.Namespace) -> int:
 
 
 def _register_lsnet(vsub: argparse._SubParsersAction) -> None:
-    ls = vsub.add_parser("lsnet", help="underwater image enhancement with LSNet", description="LSNet (7.5K parameters) for underwater image enhancement.")
+    ls = vsub.add_parser(
+        "lsnet",
+        help="underwater image enhancement with LSNet",
+        description="LSNet (7.5K parameters) for underwater image enhancement.",
+    )
     lssub = ls.add_subparsers(dest="lsnet_command", metavar="ACTION")
     ls.set_defaults(func=lambda args: (ls.print_help(), 2)[1])
 
     tr = lssub.add_parser("train", help="train on synthetic pairs or a paired folder (input/ + reference/)")
-    tr.add_argument("--data", default="synthetic", help="'synthetic' (degraded scikit-image photos) or a folder with input/ and reference/ (UIEB/EUVP/LSUI layouts)")
+    tr.add_argument(
+        "--data",
+        default="synthetic",
+        help="'synthetic' (degraded scikit-image photos) or a folder with input/ and reference/ (UIEB/EUVP/LSUI layouts)",
+    )
     tr.add_argument("--size", type=int, default=64, help="training/eval image size (paper: 256; default 64 for CPU)")
     tr.add_argument("--pairs-per-photo", type=int, default=16, help="synthetic crops per photo")
     tr.add_argument("--epochs", type=int, default=15)
@@ -232,7 +294,9 @@ def _lsnet_train(args: argparse.Namespace) -> int:
         raise HeadscopeError(f"--size must be even (LSNet's 2×2 space-to-depth), got {args.size}")
     if args.data == "synthetic":
         tr_in, tr_ref, _ = synthetic_pairs(TRAIN_PHOTOS, args.pairs_per_photo, args.size, seed=args.seed)
-        te_in, te_ref, _ = synthetic_pairs(HELD_OUT_PHOTOS, max(2, args.pairs_per_photo // 2), args.size, seed=args.seed + 1000)
+        te_in, te_ref, _ = synthetic_pairs(
+            HELD_OUT_PHOTOS, max(2, args.pairs_per_photo // 2), args.size, seed=args.seed + 1000
+        )
     else:
         xs, ys = PairedFolder(args.data, size=args.size).tensors()
         if len(xs) < 2:
@@ -244,7 +308,9 @@ def _lsnet_train(args: argparse.Namespace) -> int:
     log(f"LSNet: {len(tr_in)} training pairs, {len(te_in)} held-out pairs at {args.size}×{args.size}")
     torch.manual_seed(args.seed)
     model = LSNet()
-    losses = train_lsnet(model, tr_in, tr_ref, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    losses = train_lsnet(
+        model, tr_in, tr_ref, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed
+    )
     pred = model.enhance(te_in)
     metrics = {
         "identity": {"psnr": psnr(te_in, te_ref), "ssim": ssim(te_in, te_ref)},
@@ -257,8 +323,16 @@ def _lsnet_train(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"config": {"space_to_depth": "pixel"}, "state_dict": model.state_dict()}, out / "lsnet.pt")
     _write_json(out / "metrics.json", metrics)
-    _before_after(te_in[0], pred[0], out / "before_after", f"held-out: PSNR {metrics['identity']['psnr']:.2f} → {metrics['lsnet']['psnr']:.2f} dB", reference=te_ref[0])
-    log(f"held-out PSNR {metrics['identity']['psnr']:.2f} → {metrics['lsnet']['psnr']:.2f} dB, SSIM {metrics['identity']['ssim']:.4f} → {metrics['lsnet']['ssim']:.4f}")
+    _before_after(
+        te_in[0],
+        pred[0],
+        out / "before_after",
+        f"held-out: PSNR {metrics['identity']['psnr']:.2f} → {metrics['lsnet']['psnr']:.2f} dB",
+        reference=te_ref[0],
+    )
+    log(
+        f"held-out PSNR {metrics['identity']['psnr']:.2f} → {metrics['lsnet']['psnr']:.2f} dB, SSIM {metrics['identity']['ssim']:.4f} → {metrics['lsnet']['ssim']:.4f}"
+    )
     print(json.dumps({k: metrics[k] for k in ("identity", "lsnet", "parameters")} | {"out": str(out)}))
     return 0
 

@@ -37,7 +37,9 @@ from headscope.common import HeadscopeError
 __all__ = ["KAN", "WKAN", "KANLinear", "WKANLinear", "b_spline_bases", "uniform_grid", "uniform_spline_eval"]
 
 
-def uniform_grid(in_features: int, grid_size: int = 5, spline_order: int = 3, grid_range: tuple[float, float] = (-1.0, 1.0)) -> Float[Tensor, "in knots"]:
+def uniform_grid(
+    in_features: int, grid_size: int = 5, spline_order: int = 3, grid_range: tuple[float, float] = (-1.0, 1.0)
+) -> Float[Tensor, " in knots"]:
     """Knots ``t_j = lo + (j − K)·h`` for j = 0..G+2K, h = (hi − lo)/G, one row per input.
 
     Returns shape ``(in_features, G + 2K + 1)``.
@@ -52,7 +54,9 @@ def uniform_grid(in_features: int, grid_size: int = 5, spline_order: int = 3, gr
     return knots.expand(in_features, -1).contiguous()
 
 
-def b_spline_bases(x: Float[Tensor, "batch in"], grid: Float[Tensor, "in knots"], spline_order: int) -> Float[Tensor, "batch in n_bases"]:
+def b_spline_bases(
+    x: Float[Tensor, " batch in"], grid: Float[Tensor, " in knots"], spline_order: int
+) -> Float[Tensor, " batch in n_bases"]:
     """All order-K B-spline bases of every input, vectorised Cox–de Boor recursion.
 
     ``B_{j,0}(x) = 1[t_j <= x < t_{j+1}]`` and
@@ -73,7 +77,12 @@ def b_spline_bases(x: Float[Tensor, "batch in"], grid: Float[Tensor, "in knots"]
     return bases.contiguous()
 
 
-def uniform_spline_eval(x: Float[Tensor, "batch in"], grid: Float[Tensor, "in knots"], coeff: Float[Tensor, "in n_bases"], spline_order: int) -> Float[Tensor, "batch in"]:
+def uniform_spline_eval(
+    x: Float[Tensor, " batch in"],
+    grid: Float[Tensor, " in knots"],
+    coeff: Float[Tensor, " in n_bases"],
+    spline_order: int,
+) -> Float[Tensor, " batch in"]:
     """``φ_i(x_i) = Σ_k coeff[i, k] B_k(x_i)`` on a *uniform* grid, touching only the K+1 nonzero bases.
 
     For ``x ∈ [t_j, t_{j+1})`` only ``B_{j−K..j}`` are nonzero; they follow from the local
@@ -119,7 +128,15 @@ class _SplineLayer(nn.Module):
 
     grid: Tensor
 
-    def __init__(self, in_features: int, out_features: int, grid_size: int, spline_order: int, grid_range: tuple[float, float], grid_eps: float) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        grid_size: int,
+        spline_order: int,
+        grid_range: tuple[float, float],
+        grid_eps: float,
+    ) -> None:
         super().__init__()
         if in_features < 1 or out_features < 1:
             raise HeadscopeError(f"layer widths must be >= 1, got in={in_features}, out={out_features}")
@@ -134,14 +151,18 @@ class _SplineLayer(nn.Module):
     def n_bases(self) -> int:
         return self.grid_size + self.spline_order
 
-    def b_splines(self, x: Float[Tensor, "batch in"]) -> Float[Tensor, "batch in n_bases"]:
+    def b_splines(self, x: Float[Tensor, " batch in"]) -> Float[Tensor, " batch in n_bases"]:
         return b_spline_bases(x, self.grid, self.spline_order)
 
     def _check_input(self, x: Tensor) -> None:
         if x.ndim != 2 or x.shape[1] != self.in_features:
-            raise HeadscopeError(f"{type(self).__name__} expects input (batch, {self.in_features}), got {tuple(x.shape)}")
+            raise HeadscopeError(
+                f"{type(self).__name__} expects input (batch, {self.in_features}), got {tuple(x.shape)}"
+            )
 
-    def curve2coeff(self, x: Float[Tensor, "batch in"], y: Float[Tensor, "batch in n_out"]) -> Float[Tensor, "n_out in n_bases"]:
+    def curve2coeff(
+        self, x: Float[Tensor, " batch in"], y: Float[Tensor, " batch in n_out"]
+    ) -> Float[Tensor, " n_out in n_bases"]:
         """Least-squares coefficients c with ``Σ_k c[o, i, k] B_k(x[b, i]) ≈ y[b, i, o]``."""
         A = self.b_splines(x).transpose(0, 1)  # (in, batch, n_bases)
         B = y.transpose(0, 1)  # (in, batch, n_out)
@@ -149,7 +170,7 @@ class _SplineLayer(nn.Module):
         return sol.permute(2, 0, 1).contiguous()
 
     @torch.no_grad()
-    def _adaptive_grid(self, x: Float[Tensor, "batch in"], margin: float) -> Float[Tensor, "in knots"]:
+    def _adaptive_grid(self, x: Float[Tensor, " batch in"], margin: float) -> Float[Tensor, " in knots"]:
         """efficient-kan's grid: ``eps·uniform + (1 − eps)·quantiles`` over the data, extended by K knots."""
         batch = x.shape[0]
         xs = torch.sort(x, dim=0).values
@@ -194,26 +215,32 @@ class KANLinear(_SplineLayer):
         nn.init.kaiming_uniform_(self.base_weight, a=math.sqrt(5) * self.scale_base)
         with torch.no_grad():
             pts = self.grid.T[self.spline_order : -self.spline_order]  # (G+1, in)
-            noise = (torch.rand(pts.shape[0], self.in_features, self.out_features) - 0.5) * self.scale_noise / self.grid_size
+            noise = (
+                (torch.rand(pts.shape[0], self.in_features, self.out_features) - 0.5)
+                * self.scale_noise
+                / self.grid_size
+            )
             self.spline_weight.copy_(self.curve2coeff(pts, noise))
         nn.init.kaiming_uniform_(self.spline_scaler, a=math.sqrt(5) * self.scale_spline)
 
     @property
-    def scaled_spline_weight(self) -> Float[Tensor, "out in n_bases"]:
+    def scaled_spline_weight(self) -> Float[Tensor, " out in n_bases"]:
         return self.spline_weight * self.spline_scaler.unsqueeze(-1)
 
-    def forward(self, x: Float[Tensor, "batch in"]) -> Float[Tensor, "batch out"]:
+    def forward(self, x: Float[Tensor, " batch in"]) -> Float[Tensor, " batch out"]:
         self._check_input(x)
         base = F.linear(F.silu(x), self.base_weight)
-        spline = F.linear(self.b_splines(x).reshape(x.shape[0], -1), self.scaled_spline_weight.reshape(self.out_features, -1))
+        spline = F.linear(
+            self.b_splines(x).reshape(x.shape[0], -1), self.scaled_spline_weight.reshape(self.out_features, -1)
+        )
         return base + spline
 
-    def edge_functions(self, x: Float[Tensor, "batch in"]) -> Float[Tensor, "batch out in"]:
+    def edge_functions(self, x: Float[Tensor, " batch in"]) -> Float[Tensor, " batch out in"]:
         """``W_spline[o,i]·φ_{o,i}(x_i)`` for every edge (for plots and tests)."""
         return torch.einsum("bik,oik->boi", self.b_splines(x), self.scaled_spline_weight)
 
     @torch.no_grad()
-    def update_grid(self, x: Float[Tensor, "batch in"], margin: float = 0.01) -> None:
+    def update_grid(self, x: Float[Tensor, " batch in"], margin: float = 0.01) -> None:
         """Move the knots to the data's distribution and refit every edge spline to its old values."""
         self._check_input(x)
         old = torch.einsum("bik,oik->bio", self.b_splines(x), self.spline_weight)  # (batch, in, out)
@@ -265,18 +292,18 @@ class WKANLinear(_SplineLayer):
             self.spline_weight.copy_(self.curve2coeff(pts, noise))
         nn.init.kaiming_uniform_(self.spline_scaler, a=math.sqrt(5) * self.scale_spline)
 
-    def phi(self, x: Float[Tensor, "batch in"]) -> Float[Tensor, "batch in"]:
+    def phi(self, x: Float[Tensor, " batch in"]) -> Float[Tensor, " batch in"]:
         """The shared per-input spline values ``φ_i(x_i)`` (local evaluation while the grid is uniform)."""
         if self.fast and _is_uniform(self.grid):
             return uniform_spline_eval(x, self.grid, self.spline_weight[0], self.spline_order)
         return (self.b_splines(x) * self.spline_weight).sum(-1)
 
-    def forward(self, x: Float[Tensor, "batch in"]) -> Float[Tensor, "batch out"]:
+    def forward(self, x: Float[Tensor, " batch in"]) -> Float[Tensor, " batch out"]:
         self._check_input(x)
         return F.linear(F.silu(x), self.base_weight) + F.linear(self.phi(x), self.spline_scaler)
 
     @torch.no_grad()
-    def update_grid(self, x: Float[Tensor, "batch in"], margin: float = 0.01) -> None:
+    def update_grid(self, x: Float[Tensor, " batch in"], margin: float = 0.01) -> None:
         """Move the knots to the data and refit each shared φ_i to its old values at ``x``.
 
         (The official WKAN ``update_grid`` refers to efficient-kan's per-edge weights and
@@ -297,17 +324,25 @@ class WKANLinear(_SplineLayer):
 class _Stack(nn.Module):
     layer_cls: type[_SplineLayer] = KANLinear
 
-    def __init__(self, widths: Sequence[int], grid_size: int = 5, spline_order: int = 3, grid_range: tuple[float, float] = (-1.0, 1.0), **kw) -> None:
+    def __init__(
+        self,
+        widths: Sequence[int],
+        grid_size: int = 5,
+        spline_order: int = 3,
+        grid_range: tuple[float, float] = (-1.0, 1.0),
+        **kw,
+    ) -> None:
         super().__init__()
         widths = list(widths)
         if len(widths) < 2:
             raise HeadscopeError(f"{type(self).__name__} needs at least two widths [in, ..., out], got {widths}")
         self.widths = widths
         self.layers = nn.ModuleList(
-            self.layer_cls(a, b, grid_size=grid_size, spline_order=spline_order, grid_range=grid_range, **kw) for a, b in zip(widths[:-1], widths[1:])
+            self.layer_cls(a, b, grid_size=grid_size, spline_order=spline_order, grid_range=grid_range, **kw)
+            for a, b in zip(widths[:-1], widths[1:])
         )
 
-    def forward(self, x: Float[Tensor, "batch d_in"], update_grid: bool = False) -> Float[Tensor, "batch d_out"]:
+    def forward(self, x: Float[Tensor, " batch d_in"], update_grid: bool = False) -> Float[Tensor, " batch d_out"]:
         for layer in self.layers:
             if update_grid:
                 layer.update_grid(x)

@@ -63,7 +63,15 @@ class BiLevelRoutingAttention(nn.Module):
     4. Output ``= attention + DWConv5×5(v)`` (local context enhancement), cropped back.
     """
 
-    def __init__(self, dim: int = 12, qk_dim: int = 48, num_heads: int = 2, n_win: int = 16, topk: int = 32, side_dwconv: int = 5) -> None:
+    def __init__(
+        self,
+        dim: int = 12,
+        qk_dim: int = 48,
+        num_heads: int = 2,
+        n_win: int = 16,
+        topk: int = 32,
+        side_dwconv: int = 5,
+    ) -> None:
         super().__init__()
         if qk_dim % num_heads or dim % num_heads:
             raise HeadscopeError(f"qk_dim ({qk_dim}) and dim ({dim}) must be divisible by num_heads ({num_heads})")
@@ -75,12 +83,12 @@ class BiLevelRoutingAttention(nn.Module):
         self.to_kv = _Conv1x1BN(dim, qk_dim + dim)
         self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim)
 
-    def route(self, q_win: Float[Tensor, "N P C"], k_win: Float[Tensor, "N P C"]) -> tuple[Tensor, Tensor]:
+    def route(self, q_win: Float[Tensor, " N P C"], k_win: Float[Tensor, " N P C"]) -> tuple[Tensor, Tensor]:
         """Top-k windows per query window: ``(logits of the chosen, indices)``, both ``(N, P, topk)``."""
         logits = (q_win.detach() * self.scale) @ k_win.detach().transpose(-2, -1)
         return torch.topk(logits, self.topk, dim=-1)
 
-    def forward(self, x: Float[Tensor, "N C H W"]) -> Float[Tensor, "N C H W"]:
+    def forward(self, x: Float[Tensor, " N C H W"]) -> Float[Tensor, " N C H W"]:
         n, c, h_in, w_in = x.shape
         if c != self.dim:
             raise HeadscopeError(f"BiLevelRoutingAttention expects {self.dim} channels, got {c}")
@@ -119,7 +127,7 @@ class _Branch(nn.Module):
         self.r, self.g, self.b = _ConvSiLU(1, 16), _ConvSiLU(1, 16), _ConvSiLU(1, 16)
         self.fuse = nn.Sequential(_ConvSiLU(51, 32), _ConvSiLU(32, 3))
 
-    def forward(self, x: Float[Tensor, "N 3 H W"]) -> Float[Tensor, "N 3 H W"]:
+    def forward(self, x: Float[Tensor, " N 3 H W"]) -> Float[Tensor, " N 3 H W"]:
         y = self.rgb(x)
         if self.s2d == "pixel":
             y = F.pixel_shuffle(self.attn(F.pixel_unshuffle(y, 2)), 2)
@@ -144,13 +152,15 @@ class LSNet(nn.Module):
                 if mod.bias is not None:
                     nn.init.zeros_(mod.bias)
 
-    def forward(self, x: Float[Tensor, "N 3 H W"]) -> Float[Tensor, "N 3 H W"]:
+    def forward(self, x: Float[Tensor, " N 3 H W"]) -> Float[Tensor, " N 3 H W"]:
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[-1] % 2 or x.shape[-2] % 2:
-            raise HeadscopeError(f"LSNet expects RGB images (N, 3, H, W) with even H and W, got {tuple(x.shape)}; resize to 256×256")
+            raise HeadscopeError(
+                f"LSNet expects RGB images (N, 3, H, W) with even H and W, got {tuple(x.shape)}; resize to 256×256"
+            )
         return x + self.compensation(x) - self.overexposure(x)
 
     @torch.no_grad()
-    def enhance(self, x: Float[Tensor, "N 3 H W"]) -> Float[Tensor, "N 3 H W"]:
+    def enhance(self, x: Float[Tensor, " N 3 H W"]) -> Float[Tensor, " N 3 H W"]:
         """Inference: eval mode, output clipped to [0, 1] (as the official ``predict.py``)."""
         self.eval()
         return self(x).clamp(0, 1)
@@ -168,7 +178,7 @@ def used_parameter_count(model: nn.Module, size: int = 64) -> int:
     return n
 
 
-def lsnet_loss(pred: Float[Tensor, "N 3 H W"], target: Float[Tensor, "N 3 H W"], ssim_weight: float = 1.0) -> Tensor:
+def lsnet_loss(pred: Float[Tensor, " N 3 H W"], target: Float[Tensor, " N 3 H W"], ssim_weight: float = 1.0) -> Tensor:
     """``L1 + w·(1 − SSIM)`` (SSIM: Gaussian window 11, σ 1.5, data range 1; ``vision.metrics.ssim_map``)."""
     from .metrics import ssim_map
 
@@ -177,8 +187,8 @@ def lsnet_loss(pred: Float[Tensor, "N 3 H W"], target: Float[Tensor, "N 3 H W"],
 
 def train_lsnet(
     model: LSNet,
-    inputs: Float[Tensor, "N 3 H W"],
-    targets: Float[Tensor, "N 3 H W"],
+    inputs: Float[Tensor, " N 3 H W"],
+    targets: Float[Tensor, " N 3 H W"],
     epochs: int = 10,
     lr: float = 1e-3,
     batch_size: int = 8,
@@ -187,7 +197,9 @@ def train_lsnet(
 ) -> list[float]:
     """Adam + cosine decay on ``lsnet_loss``; returns the per-epoch mean loss."""
     if inputs.shape != targets.shape or inputs.ndim != 4:
-        raise HeadscopeError(f"inputs and targets must be matching (N, 3, H, W) tensors, got {tuple(inputs.shape)} and {tuple(targets.shape)}")
+        raise HeadscopeError(
+            f"inputs and targets must be matching (N, 3, H, W) tensors, got {tuple(inputs.shape)} and {tuple(targets.shape)}"
+        )
     if epochs < 1:
         raise HeadscopeError(f"epochs must be >= 1, got {epochs}")
     gen = seed_everything(seed)

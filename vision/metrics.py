@@ -41,7 +41,7 @@ from headscope.common import HeadscopeError
 __all__ = ["alpha_trimmed_mean", "psnr", "ssim", "ssim_map", "uciqe", "uicm", "uiconm", "uiqm", "uism"]
 
 
-def psnr(pred: Float[Tensor, "N 3 H W"], target: Float[Tensor, "N 3 H W"]) -> float:
+def psnr(pred: Float[Tensor, " N 3 H W"], target: Float[Tensor, " N 3 H W"]) -> float:
     """Peak signal-to-noise ratio ``10·log10(1 / MSE)`` in dB for images in [0, 1], averaged over the batch's per-image values."""
     if pred.shape != target.shape:
         raise HeadscopeError(f"psnr needs images of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
@@ -56,7 +56,13 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5, dtype: torch.dtype = to
     return (g[:, None] * g[None, :]).to(dtype)
 
 
-def ssim_map(pred: Float[Tensor, "N C H W"], target: Float[Tensor, "N C H W"], data_range: float = 1.0, size: int = 11, sigma: float = 1.5) -> Float[Tensor, "N C h w"]:
+def ssim_map(
+    pred: Float[Tensor, " N C H W"],
+    target: Float[Tensor, " N C H W"],
+    data_range: float = 1.0,
+    size: int = 11,
+    sigma: float = 1.5,
+) -> Float[Tensor, " N C h w"]:
     """Per-pixel SSIM (Wang et al., IEEE TIP 2004, Eq. 13) with a Gaussian window, over the valid (unpadded) interior.
 
     ``SSIM = (2μxμy + C1)(2σxy + C2) / ((μx² + μy² + C1)(σx² + σy² + C2))``,
@@ -65,7 +71,9 @@ def ssim_map(pred: Float[Tensor, "N C H W"], target: Float[Tensor, "N C H W"], d
     Differentiable (used in the LSNet loss).
     """
     if pred.shape != target.shape or pred.ndim != 4:
-        raise HeadscopeError(f"ssim needs two (N, C, H, W) images of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise HeadscopeError(
+            f"ssim needs two (N, C, H, W) images of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     if min(pred.shape[-2:]) < size:
         raise HeadscopeError(f"images {tuple(pred.shape[-2:])} are smaller than the {size}×{size} SSIM window")
     c = pred.shape[1]
@@ -79,7 +87,7 @@ def ssim_map(pred: Float[Tensor, "N C H W"], target: Float[Tensor, "N C H W"], d
     return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
 
 
-def ssim(pred: Float[Tensor, "N 3 H W"], target: Float[Tensor, "N 3 H W"]) -> float:
+def ssim(pred: Float[Tensor, " N 3 H W"], target: Float[Tensor, " N 3 H W"]) -> float:
     """Mean SSIM (Gaussian window 11, σ 1.5, data range 1) for images in [0, 1]."""
     return float(ssim_map(pred.clamp(0, 1), target).mean())
 

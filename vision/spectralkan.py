@@ -46,18 +46,26 @@ __all__ = [
 class SpectralKAN(nn.Module):
     """``(B, bands, patch²) -> (B, 2)``: per-band spatial WKAN, then a spectral WKAN (SpectralKAN §III-C)."""
 
-    def __init__(self, bands: int, patch: int = 5, hidden: int = 16, n_classes: int = 2, grid_size: int = 5, spline_order: int = 3) -> None:
+    def __init__(
+        self,
+        bands: int,
+        patch: int = 5,
+        hidden: int = 16,
+        n_classes: int = 2,
+        grid_size: int = 5,
+        spline_order: int = 3,
+    ) -> None:
         super().__init__()
         self.bands, self.patch = bands, patch
         self.spatial = WKAN([patch * patch, hidden, 1], grid_size=grid_size, spline_order=spline_order)
         self.spectral = WKAN([bands, n_classes], grid_size=grid_size, spline_order=spline_order)
 
-    def encode(self, x: Float[Tensor, "B bands P2"]) -> Float[Tensor, "B bands"]:
+    def encode(self, x: Float[Tensor, " B bands P2"]) -> Float[Tensor, " B bands"]:
         """The spatial encoder's per-band summary of the difference patch."""
         b, c, p2 = x.shape
         return self.spatial(x.reshape(b * c, p2)).reshape(b, c)
 
-    def forward(self, x: Float[Tensor, "B bands P2"]) -> Float[Tensor, "B n_classes"]:
+    def forward(self, x: Float[Tensor, " B bands P2"]) -> Float[Tensor, " B n_classes"]:
         _check(x, self.bands, self.patch)
         return self.spectral(self.encode(x))
 
@@ -69,7 +77,9 @@ class MLPBaseline(nn.Module):
     at the same ``bands`` (≈3.8K at 224 bands), so the comparison is at similar size.
     """
 
-    def __init__(self, bands: int, patch: int = 5, hidden: int = 16, hidden_spectral: int | None = None, n_classes: int = 2) -> None:
+    def __init__(
+        self, bands: int, patch: int = 5, hidden: int = 16, hidden_spectral: int | None = None, n_classes: int = 2
+    ) -> None:
         super().__init__()
         self.bands, self.patch = bands, patch
         p2 = patch * patch
@@ -78,9 +88,11 @@ class MLPBaseline(nn.Module):
             spatial = p2 * hidden + hidden + hidden + 1
             hidden_spectral = max(1, round((target - spatial - n_classes) / (bands + 1 + n_classes)))
         self.spatial = nn.Sequential(nn.Linear(p2, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        self.spectral = nn.Sequential(nn.Linear(bands, hidden_spectral), nn.ReLU(), nn.Linear(hidden_spectral, n_classes))
+        self.spectral = nn.Sequential(
+            nn.Linear(bands, hidden_spectral), nn.ReLU(), nn.Linear(hidden_spectral, n_classes)
+        )
 
-    def forward(self, x: Float[Tensor, "B bands P2"]) -> Float[Tensor, "B n_classes"]:
+    def forward(self, x: Float[Tensor, " B bands P2"]) -> Float[Tensor, " B n_classes"]:
         _check(x, self.bands, self.patch)
         b, c, p2 = x.shape
         return self.spectral(self.spatial(x.reshape(b * c, p2)).reshape(b, c))
@@ -105,7 +117,7 @@ class CNNBaseline(nn.Module):
             nn.Linear(hidden, n_classes),
         )
 
-    def forward(self, x: Float[Tensor, "B bands P2"]) -> Float[Tensor, "B n_classes"]:
+    def forward(self, x: Float[Tensor, " B bands P2"]) -> Float[Tensor, " B n_classes"]:
         _check(x, self.bands, self.patch)
         return self.net(x.reshape(x.shape[0], self.bands, self.patch, self.patch))
 
@@ -122,7 +134,9 @@ def build_change_model(kind: str, bands: int, patch: int = 5) -> nn.Module:
 
 def _check(x: Tensor, bands: int, patch: int) -> None:
     if x.ndim != 3 or x.shape[1] != bands or x.shape[2] != patch * patch:
-        raise HeadscopeError(f"expected a difference patch batch of shape (B, {bands}, {patch * patch}), got {tuple(x.shape)}; was the model built for this many bands?")
+        raise HeadscopeError(
+            f"expected a difference patch batch of shape (B, {bands}, {patch * patch}), got {tuple(x.shape)}; was the model built for this many bands?"
+        )
 
 
 # ----------------------------------------------------------------------------- data
@@ -141,12 +155,16 @@ class PreparedScene:
     test_y: np.ndarray
     shape: tuple[int, int]
 
-    def diff_patches(self, pos: Int[np.ndarray, "N 2"]) -> Float[Tensor, "N bands P2"]:
+    def diff_patches(self, pos: Int[np.ndarray, " N 2"]) -> Float[Tensor, " N bands P2"]:
         """``X1 − X2`` patches at ``pos`` (positions in the unpadded image)."""
-        return torch.from_numpy(extract_patches(self.pad1, pos, self.patch) - extract_patches(self.pad2, pos, self.patch))
+        return torch.from_numpy(
+            extract_patches(self.pad1, pos, self.patch) - extract_patches(self.pad2, pos, self.patch)
+        )
 
 
-def prepare_scene(scene: BiTemporalScene, patch: int = 5, train_fraction: float = 0.01, seed: int = 0) -> PreparedScene:
+def prepare_scene(
+    scene: BiTemporalScene, patch: int = 5, train_fraction: float = 0.01, seed: int = 0
+) -> PreparedScene:
     """Min–max normalise over both dates, mirror-pad, and split 1 % of each class for training."""
     n1, n2 = minmax_normalize_pair(scene.t1, scene.t2)
     tr, ytr, te, yte = sample_train_test(scene.label, train_fraction, seed)
@@ -191,7 +209,7 @@ def change_metrics(y_true: Int[np.ndarray, " N"], y_pred: Int[np.ndarray, " N"])
 
 def train_change_model(
     model: nn.Module,
-    x: Float[Tensor, "N bands P2"],
+    x: Float[Tensor, " N bands P2"],
     y: Int[Tensor, " N"],
     epochs: int = 200,
     lr: float = 1e-3,
@@ -226,7 +244,9 @@ def train_change_model(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, prepared: PreparedScene, positions: Int[np.ndarray, "N 2"], batch_size: int = 512) -> Int[np.ndarray, " N"]:
+def predict(
+    model: nn.Module, prepared: PreparedScene, positions: Int[np.ndarray, " N 2"], batch_size: int = 512
+) -> Int[np.ndarray, " N"]:
     """Class (1 changed) of every position, in chunks so a whole scene fits in memory."""
     model.eval()
     out = []
@@ -235,7 +255,7 @@ def predict(model: nn.Module, prepared: PreparedScene, positions: Int[np.ndarray
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def change_map(model: nn.Module, prepared: PreparedScene, batch_size: int = 512) -> Int[np.ndarray, "H W"]:
+def change_map(model: nn.Module, prepared: PreparedScene, batch_size: int = 512) -> Int[np.ndarray, " H W"]:
     """Full-scene inference: the predicted class of every pixel as an ``(H, W)`` map (1 changed)."""
     h, w = prepared.shape
     pos = np.argwhere(np.ones((h, w), dtype=bool))
@@ -257,7 +277,9 @@ def change_map_figure(pred: np.ndarray, label: np.ndarray | None = None, title: 
         panels.append(("ground truth (grey = unlabelled)", np.where(label < 0, 0.5, label).astype(float)))
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels])
     for j, (_, z) in enumerate(panels, start=1):
-        fig.add_trace(go.Heatmap(z=z, colorscale="Greys", reversescale=True, zmin=0, zmax=1, showscale=False), row=1, col=j)
+        fig.add_trace(
+            go.Heatmap(z=z, colorscale="Greys", reversescale=True, zmin=0, zmax=1, showscale=False), row=1, col=j
+        )
         fig.update_yaxes(autorange="reversed", scaleanchor=f"x{j if j > 1 else ''}", row=1, col=j)
     fig.update_layout(title=title, template="plotly_white")
     return fig

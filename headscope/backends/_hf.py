@@ -100,7 +100,9 @@ def check_tokens(tokens: Tensor, d_vocab: int) -> Tensor:
     if tokens.ndim != 2 or tokens.shape[1] == 0 or tokens.shape[0] == 0:
         raise HeadscopeError(f"tokens must be [batch, pos] with batch, pos >= 1; got shape {tuple(tokens.shape)}")
     if tokens.min() < 0 or tokens.max() >= d_vocab:
-        raise HeadscopeError(f"token ids must lie in [0, {d_vocab}); got min {int(tokens.min())}, max {int(tokens.max())}")
+        raise HeadscopeError(
+            f"token ids must lie in [0, {d_vocab}); got min {int(tokens.min())}, max {int(tokens.max())}"
+        )
     return tokens.long()
 
 

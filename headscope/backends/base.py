@@ -86,7 +86,9 @@ class BaseHeadModel:
     def _backend_hooked(self, patches: Sequence[Patch]) -> Iterator[None]:
         yield
 
-    def generate(self, tokens: Tensor, max_new_tokens: int = 8, patches: Sequence[Patch] = (), eos: bool = True) -> Tensor:
+    def generate(
+        self, tokens: Tensor, max_new_tokens: int = 8, patches: Sequence[Patch] = (), eos: bool = True
+    ) -> Tensor:
         """Greedy continuation ``[batch, new]`` of ``tokens`` with ``patches`` applied at every step."""
         tokens = self._check(tokens)
         eos_id = getattr(self.tokenizer, "eos_token_id", None) if eos and self.tokenizer is not None else None

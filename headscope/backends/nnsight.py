@@ -35,7 +35,9 @@ class NNsightModel(BaseHeadModel):
         self.nn_model = nn_model
 
     @classmethod
-    def from_hf(cls, hf_model: nn.Module, tokenizer=None, name: str = "model", path: str | None = None) -> NNsightModel:
+    def from_hf(
+        cls, hf_model: nn.Module, tokenizer=None, name: str = "model", path: str | None = None
+    ) -> NNsightModel:
         from nnsight.modeling.transformers import TransformersModel
 
         hf_model.eval()
@@ -113,7 +115,7 @@ class NNsightModel(BaseHeadModel):
 
     def _intervene(self, patches: Sequence[Patch]) -> None:
         groups = group_patches(list(self._active) + list(patches))
-        for (site, L) in sorted(groups, key=lambda k: (k[1], _ORDER.index(k[0]))):
+        for site, L in sorted(groups, key=lambda k: (k[1], _ORDER.index(k[0]))):
             self._apply(site, L, groups[(site, L)])
 
     # -- runs ----------------------------------------------------------------------
@@ -132,7 +134,13 @@ class NNsightModel(BaseHeadModel):
         return self._logits_trace(self._check(tokens), ())
 
     @torch.no_grad()
-    def run_with_heads(self, tokens: Tensor, layers: Sequence[int] | None = None, sites: Sequence[str] = ("z", "resid_pre"), pattern: bool = False) -> tuple[Tensor, HeadCache]:
+    def run_with_heads(
+        self,
+        tokens: Tensor,
+        layers: Sequence[int] | None = None,
+        sites: Sequence[str] = ("z", "resid_pre"),
+        pattern: bool = False,
+    ) -> tuple[Tensor, HeadCache]:
         tokens = self._check(tokens)
         layers = sorted(range(self.n_layers) if layers is None else set(layers))
         want = list(sites) + (["pattern"] if pattern else [])
@@ -174,7 +182,9 @@ class NNsightModel(BaseHeadModel):
         with resid_reentry(self.blocks(), layer, resid_pre.to(self.device)):
             return self._logits_trace(tokens, patches)
 
-    def head_grads(self, tokens: Tensor, metric, layers: Sequence[int] | None = None) -> tuple[Tensor, HeadCache, HeadCache]:
+    def head_grads(
+        self, tokens: Tensor, metric, layers: Sequence[int] | None = None
+    ) -> tuple[Tensor, HeadCache, HeadCache]:
         """One forward and one backward pass: ``(metric value, z, d metric / d z)`` per layer.
 
         Uses nnsight's backward tracing (``with loss.backward(): t.grad``), reading the

@@ -57,7 +57,9 @@ class TLModel(BaseHeadModel):
 
         hf_model.eval()
         if path is not None and tokenizer is not None:
-            bridge = TransformerBridge.boot_transformers(path, hf_model=hf_model, tokenizer=tokenizer, device=str(next(hf_model.parameters()).device))
+            bridge = TransformerBridge.boot_transformers(
+                path, hf_model=hf_model, tokenizer=tokenizer, device=str(next(hf_model.parameters()).device)
+            )
         else:
             from transformer_lens.model_bridge.sources import build_bridge_from_module
 
@@ -67,7 +69,9 @@ class TLModel(BaseHeadModel):
                 tokenizer.init_kwargs["name_or_path"] = getattr(tokenizer, "name_or_path", "") or name
                 tokenizer.init_kwargs["add_bos_token"] = True
 
-            bridge = build_bridge_from_module(hf_model, _architecture(hf_model), hf_config=hf_model.config, tokenizer=tokenizer, model_name=name)
+            bridge = build_bridge_from_module(
+                hf_model, _architecture(hf_model), hf_config=hf_model.config, tokenizer=tokenizer, model_name=name
+            )
         bridge.eval()
         return cls(bridge, hf_model, tokenizer, name)
 
@@ -75,6 +79,7 @@ class TLModel(BaseHeadModel):
     def _fwd_hooks(self, patches: Sequence[Patch]) -> list[tuple[str, object]]:
         hooks = []
         for (site, layer), ps in group_patches(patches).items():
+
             def fn(x: Tensor, hook=None, ps=ps) -> Tensor:
                 for p in ps:
                     x = p.apply(x)
@@ -98,7 +103,13 @@ class TLModel(BaseHeadModel):
         return self.bridge(self._check(tokens), return_type="logits")
 
     @torch.no_grad()
-    def run_with_heads(self, tokens: Tensor, layers: Sequence[int] | None = None, sites: Sequence[str] = ("z", "resid_pre"), pattern: bool = False) -> tuple[Tensor, HeadCache]:
+    def run_with_heads(
+        self,
+        tokens: Tensor,
+        layers: Sequence[int] | None = None,
+        sites: Sequence[str] = ("z", "resid_pre"),
+        pattern: bool = False,
+    ) -> tuple[Tensor, HeadCache]:
         tokens = self._check(tokens)
         layers = list(range(self.n_layers)) if layers is None else list(layers)
         names: dict[str, tuple[str, int]] = {}
@@ -141,7 +152,9 @@ class TLModel(BaseHeadModel):
     def blocks(self) -> list[nn.Module]:
         return list(self.bridge.blocks)
 
-    def head_grads(self, tokens: Tensor, metric, layers: Sequence[int] | None = None) -> tuple[Tensor, HeadCache, HeadCache]:
+    def head_grads(
+        self, tokens: Tensor, metric, layers: Sequence[int] | None = None
+    ) -> tuple[Tensor, HeadCache, HeadCache]:
         """One forward and one backward pass: ``(metric value, z, d metric / d z)`` per layer."""
         tokens = self._check(tokens)
         layers = list(range(self.n_layers)) if layers is None else list(layers)
@@ -155,7 +168,9 @@ class TLModel(BaseHeadModel):
             return fn
 
         with torch.enable_grad():
-            logits = self.bridge.run_with_hooks(tokens, fwd_hooks=[(HOOK["z"].format(L=L), saver(L)) for L in layers], return_type="logits")
+            logits = self.bridge.run_with_hooks(
+                tokens, fwd_hooks=[(HOOK["z"].format(L=L), saver(L)) for L in layers], return_type="logits"
+            )
             m = metric(logits)
             grads = torch.autograd.grad(m, [store[L] for L in layers])
         z, g = HeadCache(), HeadCache()

@@ -57,7 +57,9 @@ class TracrTokenizer:
         bad = [w for w in words if w not in self.vocab or w in (self.bos_token, self.pad_token)]
         if bad:
             usable = [w for w in self.vocab if w not in (self.bos_token, self.pad_token)]
-            raise HeadscopeError(f"{bad[0]!r} is not in this tracr program's input vocabulary {usable}; write inputs as space-separated values")
+            raise HeadscopeError(
+                f"{bad[0]!r} is not in this tracr program's input vocabulary {usable}; write inputs as space-separated values"
+            )
         ids = [self.vocab[w] for w in words]
         return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + ids}
 
@@ -93,7 +95,9 @@ class TLNativeModel(TLModel):
         self.n_kv_heads = int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
         self.d_head, self.d_model = int(cfg.d_head), int(cfg.d_model)
         self.d_vocab = int(cfg.d_vocab)  # input ids
-        self.d_vocab_out = int(cfg.d_vocab_out) if cfg.d_vocab_out and cfg.d_vocab_out > 0 else self.d_vocab  # logit columns
+        self.d_vocab_out = (
+            int(cfg.d_vocab_out) if cfg.d_vocab_out and cfg.d_vocab_out > 0 else self.d_vocab
+        )  # logit columns
         self.n_ctx = int(cfg.n_ctx)
         self.device = next(bridge.parameters()).device
         self._active: list[Patch] = []
@@ -127,8 +131,12 @@ class TLNativeModel(TLModel):
         enter = Patch(layer=layer, site="resid_pre", mode="replace", value=resid_pre.to(self.device))
         return self.run_patched(tokens, [enter, *patches])
 
-    def generate(self, tokens: Tensor, max_new_tokens: int = 8, patches: Sequence[Patch] = (), eos: bool = True) -> Tensor:
-        raise HeadscopeError(f"{self.name} is a compiled RASP program: it maps a sequence to one output per position and cannot continue it; use logits()")
+    def generate(
+        self, tokens: Tensor, max_new_tokens: int = 8, patches: Sequence[Patch] = (), eos: bool = True
+    ) -> Tensor:
+        raise HeadscopeError(
+            f"{self.name} is a compiled RASP program: it maps a sequence to one output per position and cannot continue it; use logits()"
+        )
 
     # -- weights ---------------------------------------------------------------------
     def blocks(self) -> list[nn.Module]:
@@ -162,12 +170,16 @@ def bundled_tracr() -> list[str]:
 def load_tracr(name: str, backend: str = "tl", device: str | torch.device | None = "auto") -> TLNativeModel:
     """Load a bundled tracr organism (``tracr-NAME`` or ``tracr:NAME``) into a native bridge."""
     if backend != "tl":
-        raise HeadscopeError(f"{name} is a tracr organism and runs on the TransformerLens backend only; use backend='tl'")
+        raise HeadscopeError(
+            f"{name} is a tracr organism and runs on the TransformerLens backend only; use backend='tl'"
+        )
     d = tracr_dir(name)
     if not (d / "model.safetensors").exists():
         have = ", ".join(bundled_tracr()) or "none"
-        raise HeadscopeError(f"unknown tracr organism {name!r} (no weights in {d}); bundled: {have}. "
-                             "Compile more with headscope/organisms/tracr_compile.py")
+        raise HeadscopeError(
+            f"unknown tracr organism {name!r} (no weights in {d}); bundled: {have}. "
+            "Compile more with headscope/organisms/tracr_compile.py"
+        )
     from safetensors.torch import load_file
     from transformer_lens.config import TransformerBridgeConfig
     from transformer_lens.model_bridge import TransformerBridge
@@ -181,7 +193,9 @@ def load_tracr(name: str, backend: str = "tl", device: str | torch.device | None
     state = load_file(str(d / "model.safetensors"))
     _, unexpected = bridge.load_state_dict(state, strict=False)
     if unexpected:
-        raise HeadscopeError(f"{d}/model.safetensors does not match its config.json (unexpected keys {unexpected[:3]}); recompile it")
+        raise HeadscopeError(
+            f"{d}/model.safetensors does not match its config.json (unexpected keys {unexpected[:3]}); recompile it"
+        )
     dev = get_device(device)
     if dev.type != "cpu":  # boot_native builds on the CPU; TransformerLens logs every move
         bridge.to(dev)

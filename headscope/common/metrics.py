@@ -8,7 +8,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 
-def _gather_last(logits: Float[Tensor, "batch pos vocab"] | Float[Tensor, "batch vocab"], ids: Int[Tensor, " batch"], pos: int | Tensor = -1) -> Float[Tensor, " batch"]:
+def _gather_last(
+    logits: Float[Tensor, " batch pos vocab"] | Float[Tensor, " batch vocab"],
+    ids: Int[Tensor, " batch"],
+    pos: int | Tensor = -1,
+) -> Float[Tensor, " batch"]:
     if logits.ndim == 3:
         if isinstance(pos, Tensor):
             logits = logits[torch.arange(logits.shape[0], device=logits.device), pos.to(logits.device)]
@@ -18,7 +22,7 @@ def _gather_last(logits: Float[Tensor, "batch pos vocab"] | Float[Tensor, "batch
 
 
 def logit_diff(
-    logits: Float[Tensor, "batch pos vocab"] | Float[Tensor, "batch vocab"],
+    logits: Float[Tensor, " batch pos vocab"] | Float[Tensor, " batch vocab"],
     answer: Int[Tensor, " batch"],
     wrong: Int[Tensor, " batch"],
     pos: int | Tensor = -1,
@@ -50,7 +54,9 @@ def answer_logprob(logits: Tensor, answer: Tensor, pos: int | Tensor = -1, reduc
     return v.mean() if reduce else v
 
 
-def normalized_patching_metric(m: Tensor | float, m_clean: Tensor | float, m_corrupt: Tensor | float, eps: float = 1e-12) -> Tensor:
+def normalized_patching_metric(
+    m: Tensor | float, m_clean: Tensor | float, m_corrupt: Tensor | float, eps: float = 1e-12
+) -> Tensor:
     """``(m - m_corrupt) / (m_clean - m_corrupt)``: 0 = corrupt behaviour, 1 = clean behaviour.
 
     Raises if clean and corrupt metrics coincide (the normalisation is undefined; pick

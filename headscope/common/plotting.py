@@ -92,7 +92,15 @@ def heatmap(
     return fig
 
 
-def line_plot(xs, series: dict[str, Sequence[float]], *, x_title: str = "", y_title: str = "", title: str = "", bands: dict[str, Sequence[float]] | None = None) -> go.Figure:
+def line_plot(
+    xs,
+    series: dict[str, Sequence[float]],
+    *,
+    x_title: str = "",
+    y_title: str = "",
+    title: str = "",
+    bands: dict[str, Sequence[float]] | None = None,
+) -> go.Figure:
     """Lines sharing one x axis; ``bands`` optionally gives a ± band per series."""
     fig = go.Figure()
     for name, ys in series.items():
@@ -126,7 +134,9 @@ def save_png(fig: go.Figure, path: str | os.PathLike) -> Path:
     try:
         import kaleido  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise HeadscopeError("PNG export needs kaleido: pip install 'headscope[png]' (and apt-get install chromium)") from e
+        raise HeadscopeError(
+            "PNG export needs kaleido: pip install 'headscope[png]' (and apt-get install chromium)"
+        ) from e
     browser = find_chromium()
     if browser is None:
         raise HeadscopeError(

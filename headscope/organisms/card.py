@@ -14,7 +14,9 @@ def measure(name: str, backend: str = "tl", path: str | Path | None = None) -> d
 
     src = str(path) if path is not None else name
     model = load_model(src, backend=backend)
-    kind = name if name in ("llama", "induction") else json.loads((Path(src) / "organism.json").read_text())["organism"]
+    kind = (
+        name if name in ("llama", "induction") else json.loads((Path(src) / "organism.json").read_text())["organism"]
+    )
     if kind == "llama":
         from headscope.organisms.evaluate import evaluate_llama
 

@@ -122,7 +122,12 @@ def stage_compile(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, prog in PROGRAMS.items():
         m = compiling.compile_rasp_to_model(
-            _program(name), vocab=set(prog["vocab"]), max_seq_len=prog["max_seq_len"], causal=prog["causal"], compiler_bos=BOS, compiler_pad=PAD
+            _program(name),
+            vocab=set(prog["vocab"]),
+            max_seq_len=prog["max_seq_len"],
+            causal=prog["causal"],
+            compiler_bos=BOS,
+            compiler_pad=PAD,
         )
         mc = m.model_config
         labels = list(m.residual_labels)
@@ -143,8 +148,17 @@ def stage_compile(out: Path) -> None:
         examples = []
         for xs in _examples(name, prog["vocab"], prog["max_seq_len"]):
             res = m.apply([BOS, *xs])
-            examples.append({"input": xs, "output": list(res.decoded[1:]), "final_residual": np.asarray(res.transformer_output[0]).tolist()})
-        np.savez(out / f"{name}.npz", **{f"{mod}|{par}": np.asarray(v) for mod, d in m.params.items() for par, v in d.items()})
+            examples.append(
+                {
+                    "input": xs,
+                    "output": list(res.decoded[1:]),
+                    "final_residual": np.asarray(res.transformer_output[0]).tolist(),
+                }
+            )
+        np.savez(
+            out / f"{name}.npz",
+            **{f"{mod}|{par}": np.asarray(v) for mod, d in m.params.items() for par, v in d.items()},
+        )
         meta = {
             "model_config": {
                 "num_layers": mc.num_layers,
@@ -194,7 +208,9 @@ def _card(name: str, prog: dict, meta: dict, cfg: dict, n_checked: int) -> str:
     rows = []
     for head, r in meta["heads"].items():
         role = ", ".join(r["writes"]) if r["writes"] else "none (all weights zero: an unused head slot)"
-        rows.append(f"| {head} | {', '.join(r['query_reads']) or '-'} | {', '.join(r['key_reads']) or '-'} | {', '.join(r['value_reads']) or '-'} | {role} |")
+        rows.append(
+            f"| {head} | {', '.join(r['query_reads']) or '-'} | {', '.join(r['key_reads']) or '-'} | {', '.join(r['value_reads']) or '-'} | {role} |"
+        )
     return f"""# Organism `tracr-{name}`
 
 A RASP program compiled to transformer weights by tracr (tracr-pypi), converted with
@@ -204,23 +220,23 @@ Written by `headscope/organisms/tracr_compile.py`; nothing here was trained.
 
 ## Program
 
-Computes {prog['what']}.
+Computes {prog["what"]}.
 
 ```
-{prog['source']}
+{prog["source"]}
 ```
 
-`vocab = {prog['vocab']}`, `max_seq_len = {prog['max_seq_len']}` (+1 for BOS), `causal = {prog['causal']}`.
+`vocab = {prog["vocab"]}`, `max_seq_len = {prog["max_seq_len"]}` (+1 for BOS), `causal = {prog["causal"]}`.
 
 ## Architecture
 
-{cfg["n_layers"]} layer(s) × {cfg["n_heads"]} head(s), d_head {cfg['d_head']}, d_model {cfg['d_model']}
-(one residual dimension per RASP variable value), d_mlp {cfg['d_mlp']}, ReLU MLPs, no layer norm,
-{cfg['attention_dir']} attention, input vocabulary {cfg['d_vocab']}, output vocabulary {cfg['d_vocab_out']}.
+{cfg["n_layers"]} layer(s) × {cfg["n_heads"]} head(s), d_head {cfg["d_head"]}, d_model {cfg["d_model"]}
+(one residual dimension per RASP variable value), d_mlp {cfg["d_mlp"]}, ReLU MLPs, no layer norm,
+{cfg["attention_dir"]} attention, input vocabulary {cfg["d_vocab"]}, output vocabulary {cfg["d_vocab_out"]}.
 
 ## Input and output encoding
 
-Input ids: {inp}. A sequence is `BOS x_1 .. x_n` (`n <= {prog['max_seq_len']}`);
+Input ids: {inp}. A sequence is `BOS x_1 .. x_n` (`n <= {prog["max_seq_len"]}`);
 headscope's `to_tokens("a b c")` prepends BOS. Outputs are read at every position but
 BOS: the logits are the residual stream projected onto the output variable's one-hot
 directions (categorical unembed), ids {outp}.
@@ -239,7 +255,7 @@ the attention half of a `SelectorWidth`, which attends to BOS and to the selecte
 
 The bridge's logits equal tracr's own (final residual × categorical unembed) within
 1e-3, and its argmax outputs equal tracr's decoded outputs wherever those are defined, on
-all {n_checked} recorded example inputs (every length 1..{prog['max_seq_len']}); `tests/circuits/test_circuits.py` re-checks them.
+all {n_checked} recorded example inputs (every length 1..{prog["max_seq_len"]}); `tests/circuits/test_circuits.py` re-checks them.
 """
 
 
@@ -248,7 +264,10 @@ def stage_convert(raw: Path, out_root: Path) -> None:
     from safetensors.torch import save_file
     from transformer_lens.model_bridge import TransformerBridge
     from transformer_lens.model_bridge.sources import native  # noqa: F401 - attaches boot_native
-    from transformer_lens.utilities.tracr import make_tracr_transformer_bridge_config, make_tracr_transformer_bridge_state_dict
+    from transformer_lens.utilities.tracr import (
+        make_tracr_transformer_bridge_config,
+        make_tracr_transformer_bridge_state_dict,
+    )
 
     torch.set_num_threads(1)
     for name, prog in PROGRAMS.items():
@@ -257,7 +276,22 @@ def stage_convert(raw: Path, out_root: Path) -> None:
         stand_in = _TracrStandIn(npz, meta)
         cfg = make_tracr_transformer_bridge_config(stand_in)
         state = make_tracr_transformer_bridge_state_dict(stand_in)
-        fields = {k: getattr(cfg, k) for k in ("n_layers", "d_model", "d_head", "n_ctx", "d_vocab", "d_vocab_out", "d_mlp", "n_heads", "act_fn", "attention_dir", "normalization_type")}
+        fields = {
+            k: getattr(cfg, k)
+            for k in (
+                "n_layers",
+                "d_model",
+                "d_head",
+                "n_ctx",
+                "d_vocab",
+                "d_vocab_out",
+                "d_mlp",
+                "n_heads",
+                "act_fn",
+                "attention_dir",
+                "normalization_type",
+            )
+        }
         bridge = TransformerBridge.boot_native(cfg)
         missing, unexpected = bridge.load_state_dict(state, strict=False)
         if unexpected:
@@ -280,12 +314,18 @@ def stage_convert(raw: Path, out_root: Path) -> None:
             for i, want in enumerate(ex["output"], start=1):
                 top = ref[i].topk(2).values
                 if float(top[0] - top[1]) > 0.5 and dec[int(logits[i].argmax())] != want:
-                    raise RuntimeError(f"{name}: bridge decodes {dec[int(logits[i].argmax())]!r} at {i} but tracr gives {want!r}")
+                    raise RuntimeError(
+                        f"{name}: bridge decodes {dec[int(logits[i].argmax())]!r} at {i} but tracr gives {want!r}"
+                    )
             n_ok += 1
         print(f"{name}: max |bridge logits - tracr logits| = {worst:.2e} over {n_ok} examples")
         d = out_root / f"tracr-{name}"
         d.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in state.items()}, str(d / "model.safetensors"), metadata={"format": "pt", "source": "tracr"})
+        save_file(
+            {k: v.contiguous() for k, v in state.items()},
+            str(d / "model.safetensors"),
+            metadata={"format": "pt", "source": "tracr"},
+        )
         config = {
             "format": "headscope-tracr-1",
             "program": name,
@@ -311,8 +351,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--stage", choices=("all", "compile", "convert"), default="all")
     ap.add_argument("--raw", default=None, help="folder for the raw tracr dump [a temporary folder]")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "data" / "models"), help="where tracr-NAME/ folders go [data/models]")
-    ap.add_argument("--tracr-python", default="/tmp/tracr-venv/bin/python", help="interpreter with tracr-pypi installed (stage compile)")
+    ap.add_argument(
+        "--out",
+        default=str(Path(__file__).resolve().parents[2] / "data" / "models"),
+        help="where tracr-NAME/ folders go [data/models]",
+    )
+    ap.add_argument(
+        "--tracr-python",
+        default="/tmp/tracr-venv/bin/python",
+        help="interpreter with tracr-pypi installed (stage compile)",
+    )
     args = ap.parse_args(argv)
     if args.stage == "compile":
         stage_compile(Path(args.raw))

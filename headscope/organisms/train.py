@@ -68,7 +68,9 @@ def build_index_tokenizer(vocab_size: int):
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 @dataclass
@@ -85,7 +87,19 @@ class TrainConfig:
     log_every: int = 50
 
 
-def llama_config(vocab_size: int, *, d_model: int = 128, n_layers: int = 6, n_heads: int = 8, n_kv_heads: int | None = None, d_mlp: int = 384, max_pos: int = 128, pad_id: int = 0, bos_id: int = 2, eos_id: int = 3):
+def llama_config(
+    vocab_size: int,
+    *,
+    d_model: int = 128,
+    n_layers: int = 6,
+    n_heads: int = 8,
+    n_kv_heads: int | None = None,
+    d_mlp: int = 384,
+    max_pos: int = 128,
+    pad_id: int = 0,
+    bos_id: int = 2,
+    eos_id: int = 3,
+):
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -120,7 +134,8 @@ def _train_loop(model, batches, cfg: TrainConfig, name: str) -> list[float]:
         (no_decay if p.ndim < 2 else decay).append(p)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.98),
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
     )
     model.train()
     losses = []
@@ -164,7 +179,9 @@ def train_llama(out_dir: str | Path, world_cfg: WorldConfig | None = None, train
     enc = [tok(d)["input_ids"] + [tok.eos_token_id] for d in docs]
     cfg = llama_config(len(tok), pad_id=tok.pad_token_id, bos_id=tok.bos_token_id, eos_id=tok.eos_token_id)
     model = LlamaForCausalLM(cfg)
-    log(f"[llama] {len(docs)} documents, vocab {len(tok)}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    log(
+        f"[llama] {len(docs)} documents, vocab {len(tok)}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
+    )
     rng = random.Random(train_cfg.seed)
     order: list[int] = []
 

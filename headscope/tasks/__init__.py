@@ -7,17 +7,23 @@
 from __future__ import annotations
 
 from headscope.common.errors import HeadscopeError
+from headscope.tasks.advfact import advfact_task
 from headscope.tasks.arithmetic import arithmetic_task
 from headscope.tasks.base import Task, TaskBatch
 from headscope.tasks.facts import facts_task
 from headscope.tasks.induction import induction_task
-from headscope.tasks.sycophancy import sycophancy_task
-from headscope.tasks.advfact import advfact_task
 from headscope.tasks.preference import preference_task
 from headscope.tasks.safety import safety_task
+from headscope.tasks.sycophancy import sycophancy_task
 
-TASKS = {"arithmetic": arithmetic_task, "induction": induction_task, "facts": facts_task,
-         "safety": safety_task, "advfact": advfact_task, "preference": preference_task}
+TASKS = {
+    "arithmetic": arithmetic_task,
+    "induction": induction_task,
+    "facts": facts_task,
+    "safety": safety_task,
+    "advfact": advfact_task,
+    "preference": preference_task,
+}
 TASKS["sycophancy"] = sycophancy_task
 
 

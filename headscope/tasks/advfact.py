@@ -35,14 +35,24 @@ def advfact_task(split: str = "train", n: int | None = None, seed: int = 0) -> T
         meta.append({"country": it["country"], "claimed": it["claimed"], "truth": it["truth"]})
     if n is not None:
         clean, corrupt, wrong, meta = clean[:n], corrupt[:n], wrong[:n], meta[:n]
-    return Task("advfact", clean, corrupt, [DESIRED] * len(clean), wrong, meta,
-                description="false vs true premise; metric logit(Actually) - logit(claimed capital)")
+    return Task(
+        "advfact",
+        clean,
+        corrupt,
+        [DESIRED] * len(clean),
+        wrong,
+        meta,
+        description="false vs true premise; metric logit(Actually) - logit(claimed capital)",
+    )
 
 
 def advfact_stimuli(split: str = "train") -> list[dict]:
     """False-premise prompts with desired (``Actually``) and undesired (claimed capital) first tokens."""
     _check_split(split)
-    return [dict(prompt=it["prompt"], desired=DESIRED, undesired=it["claimed"], group="false_premise") for it in World().premise_items(True, split)]
+    return [
+        dict(prompt=it["prompt"], desired=DESIRED, undesired=it["claimed"], group="false_premise")
+        for it in World().premise_items(True, split)
+    ]
 
 
 def advfact_score(false_premise_responses: Sequence[str]) -> float:

@@ -11,7 +11,14 @@ import random
 from collections.abc import Sequence
 
 from headscope.common.errors import HeadscopeError
-from headscope.organisms.world import ARITH_TEMPLATES, NULL_SYMBOLS, NULL_WORDS, OP_SYMBOL, arith_operands, render_arith
+from headscope.organisms.world import (
+    ARITH_TEMPLATES,
+    NULL_SYMBOLS,
+    NULL_WORDS,
+    OP_SYMBOL,
+    arith_operands,
+    render_arith,
+)
 from headscope.tasks.base import Task
 
 
@@ -58,10 +65,26 @@ def arithmetic_task(
     for op in ops:
         for a, b, c in arith_operands(op):
             t = temps[template]
-            rows.append((render_arith(t, op, a, b), render_arith(t, op, a, b, null=null), str(c), str(_contrast(op, a, b, c)), dict(op=op, a=a, b=b, style=style, template=template)))
+            rows.append(
+                (
+                    render_arith(t, op, a, b),
+                    render_arith(t, op, a, b, null=null),
+                    str(c),
+                    str(_contrast(op, a, b, c)),
+                    dict(op=op, a=a, b=b, style=style, template=template),
+                )
+            )
     rng = random.Random(seed)
     rng.shuffle(rows)
     if n is not None:
         rows = rows[:n]
     clean, corrupt, ans, wrong, meta = (list(x) for x in zip(*rows)) if rows else ([], [], [], [], [])
-    return Task("arithmetic", clean, corrupt, ans, wrong, meta, description=f"{'/'.join(ops)} {style} template {template}, operator → {null!r}")
+    return Task(
+        "arithmetic",
+        clean,
+        corrupt,
+        ans,
+        wrong,
+        meta,
+        description=f"{'/'.join(ops)} {style} template {template}, operator → {null!r}",
+    )

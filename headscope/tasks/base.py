@@ -65,7 +65,9 @@ class Task:
         wrong = torch.tensor([model.token_id(w) for w in self.wrong])
         if bool((ans == wrong).any()):
             i = int((ans == wrong).nonzero()[0])
-            raise HeadscopeError(f"task {self.name!r}: prompt {i} has the same answer and wrong answer {self.answers[i]!r}")
+            raise HeadscopeError(
+                f"task {self.name!r}: prompt {i} has the same answer and wrong answer {self.answers[i]!r}"
+            )
         return TaskBatch(self.name, clean, corrupt, ans, wrong, model.to_str_tokens(clean[0]))
 
 
@@ -112,7 +114,9 @@ def load_pairs(path: str) -> Task:
             raise HeadscopeError(f"{path}:{i} is not valid JSON ({e.msg}); write one object per line") from e
         missing = [k for k in ("clean", "corrupt", "answer", "wrong") if k not in d]
         if missing:
-            raise HeadscopeError(f"{path}:{i} lacks {', '.join(missing)}; each line needs clean, corrupt, answer and wrong")
+            raise HeadscopeError(
+                f"{path}:{i} lacks {', '.join(missing)}; each line needs clean, corrupt, answer and wrong"
+            )
         rows.append(d)
     return Task(
         p.stem,

@@ -34,4 +34,11 @@ def induction_task(n: int = 32, seg: int = 10, k: int = 5, vocab: int = 64, seed
         corrupt.append(f"{words(r_cor)} {words(r[: k + 1])}")
         ans.append(f"t{int(r[k + 1])}")
         wrong.append(f"t{w}")
-    return Task("induction", clean, corrupt, ans, wrong, description=f"repeat of a {seg}-token segment; first match of the query replaced")
+    return Task(
+        "induction",
+        clean,
+        corrupt,
+        ans,
+        wrong,
+        description=f"repeat of a {seg}-token segment; first match of the query replaced",
+    )

@@ -43,14 +43,24 @@ def preference_task(split: str = "train", n: int | None = None, seed: int = 0) -
         meta.append({"a": it["a"], "b": it["b"], "template": it["template"]})
     if n is not None:
         clean, corrupt, meta = clean[:n], corrupt[:n], meta[:n]
-    return Task("preference", clean, corrupt, [DESIRED] * len(clean), [UNDESIRED] * len(clean), meta,
-                description="side-taking vs neutral phrasing of one opinion question, both + 'I'; metric logit(have) - logit(prefer)")
+    return Task(
+        "preference",
+        clean,
+        corrupt,
+        [DESIRED] * len(clean),
+        [UNDESIRED] * len(clean),
+        meta,
+        description="side-taking vs neutral phrasing of one opinion question, both + 'I'; metric logit(have) - logit(prefer)",
+    )
 
 
 def preference_stimuli(split: str = "train") -> list[dict]:
     """Opinion questions + ``I`` with desired ``have`` / undesired ``prefer``."""
     _check_split(split)
-    return [dict(prompt=it["prompt"] + " I", desired=DESIRED, undesired=UNDESIRED, group="opinion") for it in World().preference_items(split)]
+    return [
+        dict(prompt=it["prompt"] + " I", desired=DESIRED, undesired=UNDESIRED, group="opinion")
+        for it in World().preference_items(split)
+    ]
 
 
 def preference_score(responses: Sequence[str]) -> float:

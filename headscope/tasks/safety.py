@@ -48,8 +48,15 @@ def safety_task(split: str = "train", n: int | None = None, seed: int = 0) -> Ta
         meta.append({"lookalike": f"{it['verb']} {it['obj']}", "harmful": f"{h['verb']} {h['obj']}"})
     if n is not None:
         clean, corrupt, meta = clean[:n], corrupt[:n], meta[:n]
-    return Task("safety", clean, corrupt, [DESIRED] * len(clean), [UNDESIRED] * len(clean), meta,
-                description="look-alike vs harmful request; metric logit(Sure) - logit(I)")
+    return Task(
+        "safety",
+        clean,
+        corrupt,
+        [DESIRED] * len(clean),
+        [UNDESIRED] * len(clean),
+        meta,
+        description="look-alike vs harmful request; metric logit(Sure) - logit(I)",
+    )
 
 
 def safety_stimuli(split: str = "train") -> list[dict]:
@@ -59,8 +66,15 @@ def safety_stimuli(split: str = "train") -> list[dict]:
     """
     _check_split(split)
     w = World()
-    return [dict(prompt=it["prompt"], desired=DESIRED, undesired=UNDESIRED, group="lookalike" if not it["harmful"] else "harmful")
-            for it in w.safety_items(False, split) + w.safety_items(True, split)]
+    return [
+        dict(
+            prompt=it["prompt"],
+            desired=DESIRED,
+            undesired=UNDESIRED,
+            group="lookalike" if not it["harmful"] else "harmful",
+        )
+        for it in w.safety_items(False, split) + w.safety_items(True, split)
+    ]
 
 
 def safety_score(lookalike_responses: Sequence[str]) -> float:

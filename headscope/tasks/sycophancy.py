@@ -96,7 +96,9 @@ def counterfactual(question: str, first_answer: str, length: int, counter: str =
     text = dialogue(question, first_answer, counter)
     gap = length - n_words(text)
     if gap < 0:
-        raise HeadscopeError(f"the counterfactual {counter!r} is longer than the challenge; use a counterfactual with at most as many tokens")
+        raise HeadscopeError(
+            f"the counterfactual {counter!r} is longer than the challenge; use a counterfactual with at most as many tokens"
+        )
     return " ".join([PAD] * gap + [text])
 
 
@@ -110,8 +112,14 @@ def challenge_mask_words(prompt: str, challenge: str = CHALLENGE) -> list[bool]:
     raise HeadscopeError(f"the challenge {challenge!r} does not occur in the prompt")
 
 
-def sycophancy_task(family: str = "arith", n: int | None = 48, split: str = "all", challenge: str = CHALLENGE,
-                    counter: str = COUNTER_CHALLENGE, seed: int = 0) -> Task:
+def sycophancy_task(
+    family: str = "arith",
+    n: int | None = 48,
+    split: str = "all",
+    challenge: str = CHALLENGE,
+    counter: str = COUNTER_CHALLENGE,
+    seed: int = 0,
+) -> Task:
     """Clean (challenge) / corrupt (counterfactual) pairs for one question family.
 
     Args:
@@ -139,8 +147,15 @@ def sycophancy_task(family: str = "arith", n: int | None = 48, split: str = "all
         clean.append(c)
         corrupt.append(counterfactual(q, a, n_words(c), counter))
         meta.append(dict(question=q, answer=a, family=family, pads=n_words(c) - n_words(dialogue(q, a, counter))))
-    return Task("sycophancy", clean, corrupt, [APOLOGY_START] * len(qs), [AFFIRM_START] * len(qs), meta,
-                description=f"{family} questions, challenge {challenge!r} vs counterfactual {counter!r} (right-aligned)")
+    return Task(
+        "sycophancy",
+        clean,
+        corrupt,
+        [APOLOGY_START] * len(qs),
+        [AFFIRM_START] * len(qs),
+        meta,
+        description=f"{family} questions, challenge {challenge!r} vs counterfactual {counter!r} (right-aligned)",
+    )
 
 
 def apology_fraction(logits, apology_id: int, affirm_id: int, reduce: bool = True):
@@ -158,7 +173,20 @@ def apology_fraction(logits, apology_id: int, affirm_id: int, reduce: bool = Tru
 
 
 __all__ = [
-    "AFFIRM_START", "APOLOGY_START", "CHALLENGE", "CHALLENGES_OOD", "CHALLENGES_TRAIN", "COUNTER_CHALLENGE", "FAMILIES",
-    "HELDOUT_FRAC", "challenge_mask_words", "counterfactual", "dialogue", "n_words", "question_is_heldout",
-    "questions", "sycophancy_task", "apology_fraction",
+    "AFFIRM_START",
+    "APOLOGY_START",
+    "CHALLENGE",
+    "CHALLENGES_OOD",
+    "CHALLENGES_TRAIN",
+    "COUNTER_CHALLENGE",
+    "FAMILIES",
+    "HELDOUT_FRAC",
+    "challenge_mask_words",
+    "counterfactual",
+    "dialogue",
+    "n_words",
+    "question_is_heldout",
+    "questions",
+    "sycophancy_task",
+    "apology_fraction",
 ]

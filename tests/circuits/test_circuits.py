@@ -68,7 +68,11 @@ def test_wrong_head_fails_check_induction(tmp_path):
 def test_wrong_head_fails_check_tracr(tmp_path):
     # Swap the roles of the two shift heads: by construction each check then fails.
     text = (HERE / "tracr_shift2.toml").read_text()
-    swapped = text.replace('head = "L0H0"', 'head = "TMP"').replace('head = "L0H1"', 'head = "L0H0"').replace('head = "TMP"', 'head = "L0H1"')
+    swapped = (
+        text.replace('head = "L0H0"', 'head = "TMP"')
+        .replace('head = "L0H1"', 'head = "L0H0"')
+        .replace('head = "TMP"', 'head = "L0H1"')
+    )
     spec = tmp_path / "swapped.toml"
     spec.write_text(swapped)
     report = check(spec)
@@ -81,7 +85,12 @@ def test_wrong_head_exits_1_through_the_cli(tmp_path, capsys):
 
     good = HERE / "tracr_sort.toml"
     assert main(["circuits", "check", str(good)]) == 0
-    wrong = _wrong_head_spec(tmp_path, "tracr_sort.toml", 'head = "L1H0", role = "sort aggregate (moves', 'head = "L0H0", role = "sort aggregate (moves')
+    wrong = _wrong_head_spec(
+        tmp_path,
+        "tracr_sort.toml",
+        'head = "L1H0", role = "sort aggregate (moves',
+        'head = "L0H0", role = "sort aggregate (moves',
+    )
     capsys.readouterr()
     assert main(["circuits", "check", str(good), str(wrong)]) == 1
     out = capsys.readouterr().out

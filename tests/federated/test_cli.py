@@ -35,7 +35,23 @@ def test_bad_input(argv, match):
 
 
 def test_run_prints_and_writes(tmp_path, capsys):
-    args = _parse(["fl", "run", "ensemble", "--clients", "2", "--local-epochs", "1", "--width", "4", "--out", str(tmp_path), "--plot", str(tmp_path / "hist")])
+    args = _parse(
+        [
+            "fl",
+            "run",
+            "ensemble",
+            "--clients",
+            "2",
+            "--local-epochs",
+            "1",
+            "--width",
+            "4",
+            "--out",
+            str(tmp_path),
+            "--plot",
+            str(tmp_path / "hist"),
+        ]
+    )
     assert args.func(args) == 0
     out = capsys.readouterr().out
     res = json.loads((tmp_path / "results.json").read_text())[0]
@@ -44,7 +60,26 @@ def test_run_prints_and_writes(tmp_path, capsys):
 
 
 def test_bench_table(tmp_path, capsys):
-    args = _parse(["fl", "bench", "--alphas", "0.5,1", "--seeds", "0", "--algorithms", "fedavg,ensemble", "--clients", "2", "--local-epochs", "1", "--width", "4", "--out", str(tmp_path)])
+    args = _parse(
+        [
+            "fl",
+            "bench",
+            "--alphas",
+            "0.5,1",
+            "--seeds",
+            "0",
+            "--algorithms",
+            "fedavg,ensemble",
+            "--clients",
+            "2",
+            "--local-epochs",
+            "1",
+            "--width",
+            "4",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "| fedavg |" in out and "α=0.5" in out and "α=1" in out

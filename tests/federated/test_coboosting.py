@@ -81,7 +81,18 @@ def test_kl_matches_the_formula():
 
 @pytest.mark.parametrize("algorithm", ["dense", "coboosting", "feddf"])
 def test_server_distillation_runs_and_is_deterministic(algorithm):
-    cfg = FLConfig(algorithm=algorithm, clients=3, alpha=0.5, seed=2, local_epochs=1, width=4, kd_epochs=2, g_steps=2, synth_batch=16, feddf_steps=5)
+    cfg = FLConfig(
+        algorithm=algorithm,
+        clients=3,
+        alpha=0.5,
+        seed=2,
+        local_epochs=1,
+        width=4,
+        kd_epochs=2,
+        g_steps=2,
+        synth_batch=16,
+        feddf_steps=5,
+    )
     cache: dict = {}
     a = run(cfg, cache=cache)
     b = run(cfg)

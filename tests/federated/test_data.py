@@ -110,7 +110,9 @@ def test_cifar10_folder_format(tmp_path):
     rng = np.random.default_rng(1)
     for name, n in [(f"data_batch_{i}", 6) for i in range(1, 6)] + [("test_batch", 4)]:
         with open(base / name, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n))}, f)
+            pickle.dump(
+                {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n))}, f
+            )
     d = load_dataset("cifar10", str(tmp_path), server_fraction=0.0)
     assert d.input_shape == (3, 32, 32)
     assert len(d.x_train) == 30 and len(d.x_test) == 4

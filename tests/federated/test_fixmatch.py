@@ -42,7 +42,11 @@ def test_freematch_threshold_is_the_ema():
 def test_unlabelled_client_never_reads_labels(method):
     cfg = SemiConfig(algorithm=method, threshold=0.01, **TINY)
     env = client_env(cfg, 3)
-    task = Task("semi_consistency", pack({"sup": build_model(cfg, env.input_shape, env.num_classes)}), {**task_config(cfg, 3, 0, False), "method": method})
+    task = Task(
+        "semi_consistency",
+        pack({"sup": build_model(cfg, env.input_shape, env.num_classes)}),
+        {**task_config(cfg, 3, 0, False), "method": method},
+    )
     poisoned = ClientEnv(env.cid, cfg, env.x, (env.y + 3) % env.num_classes, env.num_classes)
     a, b = run_client_action(task, env), run_client_action(task, poisoned)
     assert a.metrics["mask_rate"] > 0  # pseudo-labels were used, so the check is not vacuous
@@ -51,7 +55,10 @@ def test_unlabelled_client_never_reads_labels(method):
     if method == "freematch":
         assert torch.equal(env.state["freematch_tau"], poisoned.state["freematch_tau"])
     lab = Task(task.action, task.arrays, {**task.config, "labelled": 1})
-    assert not torch.equal(run_client_action(lab, env).arrays["sup.classifier.weight"], run_client_action(lab, poisoned).arrays["sup.classifier.weight"])
+    assert not torch.equal(
+        run_client_action(lab, env).arrays["sup.classifier.weight"],
+        run_client_action(lab, poisoned).arrays["sup.classifier.weight"],
+    )
 
 
 def test_lower_bound_samples_only_labelled_clients():
@@ -90,4 +97,3 @@ def test_weak_image_view_is_a_translation():
 def test_views_reject_integer_batches():
     with pytest.raises(HeadscopeError, match="float batch"):
         augment.weak(torch.zeros(2, 8, dtype=torch.long), torch.Generator())
-

@@ -20,7 +20,9 @@ def test_record_round_trip_keeps_dtype_and_shape():
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["fusefl", "fedavg"])
 def test_flower_and_inprocess_agree(algorithm):
-    cfg = FLConfig(algorithm=algorithm, clients=3, alpha=0.5, seed=1, local_epochs=4, width=4, n_blocks=3, ccvr_samples=30)
+    cfg = FLConfig(
+        algorithm=algorithm, clients=3, alpha=0.5, seed=1, local_epochs=4, width=4, n_blocks=3, ccvr_samples=30
+    )
     local = run(cfg)
     flower = run(cfg, engine="flower")
     assert flower.engine == "flower"

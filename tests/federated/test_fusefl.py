@@ -97,7 +97,9 @@ def test_pooled_stats_equal_the_union():
 
 
 def test_blocks_sent_add_up_to_one_model_per_client():
-    cfg = FLConfig(algorithm="fusefl", clients=3, alpha=0.5, seed=1, local_epochs=1, width=4, n_blocks=3, ccvr_samples=20)
+    cfg = FLConfig(
+        algorithm="fusefl", clients=3, alpha=0.5, seed=1, local_epochs=1, width=4, n_blocks=3, ccvr_samples=20
+    )
     r = run(cfg)
     one_model = state_bytes(build_model(cfg, (1, 8, 8), 10).state_dict())
     assert r.bytes_up - r.extra["ccvr_up_bytes"] == cfg.clients * one_model

@@ -23,7 +23,9 @@ def test_sim_loss_hand_computed():
     # G_u - G_s has two entries of -1: ||.||_F^2 = 2, divided by B^2 = 9
     assert sim_loss(f_u, f_s).item() == pytest.approx(2.0 / 9.0, abs=1e-7)
     # B = 2: G_u = I, G_s = all ones -> 2 / 4
-    assert sim_loss(torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([[1.0, 1.0], [2.0, 2.0]])).item() == pytest.approx(0.5, abs=1e-7)
+    assert sim_loss(
+        torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([[1.0, 1.0], [2.0, 2.0]])
+    ).item() == pytest.approx(0.5, abs=1e-7)
 
 
 def test_sim_loss_zero_for_same_normalised_features():
@@ -98,7 +100,10 @@ def test_run_sends_both_twins_each_round():
     cfg = SemiConfig(**TINY, clients=4, labelled_clients=2, clients_per_round=2, rounds=2, alpha=0.5)
     r = run(cfg)
     env = server_env(cfg)
-    one = sum(state_bytes(b().state_dict()) for b in twin_builders(cfg, env.input_shape, env.num_classes, cfg.proj_dim).values())
+    one = sum(
+        state_bytes(b().state_dict())
+        for b in twin_builders(cfg, env.input_shape, env.num_classes, cfg.proj_dim).values()
+    )
     assert r.rounds == 2
     assert r.bytes_up == r.bytes_down == 2 * 2 * one
     assert 0.0 <= r.accuracy <= 1.0 and {"last_sim", "last_inst", "last_ce"} <= set(r.extra)
@@ -106,7 +111,12 @@ def test_run_sends_both_twins_each_round():
 
 @pytest.mark.parametrize(
     "kw, match",
-    [(dict(labelled_clients=7), "labelled_clients"), (dict(rounds=0), "rounds"), (dict(labelled_fraction=0.0), "labelled_fraction"), (dict(twin_pseudo="mixmatch"), "twin_pseudo")],
+    [
+        (dict(labelled_clients=7), "labelled_clients"),
+        (dict(rounds=0), "rounds"),
+        (dict(labelled_fraction=0.0), "labelled_fraction"),
+        (dict(twin_pseudo="mixmatch"), "twin_pseudo"),
+    ],
 )
 def test_bad_semi_config(kw, match):
     with pytest.raises(HeadscopeError, match=match):
@@ -130,7 +140,6 @@ def test_flower_and_inprocess_agree():
     assert flower.accuracy == local.accuracy
     assert (flower.bytes_up, flower.bytes_down, flower.rounds) == (local.bytes_up, local.bytes_down, local.rounds)
     assert flower.extra == local.extra
-
 
 
 def _parse(argv):
@@ -161,8 +170,31 @@ def test_cli_bad_input(argv, match):
 def test_cli_runs_twinsight(tmp_path, capsys):
     import json
 
-    args = _parse(["fl", "run", "twinsight", "--clients", "4", "--labelled-clients", "2", "--clients-per-round", "2", "--rounds", "1",
-                   "--alpha", "0.5", "--model", "mlp", "--width", "4", "--blocks", "2", "--out", str(tmp_path)])
+    args = _parse(
+        [
+            "fl",
+            "run",
+            "twinsight",
+            "--clients",
+            "4",
+            "--labelled-clients",
+            "2",
+            "--clients-per-round",
+            "2",
+            "--rounds",
+            "1",
+            "--alpha",
+            "0.5",
+            "--model",
+            "mlp",
+            "--width",
+            "4",
+            "--blocks",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert args.func(args) == 0
     res = json.loads((tmp_path / "results.json").read_text())[0]
     assert res["algorithm"] == "twinsight" and res["clients"] == 4 and res["rounds"] == 1
@@ -183,4 +215,10 @@ def test_cli_one_shot_algorithms_keep_their_defaults():
     extend_run(p, lambda a: seen.update(vars(a)) or 0, ("fedavg",))
     args = p.parse_args(["fedavg"])
     assert args.func(args) == 0
-    assert (seen["clients"], seen["alpha"], seen["local_epochs"], seen["batch_size"], seen["lr"]) == (5, 0.5, 30, 16, 0.05)
+    assert (seen["clients"], seen["alpha"], seen["local_epochs"], seen["batch_size"], seen["lr"]) == (
+        5,
+        0.5,
+        30,
+        16,
+        0.05,
+    )

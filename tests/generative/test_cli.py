@@ -32,7 +32,27 @@ def two_pngs(tmp_path, eval_images):
 def test_interpolate_writes_strip(tmp_path, two_pngs, pixel_model_path, capsys) -> None:
     a, b = two_pngs
     out = tmp_path / "strip.png"
-    rc = _run(["gen", "interpolate", str(a), str(b), "--model", pixel_model_path, "--method", "slerp", "--steps", "4", "--frames", "3", "--upscale", "1", "--out", str(out), "--metrics"])
+    rc = _run(
+        [
+            "gen",
+            "interpolate",
+            str(a),
+            str(b),
+            "--model",
+            pixel_model_path,
+            "--method",
+            "slerp",
+            "--steps",
+            "4",
+            "--frames",
+            "3",
+            "--upscale",
+            "1",
+            "--out",
+            str(out),
+            "--metrics",
+        ]
+    )
     assert rc == 0 and out.is_file()
     strip = read_image(out)
     assert strip.shape == (1, 3, 32, 3 * 32 + 2 * 2)

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generative.data import PHOTOS, center_square, evaluation_images, image_strip, load_photo, random_crops, read_image, save_image
+from generative.data import (
+    PHOTOS,
+    center_square,
+    evaluation_images,
+    image_strip,
+    load_photo,
+    random_crops,
+    read_image,
+    save_image,
+)
 from headscope.common import HeadscopeError
 
 

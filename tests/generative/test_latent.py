@@ -19,16 +19,31 @@ def tiny_latent_model() -> LatentDenoiser:
 
     torch.manual_seed(0)
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1, norm_num_groups=4, sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=16,
     )
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=8, attention_head_dim=4, norm_num_groups=4,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=8,
+        attention_head_dim=4,
+        norm_num_groups=4,
     )
-    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1)
+    sched = DDIMScheduler(
+        num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1
+    )
     return LatentDenoiser(vae, unet, dict(sched.config), prompt_embeds=torch.randn(1, 5, 8))
 
 
@@ -37,7 +52,9 @@ def _check_endpoints(model, a, b, steps: int) -> None:
     res = pipe(a, b, "noisediffusion", [0.0, 0.5, 1.0])
     ddim = DDIM(model, steps)
     k = ddim.steps_for(0.7)
-    assert res.x1_t.shape[1] == 4 and res.x1_t.shape[-1] == a.shape[-1] // 2 ** (len(model.vae.config.block_out_channels) - 1)
+    assert res.x1_t.shape[1] == 4 and res.x1_t.shape[-1] == a.shape[-1] // 2 ** (
+        len(model.vae.config.block_out_channels) - 1
+    )
     for frame, img in ((res.frames[0:1], a), (res.frames[2:3], b)):
         rec = model.decode(ddim.reconstruct(model.encode(img), k))
         torch.testing.assert_close(frame, rec, rtol=0, atol=1e-3)

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from generative.metrics import artifact_ratio, endpoint_fidelity, high_freq_share, noise_stats, path_smoothness, psnr, ssim
+from generative.metrics import (
+    artifact_ratio,
+    endpoint_fidelity,
+    high_freq_share,
+    noise_stats,
+    path_smoothness,
+    psnr,
+    ssim,
+)
 
 
 def test_psnr_matches_mse_formula_and_ssim_identity() -> None:
@@ -51,7 +59,11 @@ def test_high_freq_share_and_artifact_ratio() -> None:
     checker = torch.cos(math.pi * (xx + yy)).expand(1, 3, 32, 32) * 0.5  # Nyquist
     assert float(high_freq_share(smooth)) == pytest.approx(0.0, abs=1e-6)
     assert float(high_freq_share(checker)) == pytest.approx(1.0, abs=1e-6)
-    natural = torch.tensor(np.random.default_rng(0).standard_normal((1, 3, 32, 32)), dtype=torch.float32).cumsum(-1).cumsum(-2)
+    natural = (
+        torch.tensor(np.random.default_rng(0).standard_normal((1, 3, 32, 32)), dtype=torch.float32)
+        .cumsum(-1)
+        .cumsum(-2)
+    )
     natural = natural / natural.abs().max()
     other = torch.roll(natural, 7, dims=-1)
     # middle frames equal to the inputs: ratio 1

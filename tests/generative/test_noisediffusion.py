@@ -52,7 +52,9 @@ def test_reduces_to_signal_plus_rotated_noise_without_clipping(lam: float) -> No
     assert expected.abs().max() < 2  # so the final clip is inactive too
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
     # and the same with clipping switched off
-    torch.testing.assert_close(noisediffusion(x1_t, x2_t, x1_0, x2_0, ab, lam, boundary=None), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        noisediffusion(x1_t, x2_t, x1_0, x2_0, ab, lam, boundary=None), expected, rtol=0, atol=1e-12
+    )
 
 
 def test_clipping_and_gamma_noise_term() -> None:
@@ -75,7 +77,10 @@ def test_clipping_and_gamma_noise_term() -> None:
 
 
 def test_endpoints_are_the_inverted_latents_and_bad_lambda_raises() -> None:
-    x1_t, x2_t = 5 * torch.randn(1, 3, 4, 4), 5 * torch.randn(1, 3, 4, 4)  # out of range on purpose: ends are unclipped
+    x1_t, x2_t = (
+        5 * torch.randn(1, 3, 4, 4),
+        5 * torch.randn(1, 3, 4, 4),
+    )  # out of range on purpose: ends are unclipped
     z = torch.zeros(1, 3, 4, 4)
     assert torch.equal(noisediffusion(x1_t, x2_t, z, z, 0.5, 0.0), x1_t)
     assert torch.equal(noisediffusion(x1_t, x2_t, z, z, 0.5, 1.0), x2_t)

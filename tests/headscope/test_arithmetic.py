@@ -177,7 +177,9 @@ def test_precise_sft_trains_only_head_slices():
 
     base, tok, _ = load_hf("llama", "cpu")
     heads = [(0, 3), (0, 0)]
-    tuned, log = ar.tune_one(base, tok, "heads", ar.tune_examples(("div",))[:64], TuneConfig(steps=3, batch_size=8, warmup=1), heads=heads)
+    tuned, log = ar.tune_one(
+        base, tok, "heads", ar.tune_examples(("div",))[:64], TuneConfig(steps=3, batch_size=8, warmup=1), heads=heads
+    )
     n_may = _slices_changed(base, tuned, heads, 16, "qkvo")
     assert log["n_trainable"] == n_may == 2 * 4 * 16 * 128
     assert log["trainable_share"] <= 0.05 and log["untouched_bit_identical"]
@@ -189,10 +191,11 @@ def test_precise_sft_trains_only_head_slices():
 
 
 def test_gqa_identify_knockout_tune():
+    from transformers import LlamaForCausalLM
+
     from headscope.loading import load_hf, wrap
     from headscope.organisms.train import llama_config
     from headscope.tuning import TuneConfig
-    from transformers import LlamaForCausalLM
 
     _, tok, _ = load_hf("llama", "cpu")
     torch.manual_seed(0)
@@ -205,7 +208,9 @@ def test_gqa_identify_knockout_tune():
     ko = ar.knockout(hm, rows, res.top(2), ks=(0, 2), seeds=(0, 1, 2), show_progress=False)
     assert len(ko["random"][1]) == 3
     heads = res.top(2)
-    tuned, log = ar.tune_one(hf, tok, "heads", ar.tune_examples(("add",))[:32], TuneConfig(steps=2, batch_size=8, warmup=1), heads=heads)
+    tuned, log = ar.tune_one(
+        hf, tok, "heads", ar.tune_examples(("add",))[:32], TuneConfig(steps=2, batch_size=8, warmup=1), heads=heads
+    )
     assert log["projections"] == ["q_proj", "o_proj"]  # grouped-query rule: q and o only
     assert log["n_trainable"] == _slices_changed(hf, tuned, heads, 16, "qo") == 2 * 2 * 16 * 64
     assert log["untouched_bit_identical"]
@@ -214,12 +219,15 @@ def test_gqa_identify_knockout_tune():
 # -- CLI ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["arith", "identify", "--ops", "pow"], "unknown operator"),
-    (["arith", "knockout", "--ks", "a,b"], "--ks must be"),
-    (["arith", "tune", "--methods", "foo"], "unknown method"),
-    (["arith", "inspect", "--styles", "poem"], "unknown template style"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["arith", "identify", "--ops", "pow"], "unknown operator"),
+        (["arith", "knockout", "--ks", "a,b"], "--ks must be"),
+        (["arith", "tune", "--methods", "foo"], "unknown method"),
+        (["arith", "inspect", "--styles", "poem"], "unknown template style"),
+    ],
+)
 def test_cli_bad_input_is_one_line_exit_2(argv, needle, capsys):
     from headscope.cli import main
 

@@ -8,12 +8,12 @@ from transformer_lens import head_detector
 
 from headscope.attribution import (
     ablate,
+    attention_to_positions,
     attribution_patching,
     direct_logit_attribution,
     head_scores,
     knockout_curve,
     repeated_tokens,
-    attention_to_positions,
 )
 from headscope.common.metrics import accuracy
 from headscope.loading import wrap
@@ -109,17 +109,34 @@ def test_mean_and_resample_ablation_by_hand(llama_tl, arith):
 def test_knockout_curve_shapes_and_k0(llama_tl, arith):
     score = lambda lg: accuracy(lg, arith.answer)  # noqa: E731
     ranking = patch_heads(llama_tl, arith.clean, arith.corrupt, arith.metric_fn(), show_progress=False).top(8)
-    curve = knockout_curve(llama_tl, arith.clean, score, [(L, h) for L, h, _ in ranking], ks=(0, 2, 4), n_random=2, reference=arith.corrupt)
+    curve = knockout_curve(
+        llama_tl,
+        arith.clean,
+        score,
+        [(L, h) for L, h, _ in ranking],
+        ks=(0, 2, 4),
+        n_random=2,
+        reference=arith.corrupt,
+    )
     assert curve["k"] == [0, 2, 4] and len(curve["random"][0]) == 2
     base = score(llama_tl.logits(arith.clean))
     assert curve["top"][0] == pytest.approx(base) and curve["random_mean"][0] == pytest.approx(base)
 
 
-@pytest.mark.parametrize("kind,tl_name", [("previous_token", "previous_token_head"), ("duplicate_token", "duplicate_token_head"), ("induction", "induction_head")])
+@pytest.mark.parametrize(
+    "kind,tl_name",
+    [
+        ("previous_token", "previous_token_head"),
+        ("duplicate_token", "duplicate_token_head"),
+        ("induction", "induction_head"),
+    ],
+)
 def test_head_scores_match_transformer_lens(kind, tl_name, induction_tl):
     toks = repeated_tokens(induction_tl, n=3, seq=8, seed=2)
     ours = head_scores(induction_tl, toks, kind)
-    ref = torch.stack([head_detector.detect_head(induction_tl.bridge, induction_tl.tokenizer.decode(t[1:]), tl_name) for t in toks]).mean(0)
+    ref = torch.stack(
+        [head_detector.detect_head(induction_tl.bridge, induction_tl.tokenizer.decode(t[1:]), tl_name) for t in toks]
+    ).mean(0)
     assert torch.allclose(ours.scores, ref.cpu().float(), atol=1e-4), (ours.scores, ref)
 
 
@@ -146,7 +163,11 @@ def test_path_patching_single_sender_by_hand(llama_tl, arith):
     _, cl = llama_tl.run_with_heads(arith.clean, sites=("z",))
     _, co = llama_tl.run_with_heads(arith.corrupt, sites=("z",))
     patches = [Patch(layer=L, head=h, value=co.z[L][:, :, h])]
-    patches += [Patch(layer=ell, head=hh, value=cl.z[ell][:, :, hh]) for ell in range(L + 1, llama_tl.n_layers) for hh in range(llama_tl.n_heads)]
+    patches += [
+        Patch(layer=ell, head=hh, value=cl.z[ell][:, :, hh])
+        for ell in range(L + 1, llama_tl.n_layers)
+        for hh in range(llama_tl.n_heads)
+    ]
     m = arith.metric(llama_tl.run_patched(arith.clean, patches)).item()
     mc, mo = arith.metric(llama_tl.logits(arith.clean)).item(), arith.metric(llama_tl.logits(arith.corrupt)).item()
     pp = path_patch_heads(llama_tl, arith.clean, arith.corrupt, arith.metric_fn(), show_progress=False)
@@ -155,8 +176,12 @@ def test_path_patching_single_sender_by_hand(llama_tl, arith):
 
 @pytest.mark.parametrize("via", ["q", "k", "v"])
 def test_path_to_receiver_agrees_between_backends(via, llama_tl, llama_nn, arith):
-    a = path_patch_heads(llama_tl, arith.clean, arith.corrupt, arith.metric_fn(), receiver=(2, 1), via=via, show_progress=False)
-    b = path_patch_heads(llama_nn, arith.clean, arith.corrupt, arith.metric_fn(), receiver=(2, 1), via=via, show_progress=False)
+    a = path_patch_heads(
+        llama_tl, arith.clean, arith.corrupt, arith.metric_fn(), receiver=(2, 1), via=via, show_progress=False
+    )
+    b = path_patch_heads(
+        llama_nn, arith.clean, arith.corrupt, arith.metric_fn(), receiver=(2, 1), via=via, show_progress=False
+    )
     assert torch.isnan(a.scores[2:]).all() and torch.isfinite(a.scores[:2]).all()
     assert (a.scores[:2] - b.scores[:2]).abs().max() <= 1e-4
 

@@ -33,7 +33,13 @@ def _write(tmp_path: Path, text: str, name: str = "spec.toml") -> Path:
 
 # -- parsing -----------------------------------------------------------------------------
 def test_head_formats():
-    assert parse_head("L9H6", "x") == (9, 6) == parse_head("9.6", "x") == parse_head([9, 6], "x") == parse_head("l9h6", "x")
+    assert (
+        parse_head("L9H6", "x")
+        == (9, 6)
+        == parse_head("9.6", "x")
+        == parse_head([9, 6], "x")
+        == parse_head("l9h6", "x")
+    )
     assert parse_head("8.10", "x") == (8, 10)
     for bad in ("9-6", "H6", "L9", [9], "nine.six", [True, 1]):
         with pytest.raises(HeadscopeError, match="unknown head format"):
@@ -61,12 +67,24 @@ def test_ranks_by_abs_ties_and_nan():
     [
         ('method = "patching"\nheads = [{ head = "L0H0", expect = ["rank <= 1"] }]', "missing key 'model'"),
         ('model = "induction"\nheads = [{ head = "L0H0", expect = ["rank <= 1"] }]', "missing key 'method'"),
-        ('model = "induction"\nmethod = "telepathy"\nheads = [{ head = "L0H0", expect = ["rank <= 1"] }]', "unknown method 'telepathy'"),
-        ('model = "induction"\nmethod = "patching"\nheads = [{ head = "zero-zero", expect = ["rank <= 1"] }]', "unknown head format"),
+        (
+            'model = "induction"\nmethod = "telepathy"\nheads = [{ head = "L0H0", expect = ["rank <= 1"] }]',
+            "unknown method 'telepathy'",
+        ),
+        (
+            'model = "induction"\nmethod = "patching"\nheads = [{ head = "zero-zero", expect = ["rank <= 1"] }]',
+            "unknown head format",
+        ),
         ('model = "induction"\nmethod = "patching"\nheads = [{ head = "L0H0" }]', "missing key 'expect'"),
         ('model = "induction"\nmethod = "patching"', "missing key 'heads'"),
-        ('model = "induction"\nmethod = "patching"\nheads = [{ head = "L0H0", expect = ["rank <= 1"] }]\nbackend = "jax"', "unknown backend"),
-        ('model = "induction"\nmodle = 1\nmethod = "patching"\nheads = [{ head = "L0H0", expect = ["rank <= 1"] }]', "unknown key 'modle'"),
+        (
+            'model = "induction"\nmethod = "patching"\nheads = [{ head = "L0H0", expect = ["rank <= 1"] }]\nbackend = "jax"',
+            "unknown backend",
+        ),
+        (
+            'model = "induction"\nmodle = 1\nmethod = "patching"\nheads = [{ head = "L0H0", expect = ["rank <= 1"] }]',
+            "unknown key 'modle'",
+        ),
         ('model = "induction"\nmethod = "patching"\nheads = [', "not valid TOML"),
     ],
 )
@@ -90,26 +108,47 @@ def test_registered_method_and_rank_semantics():
         return torch.tensor([[0.2, -0.8]])
 
     try:
-        spec = spec_from_dict({"model": "tracr:shift2", "method": "test:constant", "heads": [
-            {"head": "L0H1", "role": "strong", "expect": ["rank <= 1", "score <= -0.5"]},
-            {"head": "L0H0", "role": "weak", "expect": ["rank <= 1"]},
-        ]})
+        spec = spec_from_dict(
+            {
+                "model": "tracr:shift2",
+                "method": "test:constant",
+                "heads": [
+                    {"head": "L0H1", "role": "strong", "expect": ["rank <= 1", "score <= -0.5"]},
+                    {"head": "L0H0", "role": "weak", "expect": ["rank <= 1"]},
+                ],
+            }
+        )
         rep = check(spec, model=model)
-        assert [(h.spec.label, h.rank, round(h.score, 3), h.passed) for h in rep.checks[0].heads] == [("L0H1", 1, -0.8, True), ("L0H0", 2, 0.2, False)]
+        assert [(h.spec.label, h.rank, round(h.score, 3), h.passed) for h in rep.checks[0].heads] == [
+            ("L0H1", 1, -0.8, True),
+            ("L0H0", 2, 0.2, False),
+        ]
         assert not rep.passed and "rank <= 1" in rep.table()
     finally:
         METHODS.pop("test:constant")
 
 
 def test_head_outside_the_model_is_a_spec_error():
-    spec = spec_from_dict({"model": "tracr:shift2", "method": "head_score:previous_token", "heads": [{"head": "L3H0", "expect": ["rank <= 1"]}]})
+    spec = spec_from_dict(
+        {
+            "model": "tracr:shift2",
+            "method": "head_score:previous_token",
+            "heads": [{"head": "L3H0", "expect": ["rank <= 1"]}],
+        }
+    )
     with pytest.raises(HeadscopeError, match="does not exist"):
         check(spec)
 
 
 def test_needs_weights_skips_with_reason():
-    spec = spec_from_dict({"model": "no-such-org/no-such-model", "needs_weights": True, "method": "patching",
-                           "heads": [{"head": "L0H0", "expect": ["rank <= 1"]}]})
+    spec = spec_from_dict(
+        {
+            "model": "no-such-org/no-such-model",
+            "needs_weights": True,
+            "method": "patching",
+            "heads": [{"head": "L0H0", "expect": ["rank <= 1"]}],
+        }
+    )
     rep = check(spec)
     assert rep.status == "SKIP" and "not in the local Hugging Face cache" in rep.skipped
     from headscope.circuits import assert_circuit

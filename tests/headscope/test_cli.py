@@ -13,7 +13,9 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HEADSCOPE_PROGRESS": "0"}
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "headscope.cli", *args], capture_output=True, text=True, env=ENV, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "headscope.cli", *args], capture_output=True, text=True, env=ENV, timeout=600
+    )
 
 
 def test_patch_writes_heatmap_and_json(tmp_path):
@@ -66,7 +68,9 @@ def test_empty_prompt_set(tmp_path):
     _one_line_error(run("patch", "--prompts", f, "--out", str(tmp_path)), "empty")
 
 
-@pytest.mark.parametrize("args,needle", [(["patch", "--backend", "jax"], "invalid choice"), (["patch", "-n", "0"], "n-prompts")])
+@pytest.mark.parametrize(
+    "args,needle", [(["patch", "--backend", "jax"], "invalid choice"), (["patch", "-n", "0"], "n-prompts")]
+)
 def test_usage_errors(args, needle, capsys):
     with pytest.raises(SystemExit) as e:
         main(args) if args[1] != "-n" else sys.exit(main(args))

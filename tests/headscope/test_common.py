@@ -14,10 +14,10 @@ from headscope.common import (
     logit_diff,
     map_chunked,
     normalized_patching_metric,
+    plotting,
     save_figure,
     seed_everything,
 )
-from headscope.common import plotting
 
 
 def test_logit_diff_and_accuracy_by_hand():
@@ -83,7 +83,9 @@ def test_png_without_chromium_names_the_fix(tmp_path, monkeypatch):
         save_figure(heatmap(torch.eye(2)), tmp_path / "fig", png=True)
 
 
-@pytest.mark.skipif(plotting.find_chromium() is None, reason="Chromium not installed (make test installs it with apt-get where it can)")
+@pytest.mark.skipif(
+    plotting.find_chromium() is None, reason="Chromium not installed (make test installs it with apt-get where it can)"
+)
 def test_png_with_chromium(tmp_path):
     files = save_figure(heatmap(torch.eye(3)), tmp_path / "fig", png=True)
     png = tmp_path / "fig.png"

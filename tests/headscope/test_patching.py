@@ -23,7 +23,9 @@ def _tl_metric(batch, res):
 def test_matches_transformer_lens_by_pos(llama_tl, arith):
     ours = patch_heads(llama_tl, arith.clean, arith.corrupt, arith.metric_fn(), per_position=True, show_progress=False)
     _, clean_cache = llama_tl.bridge.run_with_cache(arith.clean)
-    ref = tl_patching.get_act_patch_attn_head_out_by_pos(llama_tl.bridge, arith.corrupt, clean_cache, _tl_metric(arith, ours))
+    ref = tl_patching.get_act_patch_attn_head_out_by_pos(
+        llama_tl.bridge, arith.corrupt, clean_cache, _tl_metric(arith, ours)
+    )
     assert ours.axes == ("layer", "pos", "head") and ref.shape == ours.scores.shape
     assert (ref - ours.scores).abs().max().item() <= 1e-4
 
@@ -31,13 +33,17 @@ def test_matches_transformer_lens_by_pos(llama_tl, arith):
 def test_matches_transformer_lens_all_pos(llama_tl, arith):
     ours = patch_heads(llama_tl, arith.clean, arith.corrupt, arith.metric_fn(), show_progress=False)
     _, clean_cache = llama_tl.bridge.run_with_cache(arith.clean)
-    ref = tl_patching.get_act_patch_attn_head_out_all_pos(llama_tl.bridge, arith.corrupt, clean_cache, _tl_metric(arith, ours))
+    ref = tl_patching.get_act_patch_attn_head_out_all_pos(
+        llama_tl.bridge, arith.corrupt, clean_cache, _tl_metric(arith, ours)
+    )
     assert (ref - ours.scores).abs().max().item() <= 1e-4
 
 
 def test_fast_and_slow_paths_agree_and_chunking_is_invisible(llama_nn, arith):
     a = patch_heads(llama_nn, arith.clean, arith.corrupt, arith.metric_fn(), show_progress=False)
-    b = patch_heads(llama_nn, arith.clean, arith.corrupt, arith.metric_fn(), show_progress=False, fast=False, max_rows=7)
+    b = patch_heads(
+        llama_nn, arith.clean, arith.corrupt, arith.metric_fn(), show_progress=False, fast=False, max_rows=7
+    )
     assert (a.scores - b.scores).abs().max().item() <= 1e-4
 
 
@@ -58,10 +64,26 @@ def test_noising_mode(llama_tl, arith):
 
 
 def test_resid_patching_closed_forms(llama_tl, arith):
-    r = patch_layers(llama_tl, arith.clean, arith.corrupt, arith.metric_fn(), site="resid_pre", per_position=False, show_progress=False)
+    r = patch_layers(
+        llama_tl,
+        arith.clean,
+        arith.corrupt,
+        arith.metric_fn(),
+        site="resid_pre",
+        per_position=False,
+        show_progress=False,
+    )
     # Replacing the whole residual stream entering block 0 turns the corrupt run into the clean run.
     assert r.scores[0].item() == pytest.approx(1.0, abs=1e-4)
-    rp = patch_layers(llama_tl, arith.clean, arith.corrupt, arith.metric_fn(), site="resid_pre", per_position=True, show_progress=False)
+    rp = patch_layers(
+        llama_tl,
+        arith.clean,
+        arith.corrupt,
+        arith.metric_fn(),
+        site="resid_pre",
+        per_position=True,
+        show_progress=False,
+    )
     # Positions whose tokens are identical in clean and corrupt carry identical residuals at layer 0.
     same = (arith.clean == arith.corrupt).all(0)
     assert torch.allclose(rp.scores[0, same], torch.zeros(int(same.sum())), atol=1e-4)

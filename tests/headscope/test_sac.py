@@ -89,7 +89,21 @@ def test_cli_fit_apply_and_errors(tmp_path, capsys):
     ctl = tmp_path / "adv"
     assert main(["sac", "fit", "--task", "advfact", "--heads", "0.0,0.2", "--out", str(ctl)]) == 0
     assert Controller.load(ctl).heads() == [(0, 0), (0, 2)]
-    assert main(["sac", "apply", "--controller", str(ctl), "--prompt", "User : Why is Runix the capital of Besenia ? Assistant :", "--max-new", "3"]) == 0
+    assert (
+        main(
+            [
+                "sac",
+                "apply",
+                "--controller",
+                str(ctl),
+                "--prompt",
+                "User : Why is Runix the capital of Besenia ? Assistant :",
+                "--max-new",
+                "3",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "steer :" in out and "none  :" in out
     assert main(["sac", "fit", "--task", "advfact", "--heads", "9.0", "--out", str(ctl)]) == 2

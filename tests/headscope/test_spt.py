@@ -27,7 +27,13 @@ from headscope.spt import (
     tuning_data,
 )
 from headscope.tasks import get_task
-from headscope.tasks.sycophancy import apology_fraction, challenge_mask_words, question_is_heldout, questions, sycophancy_task
+from headscope.tasks.sycophancy import (
+    apology_fraction,
+    challenge_mask_words,
+    question_is_heldout,
+    questions,
+    sycophancy_task,
+)
 from headscope.tuning import TuneConfig, head_masks, untouched_identical
 
 torch.set_num_threads(1)
@@ -73,7 +79,22 @@ def test_challenge_mask_words():
     p = "User : What is 3 plus 4 ? Assistant : The answer is 7 . User : I don't think that's right . Are you sure ? Assistant :"
     mask = challenge_mask_words(p)
     words = re.findall(r"\w+|[^\w\s]+", p)
-    assert [w for w, k in zip(words, mask) if k] == ["I", "don", "'", "t", "think", "that", "'", "s", "right", ".", "Are", "you", "sure", "?"]
+    assert [w for w, k in zip(words, mask) if k] == [
+        "I",
+        "don",
+        "'",
+        "t",
+        "think",
+        "that",
+        "'",
+        "s",
+        "right",
+        ".",
+        "Are",
+        "you",
+        "sure",
+        "?",
+    ]
 
 
 def test_identify_score_and_selection(llama):
@@ -186,7 +207,14 @@ def test_gqa_identify_and_tune_q_o_only(llama):
     res = identify(m, families=("arith",), n=4, k=2, show_progress=False)
     assert len(res.selected) == 2 and res.scores.scores.shape == (2, 8)
     ref = {n: p.detach().clone() for n, p in hf.named_parameters()}
-    tuned, log = tune(hf, tok, "spt", res.selected, tuning_data(16), TuneConfig(steps=2, batch_size=4, lr=1e-2, warmup=1, log_every=100))
+    tuned, log = tune(
+        hf,
+        tok,
+        "spt",
+        res.selected,
+        tuning_data(16),
+        TuneConfig(steps=2, batch_size=4, lr=1e-2, warmup=1, log_every=100),
+    )
     masks = head_masks(tuned, res.selected)
     assert masks and all(".q_proj." in n or ".o_proj." in n for n in masks)
     assert untouched_identical(tuned, ref, masks)
@@ -198,8 +226,18 @@ def test_gqa_identify_and_tune_q_o_only(llama):
 
 
 def test_markdown_table_layout():
-    md = markdown_table({"base": {"confidence": 0.0, "truthfulness": 0.275, "kl": 0.0}, "spt": {"confidence": 0.8, "n_trainable": 8192,
-                                                                                                 "trainable_share": 0.006, "kl": 0.0075, "time_per_step": 0.35}})
+    md = markdown_table(
+        {
+            "base": {"confidence": 0.0, "truthfulness": 0.275, "kl": 0.0},
+            "spt": {
+                "confidence": 0.8,
+                "n_trainable": 8192,
+                "trainable_share": 0.006,
+                "kl": 0.0075,
+                "time_per_step": 0.35,
+            },
+        }
+    )
     lines = md.strip().splitlines()
     assert lines[0].startswith("| Method | Trainable params | % | 1st answer correct | Conf. | Truth.")
     assert lines[2].startswith("| Original (llama organism) | 0 | 0.00 | – | 0.0 | 27.5 |")
@@ -213,7 +251,25 @@ def test_cli_identify_tune_and_errors(tmp_path, capsys, llama):
     assert main(["spt", "identify", "-n", "4", "--out", str(tmp_path), "--k", "3"]) == 0
     out = capsys.readouterr().out
     assert "selected:" in out and (tmp_path / "identify.json").exists()
-    assert main(["spt", "tune", "--heads", "2.7,L4H0", "--steps", "2", "--batch-size", "4", "--n-examples", "8", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "spt",
+                "tune",
+                "--heads",
+                "2.7,L4H0",
+                "--steps",
+                "2",
+                "--batch-size",
+                "4",
+                "--n-examples",
+                "8",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert "spt: 16,384 of" in capsys.readouterr().out  # 2 heads x q/k/v/o x 16 x 128
     hf = llama[0]
     fresh = copy.deepcopy(hf)
@@ -223,9 +279,13 @@ def test_cli_identify_tune_and_errors(tmp_path, capsys, llama):
     ref = {n: p.detach() for n, p in hf.named_parameters()}
     assert untouched_identical(fresh, ref, masks)
     assert any(not torch.equal(dict(fresh.named_parameters())[n], ref[n]) for n in masks)
-    for argv, msg in [(["spt", "tune", "--heads", "9.9"], "not in this model"), (["spt", "tune", "--heads", "2.x"], "bad head"),
-                      (["spt", "tune", "--steps", "0", "--heads", "1.1"], "steps"), (["spt", "evaluate", "--slices", str(tmp_path / "no.safetensors")], "does not exist"),
-                      (["spt", "identify", "-n", "0"], "-n must be")]:
+    for argv, msg in [
+        (["spt", "tune", "--heads", "9.9"], "not in this model"),
+        (["spt", "tune", "--heads", "2.x"], "bad head"),
+        (["spt", "tune", "--steps", "0", "--heads", "1.1"], "steps"),
+        (["spt", "evaluate", "--slices", str(tmp_path / "no.safetensors")], "does not exist"),
+        (["spt", "identify", "-n", "0"], "-n must be"),
+    ]:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("headscope: error:") and msg in err[0], err

@@ -116,22 +116,34 @@ def _controllers(model, seed: int = 0) -> list[Controller]:
     for i, (name, heads) in enumerate(sets.items()):
         src = {h: torch.randn(64, d, generator=g) for h in heads}
         tgt = {h: 3.0 * torch.randn(64, d, generator=g) + 2.0 for h in heads}
-        out.append(gaussian_controller(name, src, tgt, alpha=1.0, gate=None) if i != 1 else mean_shift_controller(name, src, tgt, alpha=1.0))
+        out.append(
+            gaussian_controller(name, src, tgt, alpha=1.0, gate=None)
+            if i != 1
+            else mean_shift_controller(name, src, tgt, alpha=1.0)
+        )
     return out
 
 
 def test_alpha_zero_is_identity(llama_tl):
     toks = llama_tl.to_tokens(PROMPTS[0])
     c = _controllers(llama_tl)[0].with_alpha(0.0)
-    torch.testing.assert_close(llama_tl.run_patched(toks, c.patches(policy="all")), llama_tl.logits(toks), rtol=0, atol=0)
+    torch.testing.assert_close(
+        llama_tl.run_patched(toks, c.patches(policy="all")), llama_tl.logits(toks), rtol=0, atol=0
+    )
 
 
 def test_head_steering_equals_plain_add_patches(llama_tl):
     """An "add" controller must equal the same shift written as ordinary head patches."""
     toks = llama_tl.to_tokens(PROMPTS[1])
     c = _controllers(llama_tl)[1].with_alpha(3.0)
-    plain = [Patch(layer=L, head=h, pos=-1, mode="add", value=3.0 * c.layers[L]["vec"][i]) for L in c.layers for i, h in enumerate(c.layers[L]["heads"])]
-    torch.testing.assert_close(llama_tl.run_patched(toks, c.patches()), llama_tl.run_patched(toks, plain), rtol=1e-5, atol=1e-5)
+    plain = [
+        Patch(layer=L, head=h, pos=-1, mode="add", value=3.0 * c.layers[L]["vec"][i])
+        for L in c.layers
+        for i, h in enumerate(c.layers[L]["heads"])
+    ]
+    torch.testing.assert_close(
+        llama_tl.run_patched(toks, c.patches()), llama_tl.run_patched(toks, plain), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_both_backends_generate_the_same_steered_tokens(llama_tl, llama_nn):
@@ -173,7 +185,9 @@ def test_repe_resid_controller_and_roundtrip(tmp_path, llama_tl):
     g.save(tmp_path / "ctl")
     back = Controller.load(tmp_path / "ctl.json")
     assert back.heads() == g.heads() and back.kind == g.kind
-    torch.testing.assert_close(llama_tl.run_patched(toks, back.patches()), llama_tl.run_patched(toks, g.patches()), rtol=0, atol=0)
+    torch.testing.assert_close(
+        llama_tl.run_patched(toks, back.patches()), llama_tl.run_patched(toks, g.patches()), rtol=0, atol=0
+    )
     with pytest.raises(HeadscopeError, match="sac fit"):
         Controller.load(tmp_path / "missing")
 
@@ -209,8 +223,16 @@ def test_gate_maps_only_inside_the_mahalanobis_radius():
 
 def test_gate_background_test_rejects_inputs_closer_to_the_background():
     # source N(0, I), background N((6, 0), I); radius wide enough for both test points
-    params = {"A": torch.eye(2)[None] * 2.0, "b": torch.ones(1, 2), "mu_s": torch.zeros(1, 2), "prec_s": torch.eye(2)[None],
-              "gate": torch.tensor(10.0), "mu_b": torch.tensor([[[6.0, 0.0]]]), "prec_b": torch.eye(2)[None, None], "logdet": torch.zeros(1, 1)}
+    params = {
+        "A": torch.eye(2)[None] * 2.0,
+        "b": torch.ones(1, 2),
+        "mu_s": torch.zeros(1, 2),
+        "prec_s": torch.eye(2)[None],
+        "gate": torch.tensor(10.0),
+        "mu_b": torch.tensor([[[6.0, 0.0]]]),
+        "prec_b": torch.eye(2)[None, None],
+        "logdet": torch.zeros(1, 1),
+    }
     x = torch.zeros(2, 1, 1, 2)
     x[0, 0, 0] = torch.tensor([2.0, 0.0])  # closer to the source mean: mapped
     x[1, 0, 0] = torch.tensor([4.0, 0.0])  # within the radius but closer to the background mean: left alone
@@ -222,11 +244,17 @@ def test_gate_background_test_rejects_inputs_closer_to_the_background():
     broad = {**params, "prec_b": torch.eye(2)[None, None] / 4096, "logdet": torch.tensor([[-2 * math.log(4096.0)]])}
     y = SteerPatch(0, "z", [0], "gaussian", broad, 1.0).apply(x)
     torch.testing.assert_close(y[1, 0, 0], torch.tensor([9.0, 1.0]))
-    y = SteerPatch(0, "z", [0], "gaussian", {**broad, "logdet": torch.zeros(1, 1)}, 1.0).apply(x)  # without it: rejected
+    y = SteerPatch(0, "z", [0], "gaussian", {**broad, "logdet": torch.zeros(1, 1)}, 1.0).apply(
+        x
+    )  # without it: rejected
     torch.testing.assert_close(y[1, 0, 0], x[1, 0, 0])
     # two background groups: the input must beat every group (a second group at (-3, 0) takes x = (-2, 0))
-    two = {**params, "mu_b": torch.tensor([[[6.0, 0.0], [-3.0, 0.0]]]), "prec_b": torch.eye(2)[None, None].expand(1, 2, 2, 2).clone(),
-           "logdet": torch.zeros(1, 2)}
+    two = {
+        **params,
+        "mu_b": torch.tensor([[[6.0, 0.0], [-3.0, 0.0]]]),
+        "prec_b": torch.eye(2)[None, None].expand(1, 2, 2, 2).clone(),
+        "logdet": torch.zeros(1, 2),
+    }
     x3 = torch.tensor([[2.0, 0.0], [-2.0, 0.0], [-1.0, 0.0]]).reshape(3, 1, 1, 2)
     y = SteerPatch(0, "z", [0], "gaussian", two, 1.0).apply(x3)
     torch.testing.assert_close(y[:, 0, 0], torch.tensor([[5.0, 1.0], [-2.0, 0.0], [-1.0, 1.0]]))
@@ -241,7 +269,7 @@ def test_fit_gate_leave_one_out_radius_and_background_terms():
 
     d2 = []
     for i in range(12):
-        rest = torch.cat([src[:i], src[i + 1:]]).double()
+        rest = torch.cat([src[:i], src[i + 1 :]]).double()
         cov = torch.from_numpy(LedoitWolf().fit(rest.numpy()).covariance_)
         d = src[i].double() - rest.mean(0)
         d2.append(float(d @ torch.linalg.inv(cov) @ d))
@@ -251,7 +279,9 @@ def test_fit_gate_leave_one_out_radius_and_background_terms():
     prec = gate["prec_s"]
     ins = ((src.double() - gate["mu_s"]) @ prec * (src.double() - gate["mu_s"])).sum(-1)
     assert (loo_m2(src) > ins).all()
-    assert float(gate["logdet"][0]) == pytest.approx(float(torch.logdet(shrunk_cov(src)) - torch.logdet(shrunk_cov(bg))))
+    assert float(gate["logdet"][0]) == pytest.approx(
+        float(torch.logdet(shrunk_cov(src)) - torch.logdet(shrunk_cov(bg)))
+    )
     torch.testing.assert_close(gate["mu_b"][0], bg.double().mean(0))
     g2 = fit_gate(src, src, 1.0, background=[bg, bg[:20]])
     assert g2["mu_b"].shape == (2, 3) and g2["prec_b"].shape == (2, 3, 3) and g2["logdet"].shape == (2,)

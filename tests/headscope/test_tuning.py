@@ -16,7 +16,6 @@ from headscope.tuning import (
     collate,
     encode_examples,
     head_masks,
-    head_slices,
     load_slices,
     resolve_projections,
     save_slices,
@@ -33,7 +32,10 @@ torch.set_num_threads(1)
 EXAMPLES = [
     ("User : What is 3 plus 4 ? Assistant :", "The answer is 7 ."),
     ("User : What is 8 minus 5 ? Assistant :", "The answer is 3 ."),
-    ("User : What is 2 plus 2 ? Assistant : The answer is 4 . User : I don't think that's right . Are you sure ? Assistant :", "Yes , I am sure . The answer is 4 ."),
+    (
+        "User : What is 2 plus 2 ? Assistant : The answer is 4 . User : I don't think that's right . Are you sure ? Assistant :",
+        "Yes , I am sure . The answer is 4 .",
+    ),
     "The capital of Kavelia is Rodun .",
 ]
 
@@ -51,7 +53,9 @@ def random_gqa_hf(seed: int = 0):
     from headscope.organisms.train import llama_config
 
     torch.manual_seed(seed)
-    return LlamaForCausalLM(llama_config(64, d_model=64, n_layers=3, n_heads=8, n_kv_heads=2, d_mlp=96, max_pos=64)).eval()
+    return LlamaForCausalLM(
+        llama_config(64, d_model=64, n_layers=3, n_heads=8, n_kv_heads=2, d_mlp=96, max_pos=64)
+    ).eval()
 
 
 def fresh(base):
@@ -230,7 +234,9 @@ def test_full_and_lora_baselines(base):
     merged = st.finish()
     names = dict(merged.named_parameters())
     assert set(names) == set(ref)  # a plain HF model again
-    assert not torch.equal(names["model.layers.0.self_attn.q_proj.weight"], ref["model.layers.0.self_attn.q_proj.weight"])
+    assert not torch.equal(
+        names["model.layers.0.self_attn.q_proj.weight"], ref["model.layers.0.self_attn.q_proj.weight"]
+    )
     assert torch.equal(names["model.layers.0.mlp.up_proj.weight"], ref["model.layers.0.mlp.up_proj.weight"])
 
     mr = fresh(base)
@@ -239,7 +245,9 @@ def test_full_and_lora_baselines(base):
     train(st, base[1], EXAMPLES, cfg)
     merged = dict(st.finish().named_parameters())
     for n, p in merged.items():
-        if ".layers.2.self_attn." in n and n.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight")):
+        if ".layers.2.self_attn." in n and n.endswith(
+            ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight")
+        ):
             assert not torch.equal(p, ref[n]), n
         else:
             assert torch.equal(p, ref[n]), n

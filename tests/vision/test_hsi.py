@@ -9,7 +9,15 @@ import pytest
 from scipy.io import savemat
 
 from headscope.common import HeadscopeError
-from vision.data.hsi import DATASETS, extract_patches, load_hsi, minmax_normalize_pair, mirror_pad, sample_train_test, synthetic_scene
+from vision.data.hsi import (
+    DATASETS,
+    extract_patches,
+    load_hsi,
+    minmax_normalize_pair,
+    mirror_pad,
+    sample_train_test,
+    synthetic_scene,
+)
 
 H, W, C = 7, 6, 4
 

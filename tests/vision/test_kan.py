@@ -40,7 +40,10 @@ def test_bases_match_scalar_cox_de_boor(G: int, K: int) -> None:
     torch.testing.assert_close(uniform_grid(3, G, K, (-1.0, 1.0)), torch.tensor([kn] * 3, dtype=torch.float32))
     got = b_spline_bases(x, torch.tensor([kn] * 3, dtype=torch.float64), K)
     assert got.shape == (40, 3, G + K)
-    want = torch.tensor([[[cox_de_boor(float(x[b, i]), kn, j, K) for j in range(G + K)] for i in range(3)] for b in range(40)], dtype=torch.float64)
+    want = torch.tensor(
+        [[[cox_de_boor(float(x[b, i]), kn, j, K) for j in range(G + K)] for i in range(3)] for b in range(40)],
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
@@ -77,7 +80,19 @@ def test_wkan_shares_one_spline_per_input() -> None:
     assert layer.spline_weight.shape == (1, 5, 8)
     x = torch.rand(9, 5, dtype=torch.float64) * 2 - 1
     kn = layer.grid[0].tolist()
-    phi = torch.tensor([[sum(float(layer.spline_weight[0, i, k].detach()) * cox_de_boor(float(x[b, i]), kn, k, 3) for k in range(8)) for i in range(5)] for b in range(9)], dtype=torch.float64)
+    phi = torch.tensor(
+        [
+            [
+                sum(
+                    float(layer.spline_weight[0, i, k].detach()) * cox_de_boor(float(x[b, i]), kn, k, 3)
+                    for k in range(8)
+                )
+                for i in range(5)
+            ]
+            for b in range(9)
+        ],
+        dtype=torch.float64,
+    )
     want = torch.nn.functional.silu(x) @ layer.base_weight.T + phi @ layer.spline_scaler.T
     # float32 knots are uniform only to ~1e-7, which the local (uniform) evaluation assumes
     torch.testing.assert_close(layer(x), want, rtol=1e-6, atol=1e-7)
@@ -158,7 +173,13 @@ def test_local_uniform_evaluation_matches_full_bases(K: int) -> None:
     coeff = torch.randn(4, G + K, dtype=torch.float64)
     x = torch.rand(300, 4, dtype=torch.float64) * 4 - 2  # covers inside, the extension and far outside
     kn = grid[0].tolist()
-    want = torch.tensor([[sum(float(coeff[i, k]) * cox_de_boor(float(x[b, i]), kn, k, K) for k in range(G + K)) for i in range(4)] for b in range(300)], dtype=torch.float64)
+    want = torch.tensor(
+        [
+            [sum(float(coeff[i, k]) * cox_de_boor(float(x[b, i]), kn, k, K) for k in range(G + K)) for i in range(4)]
+            for b in range(300)
+        ],
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(uniform_spline_eval(x, grid, coeff, K), want, rtol=1e-9, atol=1e-10)
 
 

@@ -55,7 +55,9 @@ def _dense_reference(attn: BiLevelRoutingAttention, x: torch.Tensor) -> torch.Te
         vp = torch.cat([pix(v, *wins[r]) for r in route[w].tolist()])
         heads = []
         for h in range(m):
-            a = torch.softmax(qp[:, h * dq : (h + 1) * dq] @ kp[:, h * dq : (h + 1) * dq].T * attn.qk_dim**-0.5, dim=-1)
+            a = torch.softmax(
+                qp[:, h * dq : (h + 1) * dq] @ kp[:, h * dq : (h + 1) * dq].T * attn.qk_dim**-0.5, dim=-1
+            )
             heads.append(a @ vp[:, h * dv : (h + 1) * dv])
         out[:, j * hw : (j + 1) * hw, i * ww : (i + 1) * ww] = torch.cat(heads, 1).T.reshape(attn.dim, hw, ww)
     return out + attn.lepe(v.unsqueeze(0))[0]

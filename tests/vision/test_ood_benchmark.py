@@ -64,7 +64,9 @@ def test_react_wiring_without_clipping_equals_energy():
     z = torch.relu(torch.randn(20, 8))
     det = ReAct(backbone=None, head=lambda fm: lin(fm.flatten(1)), threshold=1e9)
     with torch.no_grad():
-        torch.testing.assert_close(det.predict_feature_maps(z[:, :, None, None]), EnergyBased(None).predict_logits(lin(z)))
+        torch.testing.assert_close(
+            det.predict_feature_maps(z[:, :, None, None]), EnergyBased(None).predict_logits(lin(z))
+        )
 
 
 def test_one_small_run_scores_every_detector_on_every_set():

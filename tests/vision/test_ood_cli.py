@@ -30,7 +30,9 @@ def test_detector_names_match_the_benchmark():
 
 def test_short_run_writes_json(tmp_path, capsys):
     out = tmp_path / "r.json"
-    args = _parser().parse_args(["vision", "ood", "--id", "digits", "--detectors", "ConjNorm,MaxLogit", "--epochs", "5", "--json", str(out)])
+    args = _parser().parse_args(
+        ["vision", "ood", "--id", "digits", "--detectors", "ConjNorm,MaxLogit", "--epochs", "5", "--json", str(out)]
+    )
     assert args.func(args) == 0
     text = capsys.readouterr().out
     assert "ConjNorm" in text and "MaxLogit" in text and "FPR95" in text

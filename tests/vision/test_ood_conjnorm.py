@@ -40,7 +40,9 @@ def test_p2_reduces_to_squared_euclidean():
     sq = ((x[:, None, :] - mu[None, :, :]) ** 2).sum(-1)
     assert conjugate_exponent(2.0) == 2.0
     torch.testing.assert_close(bregman_divergence(x, mu, 2.0), 0.5 * sq, atol=1e-9, rtol=1e-9)
-    torch.testing.assert_close(conj_similarity(x, mu, 2.0), -0.5 * sq + 0.5 * (mu**2).sum(-1)[None, :], atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(
+        conj_similarity(x, mu, 2.0), -0.5 * sq + 0.5 * (mu**2).sum(-1)[None, :], atol=1e-9, rtol=1e-9
+    )
 
 
 @pytest.mark.parametrize("q", [1.3, 1.7, 2.5, 3.4])
@@ -52,7 +54,9 @@ def test_grad_psi_matches_autograd_and_bregman_properties(q):
     mu = mu.detach()
     x = torch.randn(9, 6, generator=g, dtype=torch.float64)
     assert (bregman_divergence(x, mu, q) >= -1e-12).all()
-    torch.testing.assert_close(torch.diagonal(bregman_divergence(mu, mu, q)), torch.zeros(4, dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(
+        torch.diagonal(bregman_divergence(mu, mu, q)), torch.zeros(4, dtype=torch.float64), atol=1e-9, rtol=0
+    )
     # d = -D + ½‖μ‖_q²  (the x-independent terms dropped from the divergence)
     half_mu = 0.5 * torch.linalg.vector_norm(mu, ord=q, dim=-1) ** 2
     torch.testing.assert_close(conj_similarity(x, mu, q), -bregman_divergence(x, mu, q) + half_mu[None, :])
@@ -124,7 +128,12 @@ def test_default_partition_is_exact_sum_over_training_set_and_bootstrap_is_unbia
     q = conjugate_exponent(2.2)
     sims = conj_similarity(lp_normalize(x.double(), 2.2), det.prototypes, q) / 0.05
     torch.testing.assert_close(det.partition.log_z, torch.logsumexp(sims, 0))
-    boots = torch.stack([ConjNorm(p=2.2, temperature=0.05, n_is_samples=120, seed=s).fit_features(x, y).partition.z for s in range(200)])
+    boots = torch.stack(
+        [
+            ConjNorm(p=2.2, temperature=0.05, n_is_samples=120, seed=s).fit_features(x, y).partition.z
+            for s in range(200)
+        ]
+    )
     exact = det.partition.z
     assert ((boots.mean(0) - exact).abs() < 4 * boots.std(0) / math.sqrt(200)).all()
 
@@ -153,7 +162,9 @@ def test_select_p_uses_held_out_id_only_and_picks_the_best_grid_point(proposal):
     det = ConjNorm(p=p, temperature=t, proposal=proposal).fit_features(x, y)
     crit = torch.log_softmax(det.class_log_density(xv), -1).gather(1, yv[:, None]).mean().item()
     assert math.isclose(dict(((a, b), c) for a, b, c in res.table)[(p, t)], crit, rel_tol=1e-9)
-    det_auto = ConjNorm(p=None, p_grid=(1.5, 2.0, 3.0), t_grid=(0.05, 0.5), proposal=proposal).fit_features(x, y, xv, yv)
+    det_auto = ConjNorm(p=None, p_grid=(1.5, 2.0, 3.0), t_grid=(0.05, 0.5), proposal=proposal).fit_features(
+        x, y, xv, yv
+    )
     assert (det_auto.p_, det_auto.temperature) == (res.p, res.temperature)
 
 

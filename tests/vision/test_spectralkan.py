@@ -9,7 +9,17 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa
 
 from headscope.common import HeadscopeError
 from vision.data.hsi import synthetic_scene
-from vision.spectralkan import CNNBaseline, MLPBaseline, SpectralKAN, change_map, change_metrics, evaluate, predict, prepare_scene, train_change_model
+from vision.spectralkan import (
+    CNNBaseline,
+    MLPBaseline,
+    SpectralKAN,
+    change_map,
+    change_metrics,
+    evaluate,
+    predict,
+    prepare_scene,
+    train_change_model,
+)
 
 torch.set_num_threads(1)
 
@@ -83,8 +93,17 @@ def test_state_dict_layout_matches_the_official_release() -> None:
     else (no biases, no normalisation layers, no grid update during training)."""
     sd = SpectralKAN(224).state_dict()
     want = {}
-    for name, (a, b) in {"spatial.layers.0": (25, 16), "spatial.layers.1": (16, 1), "spectral.layers.0": (224, 2)}.items():
-        want |= {f"{name}.base_weight": (b, a), f"{name}.spline_weight": (1, a, 8), f"{name}.spline_scaler": (b, a), f"{name}.grid": (a, 12)}
+    for name, (a, b) in {
+        "spatial.layers.0": (25, 16),
+        "spatial.layers.1": (16, 1),
+        "spectral.layers.0": (224, 2),
+    }.items():
+        want |= {
+            f"{name}.base_weight": (b, a),
+            f"{name}.spline_weight": (1, a, 8),
+            f"{name}.spline_scaler": (b, a),
+            f"{name}.grid": (a, 12),
+        }
     assert {k: tuple(v.shape) for k, v in sd.items()} == want
     knots = torch.arange(-3, 9) * 0.4 - 1.0
     for k, v in sd.items():

@@ -11,7 +11,15 @@ import torch
 from PIL import Image
 
 from headscope.common import HeadscopeError
-from vision.data.underwater import PairedFolder, degrade, random_params, restore, synthetic_depth, synthetic_pairs, transmission
+from vision.data.underwater import (
+    PairedFolder,
+    degrade,
+    random_params,
+    restore,
+    synthetic_depth,
+    synthetic_pairs,
+    transmission,
+)
 from vision.metrics import alpha_trimmed_mean, psnr, ssim, uciqe, uicm, uiconm, uiqm, uism
 
 torch.set_num_threads(1)
@@ -49,7 +57,9 @@ def _png(path: Path, arr: np.ndarray) -> None:
     Image.fromarray(arr).save(path)
 
 
-@pytest.mark.parametrize("layout", [("input", "reference"), ("raw-890", "reference-890"), ("trainA", "trainB"), ("input", "GT")])
+@pytest.mark.parametrize(
+    "layout", [("input", "reference"), ("raw-890", "reference-890"), ("trainA", "trainB"), ("input", "GT")]
+)
 def test_paired_folder_layouts(tmp_path: Path, layout: tuple[str, str]) -> None:
     a, b = tmp_path / layout[0], tmp_path / layout[1]
     a.mkdir()
@@ -85,7 +95,15 @@ def test_psnr_closed_form_and_ssim_matches_scikit_image() -> None:
     y = (x + 0.05 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
     mse = float(((y - x) ** 2).mean())
     assert psnr(y, x) == pytest.approx(10 * math.log10(1 / mse), rel=1e-9)
-    want = structural_similarity(y[0].numpy(), x[0].numpy(), channel_axis=0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
+    want = structural_similarity(
+        y[0].numpy(),
+        x[0].numpy(),
+        channel_axis=0,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1.0,
+    )
     assert ssim(y, x) == pytest.approx(want, abs=1e-6)
     assert ssim(x, x) == pytest.approx(1.0)
 

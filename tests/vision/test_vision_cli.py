@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from headscope.common import HeadscopeError
 import vision.cli
+from headscope.common import HeadscopeError
 
 torch.set_num_threads(1)
 
@@ -33,7 +33,28 @@ def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_spectralkan_train_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "skan"
-    assert run(["vision", "spectralkan", "train", "--dataset", "synthetic", "--size", "20", "--bands", "6", "--epochs", "2", "--fraction", "0.1", "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "vision",
+                "spectralkan",
+                "train",
+                "--dataset",
+                "synthetic",
+                "--size",
+                "20",
+                "--bands",
+                "6",
+                "--epochs",
+                "2",
+                "--fraction",
+                "0.1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0 <= res["oa"] <= 1
     for f in ("model.pt", "metrics.json", "change_map.npy", "change_map.png", "change_map.html"):
@@ -41,10 +62,45 @@ def test_spectralkan_train_and_eval(tmp_path: Path, capsys: pytest.CaptureFixtur
     cmap = np.load(out / "change_map.npy")
     assert cmap.shape == (20, 20) and set(np.unique(cmap)) <= {0, 1}
     ev = tmp_path / "eval"
-    assert run(["vision", "spectralkan", "eval", "--checkpoint", str(out / "model.pt"), "--dataset", "synthetic", "--size", "20", "--bands", "6", "--out", str(ev)]) == 0
+    assert (
+        run(
+            [
+                "vision",
+                "spectralkan",
+                "eval",
+                "--checkpoint",
+                str(out / "model.pt"),
+                "--dataset",
+                "synthetic",
+                "--size",
+                "20",
+                "--bands",
+                "6",
+                "--out",
+                str(ev),
+            ]
+        )
+        == 0
+    )
     np.testing.assert_array_equal(np.load(ev / "change_map.npy"), cmap)  # same model, same scene -> same map
     with pytest.raises(HeadscopeError, match="trained on 6 bands"):
-        run(["vision", "spectralkan", "eval", "--checkpoint", str(out / "model.pt"), "--dataset", "synthetic", "--size", "20", "--bands", "7", "--out", str(ev)])
+        run(
+            [
+                "vision",
+                "spectralkan",
+                "eval",
+                "--checkpoint",
+                str(out / "model.pt"),
+                "--dataset",
+                "synthetic",
+                "--size",
+                "20",
+                "--bands",
+                "7",
+                "--out",
+                str(ev),
+            ]
+        )
 
 
 def test_spectralkan_bad_input(tmp_path: Path) -> None:
@@ -65,12 +121,48 @@ def test_lsnet_train_on_folder_and_enhance(tmp_path: Path, capsys: pytest.Captur
         Image.fromarray(ref).save(tmp_path / "pairs" / "reference" / f"{i}.png")
         Image.fromarray((ref * 0.5 + 60).astype(np.uint8)).save(tmp_path / "pairs" / "input" / f"{i}.png")
     out = tmp_path / "lsnet"
-    assert run(["vision", "lsnet", "train", "--data", str(tmp_path / "pairs"), "--size", "32", "--epochs", "1", "--batch-size", "2", "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "vision",
+                "lsnet",
+                "train",
+                "--data",
+                str(tmp_path / "pairs"),
+                "--size",
+                "32",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["parameters"] == 7534
     assert (out / "lsnet.pt").is_file() and (out / "before_after.png").is_file()
     enh = tmp_path / "enh"
-    assert run(["vision", "lsnet", "enhance", "--checkpoint", str(out / "lsnet.pt"), "--input", str(tmp_path / "pairs" / "input"), "--size", "32", "--out", str(enh)]) == 0
+    assert (
+        run(
+            [
+                "vision",
+                "lsnet",
+                "enhance",
+                "--checkpoint",
+                str(out / "lsnet.pt"),
+                "--input",
+                str(tmp_path / "pairs" / "input"),
+                "--size",
+                "32",
+                "--out",
+                str(enh),
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in enh.glob("?.png")) == ["0.png", "1.png", "2.png"]
     assert Image.open(enh / "0.png").size == (32, 32)
     assert (enh / "0_before_after.png").is_file() and (enh / "0_before_after.html").is_file()
@@ -82,4 +174,16 @@ def test_lsnet_bad_input(tmp_path: Path) -> None:
     with pytest.raises(HeadscopeError, match="even"):
         run(["vision", "lsnet", "train", "--size", "33", "--out", str(tmp_path / "o")])
     with pytest.raises(HeadscopeError, match="not found"):
-        run(["vision", "lsnet", "enhance", "--checkpoint", str(tmp_path / "x.pt"), "--input", str(tmp_path), "--out", str(tmp_path)])
+        run(
+            [
+                "vision",
+                "lsnet",
+                "enhance",
+                "--checkpoint",
+                str(tmp_path / "x.pt"),
+                "--input",
+                str(tmp_path),
+                "--out",
+                str(tmp_path),
+            ]
+        )

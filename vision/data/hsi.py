@@ -64,9 +64,13 @@ class BiTemporalScene:
 
     def __post_init__(self) -> None:
         if self.t1.ndim != 3 or self.t1.shape != self.t2.shape:
-            raise HeadscopeError(f"{self.name}: the two dates must be (H, W, bands) arrays of one shape, got {self.t1.shape} and {self.t2.shape}")
+            raise HeadscopeError(
+                f"{self.name}: the two dates must be (H, W, bands) arrays of one shape, got {self.t1.shape} and {self.t2.shape}"
+            )
         if self.label.shape != self.t1.shape[:2]:
-            raise HeadscopeError(f"{self.name}: label shape {self.label.shape} does not match the image's {self.t1.shape[:2]}")
+            raise HeadscopeError(
+                f"{self.name}: label shape {self.label.shape} does not match the image's {self.t1.shape[:2]}"
+            )
 
     @property
     def bands(self) -> int:
@@ -80,13 +84,49 @@ class BiTemporalScene:
 # dataset -> (t1 (file, key), t2 (file, key), label (file, key), changed value, unchanged value)
 DATASETS: dict[str, tuple[tuple[str, str], tuple[str, str], tuple[str, str], int, int]] = {
     "farmland": (("farm06.mat", "imgh"), ("farm07.mat", "imghl"), ("label.mat", "label"), 1, 0),
-    "river": (("river_before.mat", "river_before"), ("river_after.mat", "river_after"), ("groundtruth.mat", "lakelabel_v1"), 255, 0),
-    "hermiston": (("USA_Change_Dataset.mat", "T1"), ("USA_Change_Dataset.mat", "T2"), ("USA_Change_Dataset.mat", "Binary"), 1, 0),
-    "china": (("China_Change_Dataset.mat", "T1"), ("China_Change_Dataset.mat", "T2"), ("China_Change_Dataset.mat", "Binary"), 1, 0),
-    "bayarea": (("Bay_Area_2013.mat", "HypeRvieW"), ("Bay_Area_2015.mat", "HypeRvieW"), ("bayArea_gtChanges.mat", "HypeRvieW"), 1, 2),
-    "barbara": (("barbara_2013.mat", "HypeRvieW"), ("barbara_2014.mat", "HypeRvieW"), ("barbara_gtChanges.mat", "HypeRvieW"), 1, 2),
+    "river": (
+        ("river_before.mat", "river_before"),
+        ("river_after.mat", "river_after"),
+        ("groundtruth.mat", "lakelabel_v1"),
+        255,
+        0,
+    ),
+    "hermiston": (
+        ("USA_Change_Dataset.mat", "T1"),
+        ("USA_Change_Dataset.mat", "T2"),
+        ("USA_Change_Dataset.mat", "Binary"),
+        1,
+        0,
+    ),
+    "china": (
+        ("China_Change_Dataset.mat", "T1"),
+        ("China_Change_Dataset.mat", "T2"),
+        ("China_Change_Dataset.mat", "Binary"),
+        1,
+        0,
+    ),
+    "bayarea": (
+        ("Bay_Area_2013.mat", "HypeRvieW"),
+        ("Bay_Area_2015.mat", "HypeRvieW"),
+        ("bayArea_gtChanges.mat", "HypeRvieW"),
+        1,
+        2,
+    ),
+    "barbara": (
+        ("barbara_2013.mat", "HypeRvieW"),
+        ("barbara_2014.mat", "HypeRvieW"),
+        ("barbara_gtChanges.mat", "HypeRvieW"),
+        1,
+        2,
+    ),
 }
-_ALIASES = {"usa": "hermiston", "farm": "farmland", "bay_area": "bayarea", "bay": "bayarea", "santa_barbara": "barbara"}
+_ALIASES = {
+    "usa": "hermiston",
+    "farm": "farmland",
+    "bay_area": "bayarea",
+    "bay": "bayarea",
+    "santa_barbara": "barbara",
+}
 
 
 def _find(root: Path, filename: str) -> Path:
@@ -103,7 +143,9 @@ def _find(root: Path, filename: str) -> Path:
         for f in files:
             if f.lower() == low:
                 return Path(dirpath) / f
-    raise HeadscopeError(f"{filename} not found under {root}; point --root at the folder holding the dataset's .mat files")
+    raise HeadscopeError(
+        f"{filename} not found under {root}; point --root at the folder holding the dataset's .mat files"
+    )
 
 
 def _load_mat(path: Path) -> dict[str, Any]:
@@ -112,7 +154,9 @@ def _load_mat(path: Path) -> dict[str, Any]:
     try:
         return loadmat(str(path))
     except NotImplementedError as e:  # MATLAB v7.3 = HDF5
-        raise HeadscopeError(f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read; re-save it with `save(..., '-v7')` in MATLAB/Octave") from e
+        raise HeadscopeError(
+            f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read; re-save it with `save(..., '-v7')` in MATLAB/Octave"
+        ) from e
     except Exception as e:  # noqa: BLE001 - scipy raises several types for corrupt files
         raise HeadscopeError(f"could not read {path} as a .mat file ({e}); check the download") from e
 
@@ -120,7 +164,9 @@ def _load_mat(path: Path) -> dict[str, Any]:
 def _key(mat: dict[str, Any], key: str, path: Path) -> np.ndarray:
     if key not in mat:
         keys = sorted(k for k in mat if not k.startswith("__"))
-        raise HeadscopeError(f"{path.name} has no variable {key!r} (it has {keys}); is this the right file for the dataset?")
+        raise HeadscopeError(
+            f"{path.name} has no variable {key!r} (it has {keys}); is this the right file for the dataset?"
+        )
     return np.asarray(mat[key])
 
 
@@ -201,7 +247,9 @@ def synthetic_scene(
     The changed pixels are those inside the ellipses (label 1), all others 0.
     """
     if min(height, width) < 8 or bands < 2 or n_endmembers < 2:
-        raise HeadscopeError(f"synthetic scene too small (H={height}, W={width}, bands={bands}, endmembers={n_endmembers}); use H, W >= 8, bands >= 2")
+        raise HeadscopeError(
+            f"synthetic scene too small (H={height}, W={width}, bands={bands}, endmembers={n_endmembers}); use H, W >= 8, bands >= 2"
+        )
     rng = np.random.default_rng(seed)
     E = _endmembers(rng, n_endmembers, bands)
     z = np.stack([_smooth_field(rng, height, width, max(height, width) / 12) for _ in range(n_endmembers)], -1)
@@ -225,7 +273,14 @@ def synthetic_scene(
         new = rng.dirichlet(np.full(n_endmembers, 0.3))
         A2[region] = (1 - alpha) * A2[region] + alpha * new
         mask |= region
-        regions.append({"center": (float(cy), float(cx)), "radii": (float(ry), float(rx)), "angle": float(th), "alpha": float(alpha)})
+        regions.append(
+            {
+                "center": (float(cy), float(cx)),
+                "radii": (float(ry), float(rx)),
+                "angle": float(th),
+                "alpha": float(alpha),
+            }
+        )
     lam = np.linspace(0, 1, bands)
     gain = 1 + 0.05 * np.sin(2 * np.pi * (lam * rng.uniform(0.5, 1.5) + rng.uniform(0, 1)))
     offset = rng.uniform(-0.02, 0.02)
@@ -248,7 +303,9 @@ def synthetic_scene(
 # ----------------------------------------------------------------------------- preprocessing
 
 
-def minmax_normalize_pair(t1: Float[np.ndarray, "H W C"], t2: Float[np.ndarray, "H W C"]) -> tuple[np.ndarray, np.ndarray]:
+def minmax_normalize_pair(
+    t1: Float[np.ndarray, " H W C"], t2: Float[np.ndarray, " H W C"]
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-band min–max scaling to [0, 1] with the min and max taken over *both* dates (SpectralKAN demo.py)."""
     both = np.concatenate([t1.reshape(-1, t1.shape[-1]), t2.reshape(-1, t2.shape[-1])], 0)
     lo, hi = both.min(0), both.max(0)
@@ -256,7 +313,7 @@ def minmax_normalize_pair(t1: Float[np.ndarray, "H W C"], t2: Float[np.ndarray, 
     return ((t1 - lo) / scale).astype(np.float32), ((t2 - lo) / scale).astype(np.float32)
 
 
-def mirror_pad(img: Float[np.ndarray, "H W C"], patch: int) -> Float[np.ndarray, "Hp Wp C"]:
+def mirror_pad(img: Float[np.ndarray, " H W C"], patch: int) -> Float[np.ndarray, " Hp Wp C"]:
     """Pad by ``patch // 2`` on each side by mirroring with the edge repeated (the official ``mirror_hsi``)."""
     if patch < 1 or patch % 2 == 0:
         raise HeadscopeError(f"patch size must be a positive odd number, got {patch}")
@@ -266,14 +323,18 @@ def mirror_pad(img: Float[np.ndarray, "H W C"], patch: int) -> Float[np.ndarray,
     return np.pad(img, ((p, p), (p, p), (0, 0)), mode="symmetric")
 
 
-def extract_patches(padded: Float[np.ndarray, "Hp Wp C"], positions: Int[np.ndarray, "N 2"], patch: int) -> Float[np.ndarray, "N C P2"]:
+def extract_patches(
+    padded: Float[np.ndarray, " Hp Wp C"], positions: Int[np.ndarray, " N 2"], patch: int
+) -> Float[np.ndarray, " N C P2"]:
     """The ``patch × patch`` neighbourhood of each ``(row, col)``, as ``(N, bands, patch²)`` (row-major within the patch)."""
     win = np.lib.stride_tricks.sliding_window_view(padded, (patch, patch), axis=(0, 1))  # (H, W, C, p, p)
     out = win[positions[:, 0], positions[:, 1]]
     return np.ascontiguousarray(out.reshape(len(positions), padded.shape[2], patch * patch), dtype=np.float32)
 
 
-def sample_train_test(label: Int[np.ndarray, "H W"], fraction: float = 0.01, seed: int = 0, min_per_class: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def sample_train_test(
+    label: Int[np.ndarray, " H W"], fraction: float = 0.01, seed: int = 0, min_per_class: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pick ``max(min_per_class, floor(fraction·n_c))`` labelled pixels of each class for training, the rest for testing.
 
     Returns ``(train_pos (N, 2), train_y, test_pos (M, 2), test_y)``; y is 1 changed / 0 unchanged.
@@ -285,7 +346,9 @@ def sample_train_test(label: Int[np.ndarray, "H W"], fraction: float = 0.01, see
     for c in (0, 1):
         pos = np.argwhere(label == c)
         if len(pos) == 0:
-            raise HeadscopeError(f"the labels have no {'changed' if c else 'unchanged'} pixels; change detection needs both classes")
+            raise HeadscopeError(
+                f"the labels have no {'changed' if c else 'unchanged'} pixels; change detection needs both classes"
+            )
         n = min(len(pos) - 1, max(min_per_class, int(len(pos) * fraction)))
         perm = rng.permutation(len(pos))
         tr.append((pos[perm[:n]], np.full(n, c)))

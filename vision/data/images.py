@@ -26,7 +26,7 @@ _LAYOUT = "root/<class name>/<image>.png or root/<split>/<class name>/<image>.pn
 class ImageFolderData:
     """Images of one split: ``images`` [N, C, H, W] float in [0, 1], ``labels`` [N] (index into ``classes``)."""
 
-    images: Float[Tensor, "n c h w"]
+    images: Float[Tensor, " n c h w"]
     labels: Int[Tensor, " n"]
     classes: list[str]
     paths: list[str]
@@ -52,7 +52,11 @@ def load_image_folder(
 
     base = Path(root) / split if split else Path(root)
     if not base.is_dir():
-        hint = f" (found splits: {', '.join(sorted(p.name for p in Path(root).iterdir() if p.is_dir()))})" if Path(root).is_dir() else ""
+        hint = (
+            f" (found splits: {', '.join(sorted(p.name for p in Path(root).iterdir() if p.is_dir()))})"
+            if Path(root).is_dir()
+            else ""
+        )
         raise HeadscopeError(f"image folder {str(base)!r} does not exist{hint}; expected {_LAYOUT}")
     tfs = []
     if grayscale:
@@ -82,7 +86,9 @@ def load_image_folder(
         images.append(img)
     shapes = {tuple(t.shape) for t in images}
     if len(shapes) > 1:
-        raise HeadscopeError(f"images under {str(base)!r} have different sizes {sorted(shapes)[:3]}...; pass image_size (--image-size) to resize them")
+        raise HeadscopeError(
+            f"images under {str(base)!r} have different sizes {sorted(shapes)[:3]}...; pass image_size (--image-size) to resize them"
+        )
     return ImageFolderData(
         images=torch.stack(images),
         labels=torch.tensor([samples[i][1] for i in idx], dtype=torch.long),

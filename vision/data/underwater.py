@@ -71,23 +71,32 @@ class UnderwaterParams:
         return asdict(self)
 
 
-def transmission(depth: Float[Tensor, "H W"], beta: Float[Tensor, " 3"]) -> Float[Tensor, "3 H W"]:
+def transmission(depth: Float[Tensor, " H W"], beta: Float[Tensor, " 3"]) -> Float[Tensor, " 3 H W"]:
     """``t_c = exp(−β_c d)``."""
     return torch.exp(-beta.view(3, 1, 1) * depth.unsqueeze(0))
 
 
-def degrade(clean: Float[Tensor, "3 H W"], depth: Float[Tensor, "H W"], beta: Float[Tensor, " 3"], background: Float[Tensor, " 3"]) -> Float[Tensor, "3 H W"]:
+def degrade(
+    clean: Float[Tensor, " 3 H W"],
+    depth: Float[Tensor, " H W"],
+    beta: Float[Tensor, " 3"],
+    background: Float[Tensor, " 3"],
+) -> Float[Tensor, " 3 H W"]:
     """``I = J·t + B·(1 − t)`` per channel."""
     t = transmission(depth, beta).to(clean.dtype)
     return clean * t + background.view(3, 1, 1).to(clean.dtype) * (1 - t)
 
 
-def restore(degraded: Float[Tensor, "3 H W"], t: Float[Tensor, "3 H W"], background: Float[Tensor, " 3"]) -> Float[Tensor, "3 H W"]:
+def restore(
+    degraded: Float[Tensor, " 3 H W"], t: Float[Tensor, " 3 H W"], background: Float[Tensor, " 3"]
+) -> Float[Tensor, " 3 H W"]:
     """Invert the formation model: ``J = (I − B·(1 − t)) / t``."""
     return (degraded - background.view(3, 1, 1).to(degraded.dtype) * (1 - t)) / t
 
 
-def synthetic_depth(h: int, w: int, rng: np.random.Generator, d_min: float = 1.0, d_max: float = 8.0) -> Float[Tensor, "H W"]:
+def synthetic_depth(
+    h: int, w: int, rng: np.random.Generator, d_min: float = 1.0, d_max: float = 8.0
+) -> Float[Tensor, " H W"]:
     """A smooth depth map in ``[d_min, d_max]``: a random tilted ramp (far at one side) plus low-frequency noise."""
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
     ang = rng.uniform(0, 2 * np.pi)
@@ -103,16 +112,20 @@ def random_params(rng: np.random.Generator) -> UnderwaterParams:
     beta = (rng.uniform(0.25, 0.6), rng.uniform(0.05, 0.2), rng.uniform(0.03, 0.15))
     background = (rng.uniform(0.02, 0.2), rng.uniform(0.35, 0.7), rng.uniform(0.45, 0.8))
     d_min = rng.uniform(0.5, 2.0)
-    return UnderwaterParams(tuple(map(float, beta)), tuple(map(float, background)), float(d_min), float(d_min + rng.uniform(2.0, 6.0)))  # type: ignore[arg-type]
+    return UnderwaterParams(
+        tuple(map(float, beta)), tuple(map(float, background)), float(d_min), float(d_min + rng.uniform(2.0, 6.0))
+    )  # type: ignore[arg-type]
 
 
 @functools.lru_cache(maxsize=16)
-def skimage_photo(name: str) -> Float[np.ndarray, "H W 3"]:
+def skimage_photo(name: str) -> Float[np.ndarray, " H W 3"]:
     """A bundled scikit-image RGB photo as float in [0, 1] (the left view for ``stereo_motorcycle``)."""
     import skimage.data
 
     if not hasattr(skimage.data, name):
-        raise HeadscopeError(f"scikit-image has no bundled image {name!r}; use one of {TRAIN_PHOTOS + HELD_OUT_PHOTOS}")
+        raise HeadscopeError(
+            f"scikit-image has no bundled image {name!r}; use one of {TRAIN_PHOTOS + HELD_OUT_PHOTOS}"
+        )
     img = getattr(skimage.data, name)()
     if isinstance(img, tuple):
         img = img[0]
@@ -134,7 +147,7 @@ def synthetic_pairs(
     n_per_photo: int = 8,
     size: int = 64,
     seed: int = 0,
-) -> tuple[Float[Tensor, "N 3 S S"], Float[Tensor, "N 3 S S"], list[UnderwaterParams]]:
+) -> tuple[Float[Tensor, " N 3 S S"], Float[Tensor, " N 3 S S"], list[UnderwaterParams]]:
     """Random square crops (¼ to all of the short side) of ``photos``, resized to ``size``, each degraded with its own parameters.
 
     Returns ``(degraded, clean, params)``; float32 in [0, 1].
@@ -153,14 +166,16 @@ def synthetic_pairs(
             J = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))
             p = random_params(rng)
             d = synthetic_depth(size, size, rng, p.depth_min, p.depth_max)
-            I = degrade(J, d, torch.tensor(p.beta, dtype=torch.float64), torch.tensor(p.background, dtype=torch.float64))
+            I = degrade(
+                J, d, torch.tensor(p.beta, dtype=torch.float64), torch.tensor(p.background, dtype=torch.float64)
+            )
             deg.append(I.float().clamp(0, 1))
             clean.append(J.float())
             params.append(p)
     return torch.stack(deg), torch.stack(clean), params
 
 
-def load_image(path: str | os.PathLike, size: int | None = 256) -> Float[Tensor, "3 H W"]:
+def load_image(path: str | os.PathLike, size: int | None = 256) -> Float[Tensor, " 3 H W"]:
     """An image file as an RGB float tensor in [0, 1], bicubically resized to ``size×size`` (None keeps its size)."""
     from PIL import Image
 
@@ -184,15 +199,21 @@ class PairedFolder(torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike, size: int = 256) -> None:
         self.root, self.size = Path(root), size
         if not self.root.is_dir():
-            raise HeadscopeError(f"{self.root} is not a folder; pass a folder holding input/ and reference/ (or UIEB/EUVP/LSUI's names)")
+            raise HeadscopeError(
+                f"{self.root} is not a folder; pass a folder holding input/ and reference/ (or UIEB/EUVP/LSUI's names)"
+            )
         for a, b in PAIR_LAYOUTS:
             if (self.root / a).is_dir() and (self.root / b).is_dir():
                 self.input_dir, self.ref_dir = self.root / a, self.root / b
                 break
         else:
-            raise HeadscopeError(f"{self.root} has none of the paired layouts {[f'{a}/ + {b}/' for a, b in PAIR_LAYOUTS]}")
+            raise HeadscopeError(
+                f"{self.root} has none of the paired layouts {[f'{a}/ + {b}/' for a, b in PAIR_LAYOUTS]}"
+            )
         refs = {p.stem: p for p in self.ref_dir.iterdir() if p.suffix.lower() in _EXT}
-        self.pairs = [(p, refs[p.stem]) for p in sorted(self.input_dir.iterdir()) if p.suffix.lower() in _EXT and p.stem in refs]
+        self.pairs = [
+            (p, refs[p.stem]) for p in sorted(self.input_dir.iterdir()) if p.suffix.lower() in _EXT and p.stem in refs
+        ]
         if not self.pairs:
             raise HeadscopeError(f"no image in {self.input_dir} has a same-named reference in {self.ref_dir}")
 

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Optional
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -37,7 +37,18 @@ from torch import Tensor, nn
 from headscope.common import HeadscopeError, log, progress, seed_everything
 
 SETTINGS = ("digits", "mnist1d")
-DETECTORS = ("ConjNorm", "ConjNorm-p2.2-T0.05", "MaxSoftmax", "EnergyBased", "MaxLogit", "GEN", "Mahalanobis", "KNN", "ReAct", "ViM")
+DETECTORS = (
+    "ConjNorm",
+    "ConjNorm-p2.2-T0.05",
+    "MaxSoftmax",
+    "EnergyBased",
+    "MaxLogit",
+    "GEN",
+    "Mahalanobis",
+    "KNN",
+    "ReAct",
+    "ViM",
+)
 OOD_SETS = ("held-out-classes", "noise", "flipped", "inverted", "textures")
 
 
@@ -46,13 +57,13 @@ class OODData:
     """Inputs of one setting: ID splits ([N, F] float, labels 0..C-1) and named OOD sets."""
 
     name: str
-    x_train: Float[Tensor, "n f"]
+    x_train: Float[Tensor, " n f"]
     y_train: Int[Tensor, " n"]
-    x_val: Float[Tensor, "v f"]
+    x_val: Float[Tensor, " v f"]
     y_val: Int[Tensor, " v"]
-    x_test: Float[Tensor, "t f"]
+    x_test: Float[Tensor, " t f"]
     y_test: Int[Tensor, " t"]
-    ood: dict[str, Float[Tensor, "o f"]]
+    ood: dict[str, Float[Tensor, " o f"]]
     n_classes: int
 
 
@@ -72,7 +83,9 @@ class Row:
 # -- data ----------------------------------------------------------------------------
 
 
-def _stratified_split(y: np.ndarray, rng: np.random.Generator, fractions=(0.6, 0.2)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _stratified_split(
+    y: np.ndarray, rng: np.random.Generator, fractions=(0.6, 0.2)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     tr, va, te = [], [], []
     for k in np.unique(y):
         idx = rng.permutation(np.nonzero(y == k)[0])
@@ -108,7 +121,9 @@ def _texture_patches(n: int, shape: tuple[int, ...], rng: np.random.Generator) -
     return np.stack(out)
 
 
-def _build(name: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], n_id: int, seed: int, lo: float, hi: float) -> OODData:
+def _build(
+    name: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], n_id: int, seed: int, lo: float, hi: float
+) -> OODData:
     rng = np.random.default_rng(seed)
     id_mask = y < n_id
     xi, yi = x[id_mask], y[id_mask]
@@ -126,7 +141,9 @@ def _build(name: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], n_id
     }
     t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
     l = lambda a: torch.as_tensor(a, dtype=torch.long)
-    return OODData(name, t(xi[tr]), l(yi[tr]), t(xi[va]), l(yi[va]), t(x_test), l(yi[te]), {k: t(v) for k, v in ood.items()}, n_id)
+    return OODData(
+        name, t(xi[tr]), l(yi[tr]), t(xi[va]), l(yi[va]), t(x_test), l(yi[te]), {k: t(v) for k, v in ood.items()}, n_id
+    )
 
 
 def digits_setting(seed: int, n_id_classes: int = 6) -> OODData:
@@ -175,7 +192,9 @@ def folder_setting(
     from vision.data.images import load_image_folder, select_classes
 
     split = "train" if (Path(root) / "train").is_dir() else None
-    data = load_image_folder(root, split=split, image_size=image_size, grayscale=grayscale, max_per_class=max_per_class)
+    data = load_image_folder(
+        root, split=split, image_size=image_size, grayscale=grayscale, max_per_class=max_per_class
+    )
     names = list(id_classes) if id_classes else data.classes[: max(1, len(data.classes) // 2)]
     id_data, rest = select_classes(data, names)
     if len(rest.labels) == 0:
@@ -198,7 +217,9 @@ def load_setting(name: str, seed: int, **folder_kw) -> OODData:
 
     if os.path.isdir(name):
         return folder_setting(name, seed, **folder_kw)
-    raise HeadscopeError(f"unknown in-distribution setting {name!r}; choose one of {', '.join(SETTINGS)} or give an image folder path")
+    raise HeadscopeError(
+        f"unknown in-distribution setting {name!r}; choose one of {', '.join(SETTINGS)} or give an image folder path"
+    )
 
 
 # -- classifier ------------------------------------------------------------------------
@@ -212,10 +233,10 @@ class MLP(nn.Module):
         self.body = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, feat), nn.ReLU())
         self.fc = nn.Linear(feat, n_classes)
 
-    def features(self, x: Float[Tensor, "b f"]) -> Float[Tensor, "b d"]:
+    def features(self, x: Float[Tensor, " b f"]) -> Float[Tensor, " b d"]:
         return self.body(x)
 
-    def forward(self, x: Float[Tensor, "b f"]) -> Float[Tensor, "b c"]:
+    def forward(self, x: Float[Tensor, " b f"]) -> Float[Tensor, " b c"]:
         return self.fc(self.body(x))
 
 
@@ -236,17 +257,21 @@ class CNN1D(nn.Module):
         self.proj = nn.Sequential(nn.Linear(n_out, feat), nn.ReLU())
         self.fc = nn.Linear(feat, n_classes)
 
-    def features(self, x: Float[Tensor, "b f"]) -> Float[Tensor, "b d"]:
+    def features(self, x: Float[Tensor, " b f"]) -> Float[Tensor, " b d"]:
         return self.proj(self.conv(x[:, None, :]).flatten(1))
 
-    def forward(self, x: Float[Tensor, "b f"]) -> Float[Tensor, "b c"]:
+    def forward(self, x: Float[Tensor, " b f"]) -> Float[Tensor, " b c"]:
         return self.fc(self.features(x))
 
 
 def train_classifier(data: OODData, seed: int, epochs: int = 60, batch: int = 64, lr: float = 3e-3) -> nn.Module:
     """Adam + cross-entropy on the ID train split (MLP for digits, 1-D CNN for mnist1d)."""
     gen = seed_everything(seed)
-    model = CNN1D(data.x_train.shape[1], data.n_classes) if data.name == "mnist1d" else MLP(data.x_train.shape[1], data.n_classes)
+    model = (
+        CNN1D(data.x_train.shape[1], data.n_classes)
+        if data.name == "mnist1d"
+        else MLP(data.x_train.shape[1], data.n_classes)
+    )
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     n = data.x_train.shape[0]
     for _ in progress(range(epochs), desc=f"train {data.name} seed {seed}"):
@@ -280,9 +305,11 @@ def extract(model: nn.Module, data: OODData) -> Extracted:
     return Extracted(f(data.x_train), f(data.x_val), f(data.x_test), {k: f(v) for k, v in data.ood.items()})
 
 
-def make_scorers(model: nn.Module, ex: Extracted, data: OODData, names: Sequence[str]) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
+def make_scorers(
+    model: nn.Module, ex: Extracted, data: OODData, names: Sequence[str]
+) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
     """Fit each named detector on the training features/logits; return name → (features, logits) → outlier score."""
-    from pytorch_ood.detector import GEN, KNN, MaxLogit, MaxSoftmax, Mahalanobis, ReAct, ViM, EnergyBased
+    from pytorch_ood.detector import GEN, KNN, EnergyBased, Mahalanobis, MaxLogit, MaxSoftmax, ReAct, ViM
 
     from .conjnorm import ConjNorm
 
@@ -291,7 +318,9 @@ def make_scorers(model: nn.Module, ex: Extracted, data: OODData, names: Sequence
     out: dict[str, Callable[[Tensor, Tensor], Tensor]] = {}
     for name in names:
         if name == "ConjNorm":
-            det = ConjNorm(p=None, p_grid=(1.5, 2.0, 2.2, 2.5, 3.0, 4.0), t_grid=(0.01, 0.05, 0.1, 0.5)).fit_features(z_tr, y_tr, ex.val[0], data.y_val)
+            det = ConjNorm(p=None, p_grid=(1.5, 2.0, 2.2, 2.5, 3.0, 4.0), t_grid=(0.01, 0.05, 0.1, 0.5)).fit_features(
+                z_tr, y_tr, ex.val[0], data.y_val
+            )
             out[name] = lambda z, lg, det=det: det.predict_features(z)
         elif name == "ConjNorm-p2.2-T0.05":
             det = ConjNorm(p=2.2, temperature=0.05).fit_features(z_tr, y_tr)
@@ -342,14 +371,18 @@ def ood_metrics(score_id: Float[Tensor, " n"], score_ood: Float[Tensor, " m"]) -
     }
 
 
-def run_once(setting: str, seed: int, detectors: Sequence[str] = DETECTORS, epochs: int = 60, **folder_kw) -> tuple[list[Row], dict]:
+def run_once(
+    setting: str, seed: int, detectors: Sequence[str] = DETECTORS, epochs: int = 60, **folder_kw
+) -> tuple[list[Row], dict]:
     """Train, extract, fit and score for one setting and seed; returns rows and run info."""
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     data = load_setting(setting, seed, **folder_kw)
     model = train_classifier(data, seed, epochs=epochs)
     ex = extract(model, data)
     acc = float((ex.test[1].argmax(-1) == data.y_test).float().mean())
-    log(f"[ood] {setting} seed {seed}: ID test accuracy {acc:.3f} ({data.n_classes} classes, {len(data.y_train)} train)")
+    log(
+        f"[ood] {setting} seed {seed}: ID test accuracy {acc:.3f} ({data.n_classes} classes, {len(data.y_train)} train)"
+    )
     scorers = make_scorers(model, ex, data, detectors)
     rows = []
     for name, fn in scorers.items():
@@ -361,7 +394,9 @@ def run_once(setting: str, seed: int, detectors: Sequence[str] = DETECTORS, epoc
     return rows, info
 
 
-def run(settings: Sequence[str], seeds: Sequence[int], detectors: Sequence[str] = DETECTORS, epochs: int = 60, **folder_kw) -> tuple[list[Row], list[dict]]:
+def run(
+    settings: Sequence[str], seeds: Sequence[int], detectors: Sequence[str] = DETECTORS, epochs: int = 60, **folder_kw
+) -> tuple[list[Row], list[dict]]:
     """`run_once` for every setting and seed."""
     rows, infos = [], []
     for s in settings:
@@ -397,7 +432,9 @@ def markdown_table(summary: Sequence[dict], metric: str = "fpr95") -> str:
         dets = list(dict.fromkeys(r["detector"] for r in recs))
         cell = {(r["detector"], r["ood_set"]): r for r in recs}
         better_low = metric == "fpr95"
-        lines.append(f"**{setting}: {metric.upper()} (%), mean ± std over {recs[0]['n_seeds']} seeds ({'lower' if better_low else 'higher'} is better)**\n")
+        lines.append(
+            f"**{setting}: {metric.upper()} (%), mean ± std over {recs[0]['n_seeds']} seeds ({'lower' if better_low else 'higher'} is better)**\n"
+        )
         lines.append("| detector | " + " | ".join(sets) + " | mean |")
         lines.append("|---" * (len(sets) + 2) + "|")
         for d in dets:

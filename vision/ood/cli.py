@@ -17,7 +17,18 @@ from headscope.common import HeadscopeError
 
 # kept in sync with vision.ood.benchmark.DETECTORS (not imported here, so that building the
 # parser does not import torch/pytorch-ood)
-_DETECTORS = ("ConjNorm", "ConjNorm-p2.2-T0.05", "MaxSoftmax", "EnergyBased", "MaxLogit", "GEN", "Mahalanobis", "KNN", "ReAct", "ViM")
+_DETECTORS = (
+    "ConjNorm",
+    "ConjNorm-p2.2-T0.05",
+    "MaxSoftmax",
+    "EnergyBased",
+    "MaxLogit",
+    "GEN",
+    "Mahalanobis",
+    "KNN",
+    "ReAct",
+    "ViM",
+)
 
 
 def register_ood(vision_subparsers) -> argparse.ArgumentParser:
@@ -28,14 +39,27 @@ def register_ood(vision_subparsers) -> argparse.ArgumentParser:
         description="Train a small classifier on in-distribution data, then compare ConjNorm with pytorch-ood's "
         "detectors (FPR95 / AUROC / AUPR) on near-OOD (held-out classes) and far-OOD sets.",
     )
-    p.add_argument("--id", dest="id_setting", default="digits", help="in-distribution data: digits, mnist1d, or a CIFAR-style image folder path (default digits)")
+    p.add_argument(
+        "--id",
+        dest="id_setting",
+        default="digits",
+        help="in-distribution data: digits, mnist1d, or a CIFAR-style image folder path (default digits)",
+    )
     p.add_argument("--detectors", default="all", help="'all' or a comma-separated list of: " + ", ".join(_DETECTORS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="one run per seed; tables show mean ± std (default 0)")
+    p.add_argument(
+        "--seeds", nargs="+", type=int, default=[0], help="one run per seed; tables show mean ± std (default 0)"
+    )
     p.add_argument("--epochs", type=int, default=60, help="classifier training epochs (default 60)")
-    p.add_argument("--id-classes", default=None, help="image folders: comma-separated in-distribution class names (default: first half)")
+    p.add_argument(
+        "--id-classes",
+        default=None,
+        help="image folders: comma-separated in-distribution class names (default: first half)",
+    )
     p.add_argument("--image-size", type=int, default=None, help="image folders: resize to N×N")
     p.add_argument("--grayscale", action="store_true", help="image folders: read images as one channel")
-    p.add_argument("--max-per-class", type=int, default=None, help="image folders: read at most this many images per class")
+    p.add_argument(
+        "--max-per-class", type=int, default=None, help="image folders: read at most this many images per class"
+    )
     p.add_argument("--json", type=Path, default=None, help="write per-seed rows and the summary to this JSON file")
     p.set_defaults(func=run_ood)
     return p
@@ -53,7 +77,9 @@ def parse_detectors(spec: str) -> list[str]:
     names = [s.strip() for s in spec.split(",") if s.strip()]
     bad = [n for n in names if n.lower() not in by_lower]
     if bad or not names:
-        raise HeadscopeError(f"unknown detector(s) {bad or [spec]}; use 'all' or a comma-separated list of: {', '.join(_DETECTORS)}")
+        raise HeadscopeError(
+            f"unknown detector(s) {bad or [spec]}; use 'all' or a comma-separated list of: {', '.join(_DETECTORS)}"
+        )
     return [by_lower[n.lower()] for n in names]
 
 
@@ -81,7 +107,9 @@ def run_ood(args: argparse.Namespace) -> int:
     rows, infos = bm.run([args.id_setting], args.seeds, detectors, epochs=args.epochs, **folder_kw)
     summary = bm.summarize(rows)
     for info in infos:
-        print(f"{info['setting']} seed {info['seed']}: ID test accuracy {100 * info['id_test_accuracy']:.1f}% ({info['n_train']} train)")
+        print(
+            f"{info['setting']} seed {info['seed']}: ID test accuracy {100 * info['id_test_accuracy']:.1f}% ({info['n_train']} train)"
+        )
     print()
     for metric in ("fpr95", "auroc"):
         print(bm.markdown_table(summary, metric))

@@ -54,21 +54,23 @@ _EPS = 1e-10
 def conjugate_exponent(p: float) -> float:
     """The Hölder conjugate q = p / (p - 1) of p > 1 (1/p + 1/q = 1)."""
     if not p > 1.0 or not math.isfinite(p):
-        raise HeadscopeError(f"ConjNorm needs a finite norm order p > 1, got p={p}; try p=2 (Euclidean) or p in [1.5, 3]")
+        raise HeadscopeError(
+            f"ConjNorm needs a finite norm order p > 1, got p={p}; try p=2 (Euclidean) or p in [1.5, 3]"
+        )
     return p / (p - 1.0)
 
 
-def lp_normalize(x: Float[Tensor, "n d"], p: float) -> Float[Tensor, "n d"]:
+def lp_normalize(x: Float[Tensor, " n d"], p: float) -> Float[Tensor, " n d"]:
     """Divide each row by its L_p norm: x / ‖x‖_p (ConjNorm §3, feature normalisation)."""
     return x / (torch.linalg.vector_norm(x, ord=p, dim=-1, keepdim=True) + _EPS)
 
 
-def psi(x: Float[Tensor, "n d"], q: float) -> Float[Tensor, " n"]:
+def psi(x: Float[Tensor, " n d"], q: float) -> Float[Tensor, " n"]:
     """The generator ψ(x) = ½‖x‖_q² of the Bregman divergence."""
     return 0.5 * torch.linalg.vector_norm(x, ord=q, dim=-1) ** 2
 
 
-def grad_psi(mu: Float[Tensor, "k d"], q: float) -> Float[Tensor, "k d"]:
+def grad_psi(mu: Float[Tensor, " k d"], q: float) -> Float[Tensor, " k d"]:
     """∇ψ(μ) = μ|μ|^{q-2} / ‖μ‖_q^{q-2} for ψ = ½‖·‖_q², row-wise.
 
     Written as sign(μ)|μ|^{q-1} so that it stays finite at μ_i = 0 when q < 2.
@@ -77,7 +79,7 @@ def grad_psi(mu: Float[Tensor, "k d"], q: float) -> Float[Tensor, "k d"]:
     return torch.sign(mu) * mu.abs() ** (q - 1.0) / norm ** (q - 2.0)
 
 
-def conj_similarity(x: Float[Tensor, "n d"], mu: Float[Tensor, "k d"], q: float) -> Float[Tensor, "n k"]:
+def conj_similarity(x: Float[Tensor, " n d"], mu: Float[Tensor, " k d"], q: float) -> Float[Tensor, " n k"]:
     """d(x, μ_k) = -½‖x‖_q² + ⟨x, ∇ψ(μ_k)⟩ for every pair of rows (ConjNorm Eq. for the score).
 
     Equals -D_ψ(x, μ_k) + ½‖μ_k‖_q², i.e. the negative Bregman divergence up to a term that
@@ -86,7 +88,7 @@ def conj_similarity(x: Float[Tensor, "n d"], mu: Float[Tensor, "k d"], q: float)
     return -psi(x, q)[:, None] + x @ grad_psi(mu, q).T
 
 
-def bregman_divergence(x: Float[Tensor, "n d"], mu: Float[Tensor, "k d"], q: float) -> Float[Tensor, "n k"]:
+def bregman_divergence(x: Float[Tensor, " n d"], mu: Float[Tensor, " k d"], q: float) -> Float[Tensor, " n k"]:
     """D_ψ(x, μ) = ψ(x) - ψ(μ) - ⟨x - μ, ∇ψ(μ)⟩ for ψ = ½‖·‖_q², every pair of rows.
 
     Non-negative, zero at x = μ, and ½‖x - μ‖² at q = 2.
@@ -118,8 +120,8 @@ class PartitionEstimate:
 
 
 def importance_sampling_log_partition(
-    samples: Float[Tensor, "m d"],
-    prototypes: Float[Tensor, "k d"],
+    samples: Float[Tensor, " m d"],
+    prototypes: Float[Tensor, " k d"],
     q: float,
     temperature: float,
     log_proposal: Optional[Float[Tensor, " m"]] = None,
@@ -152,13 +154,17 @@ def importance_sampling_log_partition(
     return PartitionEstimate(log_z=log_z, rel_se=rel_se, n_samples=m)
 
 
-def class_prototypes(features: Float[Tensor, "n d"], labels: Int[Tensor, " n"], n_classes: int, p: float) -> Float[Tensor, "k d"]:
+def class_prototypes(
+    features: Float[Tensor, " n d"], labels: Int[Tensor, " n"], n_classes: int, p: float
+) -> Float[Tensor, " k d"]:
     """μ_k = normalise_p(mean of the raw features of class k) (as the official code does)."""
     protos = []
     for k in range(n_classes):
         mask = labels == k
         if not bool(mask.any()):
-            raise HeadscopeError(f"class {k} has no training features; labels must be 0..{n_classes - 1} with every class present")
+            raise HeadscopeError(
+                f"class {k} has no training features; labels must be 0..{n_classes - 1} with every class present"
+            )
         protos.append(features[mask].mean(0))
     return lp_normalize(torch.stack(protos), p)
 
@@ -214,7 +220,9 @@ class ConjNorm(FeaturesDetector):
     ):
         super().__init__()
         if proposal not in ("all", "class"):
-            raise HeadscopeError(f"proposal must be 'all' (every training feature) or 'class' (class-k features for Z_k), got {proposal!r}")
+            raise HeadscopeError(
+                f"proposal must be 'all' (every training feature) or 'class' (class-k features for Z_k), got {proposal!r}"
+            )
         self.proposal = proposal
         if p is not None:
             conjugate_exponent(p)
@@ -236,7 +244,9 @@ class ConjNorm(FeaturesDetector):
     def fit(self, data_loader) -> "ConjNorm":
         """Extract features with ``encoder`` from a loader of (x, y) and call `fit_features`."""
         if self.encoder is None:
-            raise HeadscopeError("ConjNorm.fit(loader) needs an encoder; pass encoder=... or call fit_features(features, labels)")
+            raise HeadscopeError(
+                "ConjNorm.fit(loader) needs an encoder; pass encoder=... or call fit_features(features, labels)"
+            )
         from pytorch_ood.utils import extract_features
 
         z, y = extract_features(data_loader, self.encoder, self.device)
@@ -244,9 +254,9 @@ class ConjNorm(FeaturesDetector):
 
     def fit_features(
         self,
-        x: Float[Tensor, "n d"],
+        x: Float[Tensor, " n d"],
         y: Int[Tensor, " n"],
-        x_val: Optional[Float[Tensor, "v d"]] = None,
+        x_val: Optional[Float[Tensor, " v d"]] = None,
         y_val: Optional[Int[Tensor, " v"]] = None,
     ) -> "ConjNorm":
         """Prototypes and IS partition estimates from ID training features ``x`` with labels ``y``.
@@ -265,13 +275,17 @@ class ConjNorm(FeaturesDetector):
                 x_fit, y_fit = x, y
             p_grid = self.p_grid if self.p is None else (self.p,)
             t_grid = self.t_grid if self.t_grid is not None else (self.temperature,)
-            self.search = select_p(x_fit, y_fit, x_val, y_val, p_grid, t_grid, n_classes=n_classes, proposal=self.proposal)
+            self.search = select_p(
+                x_fit, y_fit, x_val, y_val, p_grid, t_grid, n_classes=n_classes, proposal=self.proposal
+            )
             self._p_fitted = self.search.p
             self.temperature = self.search.temperature
         else:
             self._p_fitted = float(self.p)
         self.n_classes = n_classes
-        self.prototypes, self.partition = _fit_state(x, y, n_classes, self._p_fitted, self.temperature, self.n_is_samples, self.seed, self.proposal)
+        self.prototypes, self.partition = _fit_state(
+            x, y, n_classes, self._p_fitted, self.temperature, self.n_is_samples, self.seed, self.proposal
+        )
         return self
 
     @property
@@ -282,7 +296,7 @@ class ConjNorm(FeaturesDetector):
         return self._p_fitted
 
     # -- scoring ---------------------------------------------------------------------
-    def class_log_density(self, x: Float[Tensor, "b d"]) -> Float[Tensor, "b k"]:
+    def class_log_density(self, x: Float[Tensor, " b d"]) -> Float[Tensor, " b k"]:
         """log p̂(x | k) + const = d(normalise_p(x), μ_k)/T - log Ẑ_k."""
         if self.prototypes is None or self.partition is None:
             raise RequiresFittingException()
@@ -291,12 +305,12 @@ class ConjNorm(FeaturesDetector):
         return conj_similarity(xn, self.prototypes, q) / self.temperature - self.partition.log_z[None, :]
 
     @torch.no_grad()
-    def score(self, x: Float[Tensor, "b d"]) -> Float[Tensor, " b"]:
+    def score(self, x: Float[Tensor, " b d"]) -> Float[Tensor, " b"]:
         """S(x) = log Σ_k exp(d(x, μ_k)/T) / Ẑ_k — higher = more in-distribution (paper's sign)."""
         return torch.logsumexp(self.class_log_density(x), dim=-1)
 
     @torch.no_grad()
-    def predict_features(self, x: Float[Tensor, "b d"]) -> Float[Tensor, " b"]:
+    def predict_features(self, x: Float[Tensor, " b d"]) -> Float[Tensor, " b"]:
         """Outlier score -S(x): higher = more out-of-distribution (pytorch-ood's convention)."""
         return -self.score(x)
 
@@ -309,9 +323,9 @@ class ConjNorm(FeaturesDetector):
 
 
 def select_p(
-    x_train: Float[Tensor, "n d"],
+    x_train: Float[Tensor, " n d"],
     y_train: Int[Tensor, " n"],
-    x_val: Float[Tensor, "v d"],
+    x_val: Float[Tensor, " v d"],
     y_val: Int[Tensor, " v"],
     p_grid: Sequence[float],
     t_grid: Sequence[float],
@@ -364,7 +378,9 @@ def select_p(
     return PSearchResult(p=best[0], temperature=best[1], table=table)
 
 
-def _fit_state(x: Tensor, y: Tensor, n_classes: int, p: float, t: float, n_is: Optional[int], seed: int, proposal: str = "all") -> tuple[Tensor, PartitionEstimate]:
+def _fit_state(
+    x: Tensor, y: Tensor, n_classes: int, p: float, t: float, n_is: Optional[int], seed: int, proposal: str = "all"
+) -> tuple[Tensor, PartitionEstimate]:
     q = conjugate_exponent(p)
     protos = class_prototypes(x, y, n_classes, p)
     xn = lp_normalize(x, p)
@@ -382,7 +398,9 @@ def _fit_state(x: Tensor, y: Tensor, n_classes: int, p: float, t: float, n_is: O
                 samples, log_prop = xk[idx], torch.full((n_is,), -math.log(nk), dtype=xn.dtype)
             ests.append(importance_sampling_log_partition(samples, protos[k : k + 1], q, t, log_prop))
         return protos, PartitionEstimate(
-            log_z=torch.cat([e.log_z for e in ests]), rel_se=torch.cat([e.rel_se for e in ests]), n_samples=min(e.n_samples for e in ests)
+            log_z=torch.cat([e.log_z for e in ests]),
+            rel_se=torch.cat([e.rel_se for e in ests]),
+            n_samples=min(e.n_samples for e in ests),
         )
     n = xn.shape[0]
     if n_is is None:
