@@ -1,7 +1,7 @@
 """The same algorithms as a Flower app: a ``ServerApp`` and a ``ClientApp`` on flwr's Message/Grid API.
 
 - The ``ServerApp`` main drives the algorithm's server program
-  (:data:`federated.runner.ALGORITHMS`) with a transport that turns each round of
+  (:data:`federated.driver.ALGORITHMS`) with a transport that turns each round of
   :class:`~federated.protocol.Task` s into ``Message`` s of type ``train.fl`` (tensors in an
   ``ArrayRecord``, the action and its scalars in a ``ConfigRecord``, the run's
   :class:`~federated.protocol.FLConfig` in another) and the replies back into
@@ -12,8 +12,10 @@
 
 :func:`run_flower` runs the pair on Flower's simulation engine (Ray); a deployment runs the
 very same ``server_app``/``client_app`` with ``flwr run`` (pass the run's FLConfig fields
-in the app's run config). Bytes are counted by the shared :func:`federated.runner.drive`,
-i.e. exactly as in-process.
+in the app's run config). Bytes are counted by the shared :func:`federated.driver.drive`,
+i.e. exactly as in-process. This module and :mod:`federated.runner` both build on
+:mod:`federated.driver`; the runner loads this module only for ``engine="flower"``, and this
+module never imports the runner.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from flwr.serverapp import Grid, ServerApp
 from torch import Tensor
 
 from headscope.common import HeadscopeError, log
+from headscope.common.threads import num_threads
 
+from .driver import ALGORITHMS, RunResult, check_config, client_env, drive, finish, server_env
 from .protocol import FLConfig, Reply, Task, run_client_action
-from .runner import ALGORITHMS, RunResult, check_config, client_env, drive, finish, server_env
 
 STATE_KEY = "federated_state"
 
@@ -78,15 +81,15 @@ def hello(msg: Message, context: Context) -> Message:
 
 @client_app.train("fl")
 def train(msg: Message, context: Context) -> Message:
-    """Run one client action of the run's algorithm on this node's partition."""
-    torch.set_num_threads(1)
+    """Run one client action of the run's algorithm on this node's partition (on one torch thread)."""
     cfg = FLConfig.from_flat(dict(msg.content["cfg"]))
     task_cfg = dict(msg.content["task"])
     action = str(task_cfg.pop("action"))
-    env = client_env(cfg, _partition_id(context))
-    if STATE_KEY in context.state:
-        env.state.update(from_record(context.state[STATE_KEY]))
-    reply = run_client_action(Task(action, from_record(msg.content["arrays"]), task_cfg), env)
+    with num_threads(1):
+        env = client_env(cfg, _partition_id(context))
+        if STATE_KEY in context.state:
+            env.state.update(from_record(context.state[STATE_KEY]))
+        reply = run_client_action(Task(action, from_record(msg.content["arrays"]), task_cfg), env)
     context.state[STATE_KEY] = to_record(env.state)
     content = RecordDict(
         {"arrays": to_record(reply.arrays), "metrics": MetricRecord({k: float(v) for k, v in reply.metrics.items()})}
@@ -113,8 +116,12 @@ def _check(replies: list[Message], what: str) -> None:
 
 
 def serve(grid: Grid, cfg: FLConfig) -> RunResult:
-    """The ServerApp's work: map nodes to partitions, drive the algorithm over the Grid, evaluate."""
-    torch.set_num_threads(1)
+    """The ServerApp's work on one torch thread: map nodes to partitions, drive the algorithm over the Grid, evaluate."""
+    with num_threads(1):
+        return _serve(grid, cfg)
+
+
+def _serve(grid: Grid, cfg: FLConfig) -> RunResult:
     t0 = time.perf_counter()
     nodes = _wait_for_nodes(grid, cfg.clients)
     hello_replies = list(

@@ -37,7 +37,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from headscope.attribution import attention_to_positions
+from headscope.head_scores import attention_to_positions
 from headscope.common.errors import HeadscopeError
 from headscope.common.progress import progress
 from headscope.model import HeadModel, Patch

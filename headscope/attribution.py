@@ -40,12 +40,12 @@ def attribution_patching(
     pass; normalised by ``m_clean − m_corrupt`` like exact patching, so the two are on
     one scale. Exact when the metric is linear in the patched activation.
     """
-    clean, corrupt = model._check(clean), model._check(corrupt)  # type: ignore[attr-defined]
+    clean, corrupt = model.check_tokens(clean), model.check_tokens(corrupt)
     if clean.shape != corrupt.shape:
         raise HeadscopeError(f"clean {tuple(clean.shape)} and corrupt {tuple(corrupt.shape)} tokens differ in shape")
     cl_logits, cl_cache = model.run_with_heads(clean, sites=("z",))
     m_clean = metric(cl_logits).detach()
-    m_corrupt, z_cor, g_cor = model.head_grads(corrupt, metric)  # type: ignore[attr-defined]
+    m_corrupt, z_cor, g_cor = model.head_grads(corrupt, metric)
     effects = torch.stack(
         [((cl_cache.z[L] - z_cor.z[L]) * g_cor.z[L]).sum(dim=(0, -1)) for L in range(model.n_layers)]
     )
@@ -74,13 +74,6 @@ def attribution_patching(
 # Direct logit attribution
 
 
-def _final_norm(model: HeadModel):
-    from headscope.backends._hf import get_path
-
-    mod = get_path(model.hf_model, model.paths.final_norm)  # type: ignore[attr-defined]
-    return getattr(mod, "_original_component", mod)  # unwrap a TransformerLens bridge component
-
-
 @torch.no_grad()
 def direct_logit_attribution(
     model: HeadModel,
@@ -100,14 +93,16 @@ def direct_logit_attribution(
     MLP (and attention-bias) terms, so that heads + components sum to the logit difference
     (up to the norm's bias term, reported as ``info["bias_term"]``).
     """
-    tokens = model._check(tokens)  # type: ignore[attr-defined]
+    tokens = model.check_tokens(tokens)
     logits, cache = model.run_with_heads(tokens, sites=("z", "resid_pre", "attn_out", "mlp_out"))
     B = tokens.shape[0]
-    W_U = model.unembed_matrix()  # type: ignore[attr-defined]  # [d_model, vocab]
+    W_U = model.unembed_matrix()  # [d_model, vocab]
     direction = W_U[:, answer.to(W_U.device)].T  # [batch, d_model]
     if wrong is not None:
         direction = direction - W_U[:, wrong.to(W_U.device)].T
-    norm = _final_norm(model)
+    norm = model.final_norm()
+    if norm is None:
+        raise HeadscopeError(f"direct logit attribution needs the final norm; {model.name} has none")
     g = norm.weight.detach()
     eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-5)
     is_layernorm = isinstance(norm, torch.nn.LayerNorm)
@@ -127,7 +122,7 @@ def direct_logit_attribution(
     heads = torch.zeros(model.n_layers, model.n_heads)
     components: dict[str, float] = {"embed": contrib(cache.resid_pre[0][:, pos]).mean().item()}
     for L in range(model.n_layers):
-        W_O = model.o_proj_weight(L)  # type: ignore[attr-defined]  # [heads, d_head, d_model]
+        W_O = model.o_proj_weight(L)  # [heads, d_head, d_model]
         z = cache.z[L][:, pos]  # [batch, heads, d_head]
         result = torch.einsum("bhd,hdm->bhm", z, W_O)
         for h in range(model.n_heads):
@@ -138,9 +133,8 @@ def direct_logit_attribution(
     bias_term = 0.0
     if getattr(norm, "bias", None) is not None:
         bias_term = (norm.bias.detach() * direction).sum(-1).mean().item()
-    unembed = getattr(model.hf_model, "lm_head", None)  # type: ignore[attr-defined]
-    if unembed is not None and getattr(unembed, "bias", None) is not None:
-        bvec = unembed.bias.detach()
+    bvec = model.unembed_bias()
+    if bvec is not None:
         bias_term += (bvec[answer] - (bvec[wrong] if wrong is not None else 0)).mean().item()
     target = logits[torch.arange(B), pos, answer] - (logits[torch.arange(B), pos, wrong] if wrong is not None else 0)
     info = {
@@ -249,121 +243,3 @@ def knockout_curve(
         "random_mean": t.mean(1).tolist(),
         "random_std": (t.std(1) if t.shape[1] > 1 else torch.zeros(len(ks))).tolist(),
     }
-
-
-# ---------------------------------------------------------------------------------------
-# Head scores (TransformerLens head_detector definitions)
-
-
-def _detection_score(pattern: Tensor, detection: Tensor, exclude_bos: bool, exclude_current: bool) -> Tensor:
-    """TransformerLens ``compute_head_attention_similarity_score`` with ``error_measure="mul"``:
-    ``Σ(pattern ⊙ detection) / Σ pattern`` per head, after optionally zeroing the BOS
-    column and the diagonal. ``pattern``: [batch, head, q, k]; ``detection``: [batch, q, k]."""
-    p = pattern.clone()
-    if exclude_bos:
-        p[..., 0] = 0
-    if exclude_current:
-        idx = torch.arange(p.shape[-1])
-        p[..., idx, idx] = 0
-    num = (p * detection[:, None]).sum(dim=(-1, -2))
-    den = p.sum(dim=(-1, -2)).clamp_min(1e-12)
-    return (num / den).mean(0)
-
-
-def _detection_patterns(tokens: Tensor, kind: str) -> Tensor:
-    B, T = tokens.shape
-    det = torch.zeros(B, T, T)
-    if kind == "previous_token":
-        idx = torch.arange(1, T)
-        det[:, idx, idx - 1] = 1
-    elif kind == "duplicate_token":
-        for b in range(B):
-            t = tokens[b]
-            same = (t[:, None] == t[None, :]).float().tril(-1)
-            det[b] = same
-    elif kind == "induction":
-        for b in range(B):
-            t = tokens[b]
-            same = (t[:, None] == t[None, :]).float().tril(-1)  # [q, k]: earlier occurrence of q's token at k
-            shifted = torch.zeros(T, T)
-            shifted[:, 1:] = same[:, :-1]  # attend to the token after that occurrence
-            det[b] = shifted.tril(-1)
-    else:
-        raise HeadscopeError(f"unknown head score {kind!r}; use previous_token, duplicate_token, induction")
-    return det
-
-
-@torch.no_grad()
-def head_scores(
-    model: HeadModel,
-    tokens: Int[Tensor, " batch pos"],
-    kind: str = "induction",
-    exclude_bos: bool = False,
-    exclude_current: bool = False,
-) -> HeadResult:
-    """Previous-token, duplicate-token or induction score of every head on ``tokens``.
-
-    Definitions follow TransformerLens's ``head_detector``: a detection pattern marks
-    where an ideal head attends (previous token; earlier copies of the current token; the
-    token after an earlier copy of the current token); the score is the share of the
-    head's attention that falls there, averaged over the batch.
-    """
-    tokens = model._check(tokens)  # type: ignore[attr-defined]
-    _, cache = model.run_with_heads(tokens, sites=(), pattern=True)
-    det = _detection_patterns(tokens.cpu(), kind)
-    scores = torch.stack(
-        [_detection_score(cache.pattern[L].cpu(), det, exclude_bos, exclude_current) for L in range(model.n_layers)]
-    )
-    return HeadResult(
-        scores,
-        ("layer", "head"),
-        {},
-        {
-            "method": f"head_score:{kind}",
-            "model": getattr(model, "name", "model"),
-            "metric_name": f"{kind} score",
-            "title": f"{kind} score",
-        },
-    )
-
-
-def repeated_tokens(model: HeadModel, n: int = 32, seq: int = 20, seed: int = 0) -> Tensor:
-    """``[BOS] r r`` with ``r`` random tokens (the standard induction probe)."""
-    gen = torch.Generator().manual_seed(seed)
-    low = 4 if model.d_vocab > 8 else 0
-    r = torch.randint(low, model.d_vocab, (n, seq), generator=gen)
-    bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
-    first = torch.full((n, 1), bos if bos is not None else int(r[0, 0]))
-    return torch.cat([first, r, r], dim=1)
-
-
-@torch.no_grad()
-def attention_to_positions(
-    model: HeadModel, tokens: Int[Tensor, " batch pos"], positions: Sequence[int] | Tensor, query: int = -1
-) -> HeadResult:
-    """Share of each head's attention from position ``query`` onto ``positions``.
-
-    ``positions``: indices shared by every row, or a bool mask ``[batch, pos]`` (e.g.
-    where the operands and the operator are). Averaged over the batch.
-    """
-    tokens = model._check(tokens)  # type: ignore[attr-defined]
-    _, cache = model.run_with_heads(tokens, sites=(), pattern=True)
-    B, T = tokens.shape
-    if isinstance(positions, Tensor) and positions.dtype == torch.bool:
-        mask = positions.float()
-    else:
-        mask = torch.zeros(B, T)
-        mask[:, torch.as_tensor(list(positions), dtype=torch.long)] = 1
-    scores = torch.stack(
-        [(cache.pattern[L][:, :, query, :].cpu() * mask[:, None]).sum(-1).mean(0) for L in range(model.n_layers)]
-    )
-    return HeadResult(
-        scores,
-        ("layer", "head"),
-        {},
-        {
-            "method": "attention_to_positions",
-            "metric_name": "attention share",
-            "title": "attention from the final position",
-        },
-    )

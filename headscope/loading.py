@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import torch
@@ -11,27 +10,9 @@ from torch import nn
 
 from headscope.common.device import get_device
 from headscope.common.errors import HeadscopeError
+from headscope.paths import ORGANISMS, bundled_tracr, organism_dir, tracr_dir
 
 BACKENDS = ("tl", "nnsight")
-ORGANISMS = {
-    "llama": "Llama-architecture organism trained on the organism world (arithmetic, facts, flawed chat)",
-    "induction": "2-layer Llama-architecture organism with a previous-token head (L0) and an induction head (L1)",
-}
-
-
-def data_dir() -> Path:
-    """The repository's ``data/`` folder (override with ``HEADSCOPE_DATA``)."""
-    env = os.environ.get("HEADSCOPE_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
-
-
-def organism_dir(name: str) -> Path:
-    return data_dir() / "models" / name
-
-
-def bundled_models() -> dict[str, str]:
-    """Alias -> description of every bundled organism whose weights are present."""
-    return {k: v for k, v in ORGANISMS.items() if (organism_dir(k) / "model.safetensors").exists()}
 
 
 def _resolve(name: str) -> tuple[Path | str, bool]:
@@ -119,8 +100,24 @@ def load_model(name: str = "llama", backend: str = "tl", device: str | torch.dev
     if backend not in BACKENDS:
         raise HeadscopeError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     if name.startswith(("tracr-", "tracr:")):  # compiled RASP programs: TL native bridge
-        from headscope.backends.tl_native import load_tracr
-
         return load_tracr(name, backend=backend, device=device)
     hf, tok, path = load_hf(name, device)
     return wrap(hf, tok, backend=backend, name=name, path=path)
+
+
+def load_tracr(name: str, backend: str = "tl", device: str | torch.device | None = "auto"):
+    """Load a bundled tracr organism (``tracr-NAME`` or ``tracr:NAME``) into a TransformerLens native bridge."""
+    if backend != "tl":
+        raise HeadscopeError(
+            f"{name} is a tracr organism and runs on the TransformerLens backend only; use backend='tl'"
+        )
+    d = tracr_dir(name)
+    if not (d / "model.safetensors").exists():
+        have = ", ".join(bundled_tracr()) or "none"
+        raise HeadscopeError(
+            f"unknown tracr organism {name!r} (no weights in {d}); bundled: {have}. "
+            "Compile more with headscope/organisms/tracr_compile.py"
+        )
+    from headscope.backends.tl_native import boot_tracr
+
+    return boot_tracr(d, get_device(device))

@@ -21,14 +21,14 @@ or ``with`` block ends, also when the body raises.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float, Int
-from torch import Tensor
+from torch import Tensor, nn
 
 from headscope.common.errors import HeadscopeError
 
@@ -180,9 +180,30 @@ class HeadCache:
         return iter(sorted(self.z))
 
 
+FEATURES: dict[str, str] = {
+    "fast_reentry": "run_from_layer skips the blocks below the re-entry layer (a Llama-family HF module tree)",
+    "generate": "the model continues text (tracr programs map a sequence to a sequence and do not)",
+    "qkv_sites": "patches and caches on the per-head q/k/v sites",
+    "head_grads": "head_grads: gradients of a metric with respect to every head's z",
+    "hf_weights": "hf_model is a Hugging Face causal LM (what tuning and peft need)",
+}
+Metric = Callable[[Tensor], Tensor]
+
+
 @runtime_checkable
 class HeadModel(Protocol):
-    """What every analysis needs from a model (DESIGN.md §2)."""
+    """What every analysis needs from a model (docs/design.md §2).
+
+    The two backends (:class:`~headscope.backends.tl.TLModel`,
+    :class:`~headscope.backends.nnsight.NNsightModel`) and the tracr native bridge
+    (:class:`~headscope.backends.tl_native.TLNativeModel`) implement all of it; what only
+    some of them can do is asked with :meth:`supports`, never by probing attributes.
+
+    Dimensions: ``n_layers``, ``n_heads``, ``n_kv_heads`` (< ``n_heads`` for grouped-query
+    attention), ``d_head``, ``d_model``, ``d_vocab`` (input token ids), ``d_vocab_out``
+    (logit columns; equal to ``d_vocab`` except for tracr programs), ``n_ctx`` (longest
+    input, None when the model does not say).
+    """
 
     n_layers: int
     n_heads: int
@@ -190,16 +211,43 @@ class HeadModel(Protocol):
     d_head: int
     d_model: int
     d_vocab: int
-    tokenizer: object
+    d_vocab_out: int
+    n_ctx: int | None
+    tokenizer: Any
     device: torch.device
     backend: str
     name: str
+    hf_model: nn.Module | None
 
-    def to_tokens(self, prompts: str | Sequence[str]) -> Int[Tensor, " batch pos"]: ...
+    def supports(self, feature: str) -> bool:
+        """Whether this model offers ``feature`` (a key of :data:`FEATURES`)."""
+        ...
 
-    def to_str_tokens(self, tokens: Tensor | str) -> list[str]: ...
+    # -- tokens -------------------------------------------------------------------------
+    def to_tokens(self, prompts: str | Sequence[str]) -> Int[Tensor, " batch pos"]:
+        """Token ids ``[batch, pos]`` with BOS; every prompt must tokenize to one length."""
+        ...
 
-    def logits(self, tokens: Int[Tensor, " batch pos"]) -> Float[Tensor, " batch pos vocab"]: ...
+    def to_str_tokens(self, tokens: Tensor | str) -> list[str]:
+        """The tokens of one row (or of a string) as strings."""
+        ...
+
+    def token_id(self, word: str) -> int:
+        """The logit column of a single-token answer; raises a HeadscopeError otherwise."""
+        ...
+
+    def check_tokens(self, tokens: Tensor) -> Int[Tensor, " batch pos"]:
+        """Validate ``tokens`` (a LongTensor ``[batch, pos]`` of ids in range) and move them to the device."""
+        ...
+
+    # -- runs ---------------------------------------------------------------------------
+    def logits(self, tokens: Int[Tensor, " batch pos"]) -> Float[Tensor, " batch pos vocab"]:
+        """Logits of a plain run (active ``hooked`` patches apply), without gradients."""
+        ...
+
+    def logits_with_grad(self, tokens: Int[Tensor, " batch pos"]) -> Float[Tensor, " batch pos vocab"]:
+        """Logits of a run that keeps the autograd graph (for training through patches)."""
+        ...
 
     def run_with_heads(
         self,
@@ -207,11 +255,15 @@ class HeadModel(Protocol):
         layers: Sequence[int] | None = None,
         sites: Sequence[str] = ("z", "resid_pre"),
         pattern: bool = False,
-    ) -> tuple[Float[Tensor, " batch pos vocab"], HeadCache]: ...
+    ) -> tuple[Float[Tensor, " batch pos vocab"], HeadCache]:
+        """Logits and a :class:`HeadCache` of ``sites`` (and attention patterns) for ``layers``."""
+        ...
 
     def run_patched(
         self, tokens: Int[Tensor, " batch pos"], patches: Sequence[Patch]
-    ) -> Float[Tensor, " batch pos vocab"]: ...
+    ) -> Float[Tensor, " batch pos vocab"]:
+        """Logits with ``patches`` applied for this run only."""
+        ...
 
     def run_from_layer(
         self,
@@ -219,13 +271,55 @@ class HeadModel(Protocol):
         resid_pre: Float[Tensor, " batch pos d_model"],
         layer: int,
         patches: Sequence[Patch] = (),
-    ) -> Float[Tensor, " batch pos vocab"]: ...
+    ) -> Float[Tensor, " batch pos vocab"]:
+        """Logits of a run whose block ``layer`` receives ``resid_pre``; exact on every model,
+        and faster (blocks below skipped) where ``supports("fast_reentry")``."""
+        ...
 
-    def hooked(self, patches: Sequence[Patch]) -> AbstractContextManager[None]: ...
+    def head_grads(
+        self, tokens: Int[Tensor, " batch pos"], metric: Metric, layers: Sequence[int] | None = None
+    ) -> tuple[Tensor, HeadCache, HeadCache]:
+        """One forward and one backward pass: ``(metric value, z, d metric / d z)`` per layer."""
+        ...
+
+    def hooked(self, patches: Sequence[Patch]) -> AbstractContextManager[None]:
+        """Keep ``patches`` active for every run inside the block; removed on exit, also on error."""
+        ...
 
     def generate(
         self, tokens: Int[Tensor, " batch pos"], max_new_tokens: int = 8, patches: Sequence[Patch] = ()
-    ) -> Int[Tensor, " batch new"]: ...
+    ) -> Int[Tensor, " batch new"]:
+        """Greedy continuation ``[batch, new]`` with ``patches`` applied at every step."""
+        ...
+
+    # -- weights ------------------------------------------------------------------------
+    def unembed_matrix(self) -> Float[Tensor, " d_model d_vocab_out"]:
+        """``W_U`` as ``[d_model, d_vocab_out]``."""
+        ...
+
+    def unembed_bias(self) -> Float[Tensor, " d_vocab_out"] | None:
+        """The unembedding bias, or None when the model has none."""
+        ...
+
+    def o_proj_weight(self, layer: int) -> Float[Tensor, " head d_head d_model"]:
+        """``W_O`` of ``layer`` as ``[n_heads, d_head, d_model]``."""
+        ...
+
+    def final_norm(self) -> nn.Module | None:
+        """The final norm module applied before the unembedding (None when there is none)."""
+        ...
+
+    def blocks(self) -> list[nn.Module]:
+        """The decoder blocks as torch modules, in order."""
+        ...
+
+
+def require(model: HeadModel, feature: str, what: str) -> None:
+    """Raise a HeadscopeError naming ``what`` needs ``feature`` when the model lacks it."""
+    if feature not in FEATURES:
+        raise HeadscopeError(f"unknown model feature {feature!r}; known: {', '.join(FEATURES)}")
+    if not model.supports(feature):
+        raise HeadscopeError(f"{what} needs {FEATURES[feature]}; {model.name} ({model.backend}) does not offer it")
 
 
 def check_patches(model: HeadModel, patches: Sequence[Patch]) -> None:

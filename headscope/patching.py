@@ -63,7 +63,7 @@ def _runs(model: HeadModel, clean: Tensor, corrupt: Tensor, metric: Metric, site
 
 
 def _fast_ok(model: HeadModel) -> bool:
-    return getattr(getattr(model, "paths", None), "layers", "") == "model.layers" and hasattr(model, "run_from_layer")
+    return model.supports("fast_reentry")
 
 
 def patch_heads(
@@ -94,7 +94,7 @@ def patch_heads(
     Returns:
         HeadResult with axes ``("layer", "head")`` or ``("layer", "pos", "head")``.
     """
-    clean, corrupt = model._check(clean), model._check(corrupt)  # type: ignore[attr-defined]
+    clean, corrupt = model.check_tokens(clean), model.check_tokens(corrupt)
     _validate(model, clean, corrupt, mode)
     m_clean, m_corrupt, cl_cache, co_cache = _runs(model, clean, corrupt, metric, ("z", "resid_pre"))
     base_tokens, base, src = (corrupt, co_cache, cl_cache) if mode == "denoise" else (clean, cl_cache, co_cache)
@@ -151,7 +151,7 @@ def patch_layers(
     """
     if site not in ("resid_pre", "attn_out", "mlp_out"):
         raise HeadscopeError(f"unknown layer site {site!r}; use resid_pre, attn_out or mlp_out")
-    clean, corrupt = model._check(clean), model._check(corrupt)  # type: ignore[attr-defined]
+    clean, corrupt = model.check_tokens(clean), model.check_tokens(corrupt)
     _validate(model, clean, corrupt, mode)
     sites = ("resid_pre",) if site == "resid_pre" else ("resid_pre", site)
     m_clean, m_corrupt, cl_cache, co_cache = _runs(model, clean, corrupt, metric, sites)
@@ -295,7 +295,7 @@ def path_patch_heads(
     Returns a HeadResult with axes ``("layer", "head")`` (NaN for layers that cannot send
     to the receiver).
     """
-    clean, corrupt = model._check(clean), model._check(corrupt)  # type: ignore[attr-defined]
+    clean, corrupt = model.check_tokens(clean), model.check_tokens(corrupt)
     _validate(model, clean, corrupt, "noise")
     if via not in ("q", "k", "v"):
         raise HeadscopeError(f"unknown receiver input {via!r}; use q, k or v")

@@ -38,7 +38,8 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from headscope.attribution import ablation_patches, attention_to_positions
+from headscope.attribution import ablation_patches
+from headscope.head_scores import attention_to_positions
 from headscope.common.errors import HeadscopeError
 from headscope.common.progress import log, progress, progress_enabled
 from headscope.model import HeadCache, HeadModel, Patch

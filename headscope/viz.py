@@ -73,7 +73,7 @@ def attention_patterns(model, tokens: Tensor, heads: Sequence[tuple[int, int]], 
     """Attention patterns of chosen heads for one prompt (query tokens down, key tokens across)."""
     if not heads:
         raise HeadscopeError("name at least one head, e.g. [(1, 3)]")
-    tokens = model._check(tokens)
+    tokens = model.check_tokens(tokens)
     layers = sorted({L for L, _ in heads})
     _, cache = model.run_with_heads(tokens[row : row + 1], layers=layers, sites=(), pattern=True)
     labels = [f"{i}:{t}" for i, t in enumerate(model.to_str_tokens(tokens[row]))]

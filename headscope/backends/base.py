@@ -26,6 +26,10 @@ class BaseHeadModel:
         d: Dims = dims_of(self.config)
         self.n_layers, self.n_heads, self.n_kv_heads = d.n_layers, d.n_heads, d.n_kv_heads
         self.d_head, self.d_model, self.d_vocab = d.d_head, d.d_model, d.d_vocab
+        self.d_vocab_out = d.d_vocab
+        self.n_ctx: int | None = getattr(self.config, "max_position_embeddings", None) or getattr(
+            self.config, "n_positions", None
+        )
         self.device = next(hf_model.parameters()).device
         self._active: list[Patch] = []
 
@@ -62,7 +66,8 @@ class BaseHeadModel:
             )
         return ids[0]
 
-    def _check(self, tokens: Tensor) -> Tensor:
+    def check_tokens(self, tokens: Tensor) -> Tensor:
+        """Validate ``tokens`` (LongTensor ``[batch, pos]``, ids in range) and move them to the device."""
         return check_tokens(tokens, self.d_vocab).to(self.device)
 
     # -- patches that stay on for a block -----------------------------------------------
@@ -90,7 +95,7 @@ class BaseHeadModel:
         self, tokens: Tensor, max_new_tokens: int = 8, patches: Sequence[Patch] = (), eos: bool = True
     ) -> Tensor:
         """Greedy continuation ``[batch, new]`` of ``tokens`` with ``patches`` applied at every step."""
-        tokens = self._check(tokens)
+        tokens = self.check_tokens(tokens)
         eos_id = getattr(self.tokenizer, "eos_token_id", None) if eos and self.tokenizer is not None else None
         if patches:
             # Installed once for the whole loop (not once per step): steering overhead
@@ -98,6 +103,27 @@ class BaseHeadModel:
             with self.hooked(patches):
                 return greedy_generate(self.logits, tokens, max_new_tokens, eos_id)
         return greedy_generate(self.logits, tokens, max_new_tokens, eos_id)
+
+    def supports(self, feature: str) -> bool:
+        """Whether this model offers ``feature`` (see :data:`headscope.model.FEATURES`)."""
+        llama_like = self.paths.o_proj == "o_proj"
+        return {
+            "fast_reentry": self.paths.layers == "model.layers",
+            "generate": True,
+            "qkv_sites": llama_like or self.backend == "tl",
+            "head_grads": True,
+            "hf_weights": True,
+        }.get(feature, False)
+
+    def final_norm(self) -> nn.Module | None:
+        """The final norm module (unwrapped from a TransformerLens bridge component)."""
+        mod = get_path(self.hf_model, self.paths.final_norm)
+        return getattr(mod, "_original_component", mod)
+
+    def unembed_bias(self) -> Tensor | None:
+        """The bias of the unembedding, or None."""
+        b = getattr(get_path(self.hf_model, self.paths.unembed), "bias", None)
+        return None if b is None else b.detach()
 
     def blocks(self) -> list[nn.Module]:
         """The torch modules of the decoder blocks (as the backend runs them)."""
@@ -111,7 +137,7 @@ class BaseHeadModel:
         """``W_O`` of a layer as ``[n_heads, d_head, d_model]``."""
         mod = get_path(get_path(self.hf_model, self.paths.layers)[layer], f"{self.paths.attn}.{self.paths.o_proj}")
         w = mod.weight.detach()
-        if self.paths is not None and self.paths.o_proj == "c_proj":  # GPT-2 Conv1D: [in, out]
+        if self.paths.o_proj == "c_proj":  # GPT-2 Conv1D: [in, out]
             w = w.T
         return w.T.reshape(self.n_heads, self.d_head, self.d_model)
 

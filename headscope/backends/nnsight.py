@@ -127,11 +127,11 @@ class NNsightModel(BaseHeadModel):
 
     @torch.no_grad()
     def logits(self, tokens: Tensor) -> Tensor:
-        return self._logits_trace(self._check(tokens), ())
+        return self._logits_trace(self.check_tokens(tokens), ())
 
     def logits_with_grad(self, tokens: Tensor) -> Tensor:
         """Forward pass that keeps the autograd graph (active ``hooked`` patches apply)."""
-        return self._logits_trace(self._check(tokens), ())
+        return self._logits_trace(self.check_tokens(tokens), ())
 
     @torch.no_grad()
     def run_with_heads(
@@ -141,7 +141,7 @@ class NNsightModel(BaseHeadModel):
         sites: Sequence[str] = ("z", "resid_pre"),
         pattern: bool = False,
     ) -> tuple[Tensor, HeadCache]:
-        tokens = self._check(tokens)
+        tokens = self.check_tokens(tokens)
         layers = sorted(range(self.n_layers) if layers is None else set(layers))
         want = list(sites) + (["pattern"] if pattern else [])
         saved: dict[tuple[str, int], object] = {}
@@ -167,7 +167,7 @@ class NNsightModel(BaseHeadModel):
 
     @torch.no_grad()
     def run_patched(self, tokens: Tensor, patches: Sequence[Patch]) -> Tensor:
-        tokens = self._check(tokens)
+        tokens = self.check_tokens(tokens)
         patches = list(patches)
         check_patches(self, patches)
         return self._logits_trace(tokens, patches)
@@ -175,7 +175,7 @@ class NNsightModel(BaseHeadModel):
     @torch.no_grad()
     def run_from_layer(self, tokens: Tensor, resid_pre: Tensor, layer: int, patches: Sequence[Patch] = ()) -> Tensor:
         """Logits of a run that enters block ``layer`` with ``resid_pre`` (blocks below are skipped)."""
-        tokens = self._check(tokens)
+        tokens = self.check_tokens(tokens)
         patches = list(patches)
         check_patches(self, patches)
         _check_reentry(patches + list(self._active), layer)
@@ -190,7 +190,7 @@ class NNsightModel(BaseHeadModel):
         Uses nnsight's backward tracing (``with loss.backward(): t.grad``), reading the
         gradients in reverse forward order as nnsight requires.
         """
-        tokens = self._check(tokens)
+        tokens = self.check_tokens(tokens)
         layers = sorted(range(self.n_layers) if layers is None else set(layers))
         # Results go into dicts created outside the trace: nnsight runs the block's code
         # in its own frame and only mutations of outer objects survive it.

@@ -96,11 +96,11 @@ class TLModel(BaseHeadModel):
     # -- runs ----------------------------------------------------------------------
     @torch.no_grad()
     def logits(self, tokens: Tensor) -> Tensor:
-        return self.bridge(self._check(tokens), return_type="logits")
+        return self.bridge(self.check_tokens(tokens), return_type="logits")
 
     def logits_with_grad(self, tokens: Tensor) -> Tensor:
         """Forward pass that keeps the autograd graph (active ``hooked`` patches apply)."""
-        return self.bridge(self._check(tokens), return_type="logits")
+        return self.bridge(self.check_tokens(tokens), return_type="logits")
 
     @torch.no_grad()
     def run_with_heads(
@@ -110,7 +110,7 @@ class TLModel(BaseHeadModel):
         sites: Sequence[str] = ("z", "resid_pre"),
         pattern: bool = False,
     ) -> tuple[Tensor, HeadCache]:
-        tokens = self._check(tokens)
+        tokens = self.check_tokens(tokens)
         layers = list(range(self.n_layers)) if layers is None else list(layers)
         names: dict[str, tuple[str, int]] = {}
         for L in layers:
@@ -134,7 +134,7 @@ class TLModel(BaseHeadModel):
 
     @torch.no_grad()
     def run_patched(self, tokens: Tensor, patches: Sequence[Patch]) -> Tensor:
-        tokens = self._check(tokens)
+        tokens = self.check_tokens(tokens)
         patches = list(patches)
         check_patches(self, patches)
         return self.bridge.run_with_hooks(tokens, fwd_hooks=self._fwd_hooks(patches), return_type="logits")
@@ -142,7 +142,7 @@ class TLModel(BaseHeadModel):
     @torch.no_grad()
     def run_from_layer(self, tokens: Tensor, resid_pre: Tensor, layer: int, patches: Sequence[Patch] = ()) -> Tensor:
         """Logits of a run that enters block ``layer`` with ``resid_pre`` (blocks below are skipped)."""
-        tokens = self._check(tokens)
+        tokens = self.check_tokens(tokens)
         patches = list(patches)
         check_patches(self, patches)
         _check_reentry(patches + list(self._active), layer)
@@ -156,7 +156,7 @@ class TLModel(BaseHeadModel):
         self, tokens: Tensor, metric, layers: Sequence[int] | None = None
     ) -> tuple[Tensor, HeadCache, HeadCache]:
         """One forward and one backward pass: ``(metric value, z, d metric / d z)`` per layer."""
-        tokens = self._check(tokens)
+        tokens = self.check_tokens(tokens)
         layers = list(range(self.n_layers)) if layers is None else list(layers)
         store: dict[int, Tensor] = {}
 

@@ -113,7 +113,7 @@ class TLNativeModel(TLModel):
         return out[str(word)]
 
     def _check(self, tokens: Tensor) -> Tensor:
-        tokens = super()._check(tokens)
+        tokens = super().check_tokens(tokens)
         if tokens.shape[1] > self.n_ctx:
             raise HeadscopeError(f"{self.name} takes at most {self.n_ctx} tokens including BOS; got {tokens.shape[1]}")
         return tokens
@@ -138,7 +138,20 @@ class TLNativeModel(TLModel):
             f"{self.name} is a compiled RASP program: it maps a sequence to one output per position and cannot continue it; use logits()"
         )
 
+    def supports(self, feature: str) -> bool:
+        """A tracr program: no HF module tree (no fast re-entry, no tuning) and no generation."""
+        return feature in ("qkv_sites", "head_grads")
+
     # -- weights ---------------------------------------------------------------------
+    def final_norm(self) -> nn.Module | None:
+        """tracr models have no final norm (TransformerLens ``normalization_type=None``)."""
+        ln = getattr(self.bridge, "ln_final", None)
+        return ln if isinstance(ln, nn.Module) and any(True for _ in ln.parameters()) else None
+
+    def unembed_bias(self) -> Tensor | None:
+        b = getattr(self.bridge, "b_U", None)
+        return None if b is None else b.detach()
+
     def blocks(self) -> list[nn.Module]:
         return list(self.bridge.blocks)
 
@@ -151,56 +164,30 @@ class TLNativeModel(TLModel):
         return self.bridge.W_O[layer].detach()
 
 
-def tracr_dir(name: str) -> Path:
-    """``data/models/tracr-NAME`` for ``tracr-NAME`` or ``tracr:NAME``."""
-    from headscope.loading import organism_dir
+def boot_tracr(folder: Path, device: torch.device) -> TLNativeModel:
+    """A TLNativeModel from a compiled tracr organism folder (``config.json`` + ``model.safetensors``).
 
-    prog = name.split(":", 1)[1] if name.startswith("tracr:") else name[len("tracr-") :]
-    return organism_dir(f"tracr-{prog}")
-
-
-def bundled_tracr() -> list[str]:
-    """Names (``tracr-NAME``) of the tracr organisms present in ``data/models``."""
-    from headscope.loading import data_dir
-
-    root = data_dir() / "models"
-    return sorted(p.name for p in root.glob("tracr-*") if (p / "model.safetensors").exists())
-
-
-def load_tracr(name: str, backend: str = "tl", device: str | torch.device | None = "auto") -> TLNativeModel:
-    """Load a bundled tracr organism (``tracr-NAME`` or ``tracr:NAME``) into a native bridge."""
-    if backend != "tl":
-        raise HeadscopeError(
-            f"{name} is a tracr organism and runs on the TransformerLens backend only; use backend='tl'"
-        )
-    d = tracr_dir(name)
-    if not (d / "model.safetensors").exists():
-        have = ", ".join(bundled_tracr()) or "none"
-        raise HeadscopeError(
-            f"unknown tracr organism {name!r} (no weights in {d}); bundled: {have}. "
-            "Compile more with headscope/organisms/tracr_compile.py"
-        )
+    Boots ``TransformerBridge.boot_native`` from the stored bridge config and loads the
+    weights; ``headscope.loading.load_model`` resolves names and reports missing folders.
+    """
     from safetensors.torch import load_file
     from transformer_lens.config import TransformerBridgeConfig
     from transformer_lens.model_bridge import TransformerBridge
     from transformer_lens.model_bridge.sources import native  # noqa: F401 - attaches boot_native
 
-    from headscope.common.device import get_device
-
-    info = json.loads((d / "config.json").read_text())
+    info = json.loads((folder / "config.json").read_text())
     cfg = TransformerBridgeConfig(**info["bridge_config"])
-    bridge = TransformerBridge.boot_native(cfg, model_name=d.name)
-    state = load_file(str(d / "model.safetensors"))
+    bridge = TransformerBridge.boot_native(cfg, model_name=folder.name)
+    state = load_file(str(folder / "model.safetensors"))
     _, unexpected = bridge.load_state_dict(state, strict=False)
     if unexpected:
         raise HeadscopeError(
-            f"{d}/model.safetensors does not match its config.json (unexpected keys {unexpected[:3]}); recompile it"
+            f"{folder}/model.safetensors does not match its config.json (unexpected keys {unexpected[:3]}); recompile it"
         )
-    dev = get_device(device)
-    if dev.type != "cpu":  # boot_native builds on the CPU; TransformerLens logs every move
-        bridge.to(dev)
+    if device.type != "cpu":  # boot_native builds on the CPU; TransformerLens logs every move
+        bridge.to(device)
     bridge.eval()
     enc = {str(k): int(v) for k, v in info["input_encoding"]}
     out = {str(k): int(v) for k, v in info["output_encoding"]}
     tok = TracrTokenizer(enc, info["bos"], info["pad"], out)
-    return TLNativeModel(bridge, tok, d.name, info)
+    return TLNativeModel(bridge, tok, folder.name, info)

@@ -185,29 +185,17 @@ LLAMA_REQUIREMENTS = {
 
 @torch.no_grad()
 def head_scores_induction(model, n: int = 64, seq: int = 20, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Previous-token and induction scores per head on repeated random tokens.
+    """Previous-token and induction scores per head on repeated random tokens (the organism's spec measure).
 
-    On ``[BOS] r r`` (a random sequence repeated once) the previous-token score is the
-    mean attention from each position to the position before it; the induction score is
-    the mean attention from each position of the *second copy* to the token after its
-    earlier occurrence (offset ``seq − 1`` back). This is the organism's spec measure
-    (DESIGN.md §3); it differs from TransformerLens's ``head_detector`` induction score
-    (:func:`headscope.attribution.head_scores`), which also averages over first-copy
-    queries where no induction is possible and so is lower (≈0.55 vs ≈0.97 here).
+    Inputs: ``[BOS] r r`` with ``r`` drawn from the ids above the four special tokens;
+    scores: :func:`headscope.head_scores.repeat_scores` (targeted attention, which differs
+    from TransformerLens's ``head_detector`` induction score, see that module).
     Returns ``[n_layers, n_heads]`` tensors.
     """
+    from headscope.head_scores import repeat_scores
+
     gen = torch.Generator().manual_seed(seed)
-    vocab = model.d_vocab
-    r = torch.randint(4, vocab, (n, seq), generator=gen)
-    toks = torch.cat([torch.full((n, 1), 2), r, r], dim=1)
-    _, cache = model.run_with_heads(toks, sites=(), pattern=True)
-    prev = torch.zeros(model.n_layers, model.n_heads)
-    ind = torch.zeros(model.n_layers, model.n_heads)
-    T = toks.shape[1]
-    for L in range(model.n_layers):
-        pat = cache.pattern[L]  # [batch, head, q, k]
-        q = torch.arange(1, T)
-        prev[L] = pat[:, :, q, q - 1].mean(dim=(0, 2))
-        q2 = torch.arange(seq + 1, T)
-        ind[L] = pat[:, :, q2, q2 - seq + 1].mean(dim=(0, 2))
-    return {"previous_token": prev, "induction": ind}
+    r = torch.randint(4, model.d_vocab, (n, seq), generator=gen)
+    bos = model.tokenizer.bos_token_id if model.tokenizer is not None else 2
+    toks = torch.cat([torch.full((n, 1), bos), r, r], dim=1)
+    return repeat_scores(model, toks, seq)

@@ -1,8 +1,10 @@
-"""``num_threads`` changes torch's thread count for a block only."""
+"""``num_threads`` changes torch's thread count for a block only; the runner leaves the caller's count alone."""
 
 import pytest
 import torch
 
+from federated.protocol import FLConfig
+from federated.runner import run
 from headscope.common.threads import num_threads
 
 
@@ -44,4 +46,9 @@ def test_a_bad_count_is_refused_before_anything_changes(two_threads):
     with pytest.raises(ValueError, match=">= 1"):
         with num_threads(0):
             pass
+    assert torch.get_num_threads() == 2
+
+
+def test_runner_restores_the_callers_count(two_threads):
+    run(FLConfig(algorithm="fedavg", dataset="digits", clients=2, alpha=1.0, local_epochs=1, width=8))
     assert torch.get_num_threads() == 2

@@ -6,15 +6,8 @@ import pytest
 import torch
 from transformer_lens import head_detector
 
-from headscope.attribution import (
-    ablate,
-    attention_to_positions,
-    attribution_patching,
-    direct_logit_attribution,
-    head_scores,
-    knockout_curve,
-    repeated_tokens,
-)
+from headscope.attribution import ablate, attribution_patching, direct_logit_attribution, knockout_curve
+from headscope.head_scores import attention_to_positions, head_scores, repeated_tokens
 from headscope.common.metrics import accuracy
 from headscope.loading import wrap
 from headscope.model import Patch

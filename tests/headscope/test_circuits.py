@@ -20,7 +20,8 @@ from headscope.circuits import (
     spec_from_dict,
 )
 from headscope.common.errors import HeadscopeError
-from headscope.loading import data_dir, load_model
+from headscope.loading import load_model
+from headscope.paths import data_dir
 
 TRACR = ("reverse", "sort", "shift2")
 

@@ -70,7 +70,7 @@ def test_world_generator_still_reproduces_the_bundled_corpus():
     """The corpus fingerprint recorded when the organism was trained matches today's generator."""
     import json
 
-    from headscope.loading import organism_dir
+    from headscope.paths import organism_dir
     from headscope.organisms.world import WorldConfig
 
     meta = json.loads((organism_dir("llama") / "organism.json").read_text())

@@ -638,7 +638,7 @@ def run_check(model, check: CheckSpec) -> CheckReport:
 def weights_available(model: str) -> tuple[bool, str]:
     """Whether ``model`` loads without a network: a folder, a bundled organism, or a hub id
     whose config and weights are in the local Hugging Face cache. Returns (ok, reason)."""
-    from headscope.loading import ORGANISMS
+    from headscope.paths import ORGANISMS
 
     if model.startswith(("tracr-", "tracr:")) or model in ORGANISMS or Path(model).expanduser().is_dir():
         return True, ""

@@ -1,10 +1,11 @@
-"""The ``headscope`` command line.
+"""The ``headscope`` command line: one parser, one error policy, one registration mechanism.
 
-Every subcommand turns a HeadscopeError (or any ValueError from bad input) into one line
-on stderr and exit status 2; no traceback reaches the user for bad input.
-
-Companion packages add their own groups: ``vision.cli``, ``federated.cli`` and
-``generative.cli`` each expose ``register(subparsers)``, and are loaded when present.
+Every command group is a module with ``register(subparsers)``, listed in
+:data:`COMMANDS` (the core and paper groups) or :data:`COMPANIONS` (the companion
+packages, skipped when not installed). Shared arguments come from
+:mod:`headscope.cli._args`. Every subcommand turns a HeadscopeError (or any ValueError
+from bad input) into one line on stderr and exit status 2; no traceback reaches the user
+for bad input.
 """
 
 from __future__ import annotations
@@ -17,9 +18,19 @@ from collections.abc import Callable, Sequence
 
 from headscope.common.errors import HeadscopeError
 
-# (module, description) of companion CLI groups; loaded lazily so that `headscope patch`
-# never imports diffusers, flwr or torchvision.
-_PLUGINS = ("vision.cli", "federated.cli", "generative.cli")
+# Command groups in the order `headscope --help` lists them. Each module imports its
+# heavy dependencies inside the command functions, so building the parser stays cheap.
+COMMANDS = (
+    "headscope.cli.patch",
+    "headscope.cli.analysis",
+    "headscope.circuits.cli",
+    "headscope.papers.arithmetic.cli",
+    "headscope.papers.spt.cli",
+    "headscope.papers.sac.cli",
+    "headscope.organisms.cli",
+)
+# Companion packages: registered when importable (a slim install may lack them).
+COMPANIONS = ("vision.cli", "federated.cli", "generative.cli")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,10 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Attention-head interpretability: patching, attribution, steering and tuning of heads.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    from headscope import commands
-
-    commands.register(sub)
-    for mod_name in _PLUGINS:
+    for mod_name in COMMANDS:
+        importlib.import_module(mod_name).register(sub)
+    for mod_name in COMPANIONS:
         try:
             mod = importlib.import_module(mod_name)
         except ModuleNotFoundError as e:

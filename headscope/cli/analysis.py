@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from headscope.common.errors import HeadscopeError
+from headscope.cli._args import add_model_args, ints, out_stem, parse_heads, task_from_args
+from headscope.results import parse_head
 
 
 def _common(p, default_task: bool = True) -> None:
-    p.add_argument("--model", default="llama", help="bundled organism, local HF folder or hub id [llama]")
+    add_model_args(p)
     if default_task:
         p.add_argument(
             "--task", default=None, help="arithmetic, facts or induction [arithmetic; induction for --model induction]"
@@ -21,11 +22,9 @@ def _common(p, default_task: bool = True) -> None:
             help="your own pairs (JSON Lines: clean, corrupt, answer, wrong)",
         )
         p.add_argument("-n", "--n-prompts", type=int, default=24, help="number of prompt pairs [24]")
-    p.add_argument("--backend", default="tl", choices=("tl", "nnsight"))
     p.add_argument("--top", type=int, default=10, help="rows of the top-heads table [10]")
     p.add_argument("--out", default="out/analysis", help="output folder [out/analysis]")
     p.add_argument("--png", action="store_true", help="also write PNG figures (kaleido + chromium)")
-    p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -65,19 +64,10 @@ def register(sub) -> None:
     h.set_defaults(func=cmd_heads)
 
 
-def _parse_head(s: str) -> tuple[int, int]:
-    try:
-        L, H = s.replace("L", "").replace("H", ".").split(".")[-2:] if "H" in s else s.split(".")
-        return int(L), int(H)
-    except ValueError as e:
-        raise HeadscopeError(f"bad head {s!r}; write LAYER.HEAD, e.g. 3.2") from e
-
-
 def _load(args):
-    from headscope.commands import _task_for
     from headscope.loading import load_model
 
-    task = _task_for(args) if hasattr(args, "task") else None
+    task = task_from_args(args) if hasattr(args, "task") else None
     model = load_model(args.model, backend=args.backend, device=args.device)
     batch = task.prepare(model) if task is not None else None
     return model, batch
@@ -99,7 +89,7 @@ def cmd_attribute(args) -> int:
     from headscope.viz import knockout_plot
 
     model, b = _load(args)
-    name = args.model.replace("/", "_")
+    name = out_stem(args.model)
     if args.method == "attribution":
         res = attr.attribution_patching(model, b.clean, b.corrupt, b.metric_fn(), per_position=False)
         print(
@@ -111,10 +101,7 @@ def cmd_attribute(args) -> int:
         print(f"direct logit attribution on {b.name} (mean logit diff {res.info['logit_diff']:.3f})")
         _write(res, args, f"{name}_{b.name}_dla")
     else:
-        try:
-            ks = [int(k) for k in args.ks.split(",")]
-        except ValueError as e:
-            raise HeadscopeError(f"--ks must be comma-separated integers, got {args.ks!r}") from e
+        ks = ints(args.ks, "--ks")
         ranking = patch_heads(model, b.clean, b.corrupt, b.metric_fn(), show_progress=False).top(max(ks))
         curve = attr.knockout_curve(
             model,
@@ -146,7 +133,7 @@ def cmd_path_patch(args) -> int:
     from headscope.patching import path_patch_heads
 
     model, b = _load(args)
-    receiver = _parse_head(args.receiver) if args.receiver else None
+    receiver = parse_head(args.receiver, "--receiver") if args.receiver else None
     res = path_patch_heads(model, b.clean, b.corrupt, b.metric_fn(), receiver=receiver, via=args.via)
     target = "logits" if receiver is None else f"L{receiver[0]}H{receiver[1]} via {args.via}"
     print(
@@ -156,13 +143,13 @@ def cmd_path_patch(args) -> int:
     _write(
         res,
         args,
-        f"{args.model.replace('/', '_')}_{b.name}_path_{'logits' if receiver is None else f'L{receiver[0]}H{receiver[1]}{args.via}'}",
+        f"{out_stem(args.model)}_{b.name}_path_{'logits' if receiver is None else f'L{receiver[0]}H{receiver[1]}{args.via}'}",
     )
     return 0
 
 
 def cmd_heads(args) -> int:
-    from headscope.attribution import head_scores, repeated_tokens
+    from headscope.head_scores import head_scores, repeated_tokens
     from headscope.common.plotting import save_figure
     from headscope.viz import attention_patterns
 
@@ -171,9 +158,9 @@ def cmd_heads(args) -> int:
     toks = repeated_tokens(model, seed=args.seed)
     res = head_scores(model, toks, kind)
     print(f"{kind} scores on {toks.shape[0]} repeated random sequences of {toks.shape[1]} tokens")
-    _write(res, args, f"{args.model.replace('/', '_')}_{kind}")
+    _write(res, args, f"{out_stem(args.model)}_{kind}")
     if args.show:
-        heads = [_parse_head(s) for s in args.show.split(",")]
+        heads = parse_heads(args.show, "--show") or []
         for f in save_figure(
             attention_patterns(model, toks, heads), Path(args.out) / f"{args.model}_patterns", png=args.png
         ):
