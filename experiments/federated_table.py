@@ -1,14 +1,20 @@
-"""One-shot FL comparison table: FedAvg, FedDF, DENSE, Co-Boosting, FuseFL and the Ensemble.
+"""Paper table: one-shot FL with FedAvg, FedDF, DENSE, Co-Boosting, FuseFL and the Ensemble (docs/federated.md).
 
-Digits (scikit-learn), 5 clients, Dirichlet α ∈ {0.1, 0.3, 0.5}, seeds 0, 1, 2, all
-algorithms in the same process on the same partitions and (where they share it) the same
-trained client models. Prints mean ± std test accuracy per α and checks the orderings the
-FuseFL and Co-Boosting papers report (FuseFL, Co-Boosting > one-shot FedAvg, DENSE; FuseFL
-close to the ensemble), saying with numbers where they do not hold.
+Regenerates the "Results" table of docs/federated.md. Digits (scikit-learn), 5 clients,
+Dirichlet α ∈ {0.1, 0.3, 0.5}, seeds 0, 1, 2, all algorithms in the same process on the
+same partitions and (where they share it) the same trained client models. Prints mean ± std
+test accuracy per α and checks the orderings the FuseFL and Co-Boosting papers report
+(FuseFL, Co-Boosting > one-shot FedAvg, DENSE; FuseFL close to the ensemble), saying with
+numbers where they do not hold.
 
-    python benchmarks/federated_table.py [--seeds 0,1,2] [--alphas 0.1,0.3,0.5] [--out out/federated_bench]
+    python experiments/federated_table.py [--seeds 0,1,2] [--alphas 0.1,0.3,0.5] [--out out/federated_bench]
+    python experiments/federated_table.py --alphas 0.1 --out out/fl_a01   # one process per α, then:
+    python experiments/federated_table.py --from-json out/fl_a0*/results.json --out out/federated_bench
 
-This is a benchmark, not a test: it takes tens of minutes on two CPU cores.
+Writes ``<out>/results.json`` (one row per run), ``<out>/results.md`` and ``<out>/summary.md``
+(the table and the claims quoted in docs/federated.md). ``headscope fl bench --kd-epochs 20
+--g-steps 20`` runs the same table (library: :mod:`federated.table`). Runs on one thread;
+tens of minutes on two CPU cores.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ import json
 import sys
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python experiments/...` from anywhere
 
-from federated.bench import ORDER, check_claims, run_bench, summary_table
 from federated.protocol import FLConfig
 from federated.runner import RunResult, save_results
+from federated.table import ORDER, check_claims, run_table, summary_table
+from headscope.common.threads import num_threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         help="only summarise these results.json files (e.g. from parallel runs)",
     )
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    with num_threads(1):
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.from_json:
         results = [RunResult(**d) for f in args.from_json for d in json.loads(Path(f).read_text())]
     else:
@@ -54,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             kd_epochs=args.kd_epochs,
             g_steps=args.g_steps,
         )
-        results = run_bench(
+        results = run_table(
             base,
             [float(a) for a in args.alphas.split(",")],
             [int(s) for s in args.seeds.split(",")],

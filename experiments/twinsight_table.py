@@ -1,19 +1,22 @@
-"""Label-deficient FL table: Twin-sight vs FedAvg (labelled clients only), FedAvg+FixMatch, FedAvg+FreeMatch, FedAvg (all labels).
+"""Paper table: Twin-sight vs FedAvg (labelled clients), FedAvg+FixMatch/FreeMatch and FedAvg (all labels).
 
-Twin-sight's Table 1 setting scaled to the offline datasets: 10 clients of which 4 are
-labelled (clients 0–3, all their rows) and 6 unlabelled, Dirichlet α ∈ {0.1, 0.5}, 5
-clients sampled per round, seeds 0, 1, 2, on digits (8×8) and MNIST-1D. All algorithms
-run in the same process on the same partitions, the same initial model and the same
-hyper-parameters: MLP (3 blocks, 128 hidden), SGD lr 0.05 momentum 0.9, batch 64, 30
-rounds, 5 local epochs on digits / 2 on MNIST-1D; Twin-sight sim 1.0, insDis 0.5,
-InfoNCE T 0.07; FixMatch τ 0.95; FreeMatch EMA 0.999. Prints mean ± std test accuracy and says, per setting, whether
-Twin-sight beats each baseline — with numbers where it does not.
+Regenerates the "Results" table of docs/twinsight.md. Twin-sight's Table 1 setting scaled
+to the offline datasets: 10 clients of which 4 are labelled (clients 0–3, all their rows)
+and 6 unlabelled, Dirichlet α ∈ {0.1, 0.5}, 5 clients sampled per round, seeds 0, 1, 2,
+on digits (8×8) and MNIST-1D. All algorithms run in the same process on the same
+partitions, the same initial model and the same hyper-parameters: MLP (3 blocks, 128
+hidden), SGD lr 0.05 momentum 0.9, batch 64, 30 rounds, 5 local epochs on digits / 2 on
+MNIST-1D; Twin-sight sim 1.0, insDis 0.5, InfoNCE T 0.07; FixMatch τ 0.95; FreeMatch EMA
+0.999. Prints mean ± std test accuracy and says, per setting, whether Twin-sight beats
+each baseline — with numbers where it does not.
 
-    python benchmarks/twinsight_table.py [--datasets digits,mnist1d] [--alphas 0.1,0.5] [--seeds 0,1,2]
-                                         [--rounds 30] [--local-epochs digits:5,mnist1d:2] [--out docs/results]
+    python experiments/twinsight_table.py [--datasets digits,mnist1d] [--alphas 0.1,0.5] [--seeds 0,1,2]
+                                          [--rounds 30] [--local-epochs digits:5,mnist1d:2] [--out docs/results]
 
-Runs on ONE thread (torch.set_num_threads(1)); the full table took 546 s (measured) on a
-shared 2-core machine. It is a benchmark, not a test.
+Writes ``<out>/twinsight.json`` (every run; rewritten after each one) and
+``<out>/twinsight.md`` (the table and claims quoted in docs/twinsight.md); ``--out`` defaults
+to docs/results. Runs on one thread; the full table took 546 s (measured) on a shared
+2-core machine.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python experiments/...` from anywhere
 
 from federated.runner import RunResult, run
 from federated.semi import SemiConfig
 from headscope.common import log
+from headscope.common.threads import num_threads
 
 ORDER = ("fedavg_labelled", "fixmatch", "freematch", "twinsight", "fedavg_all_labels")
 NAMES = {
@@ -119,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/results")
     p.add_argument("--from-json", nargs="*", default=None, help="only summarise these twinsight.json files")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    with num_threads(1):
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     epochs = {k: int(v) for k, v in (kv.split(":") for kv in args.local_epochs.split(",") if kv)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                         r = run(cfg)
                         res.append(r)
                         log(
-                            f"[twinsight table] {ds} α={alpha:g} seed={seed} {algo}: {r.accuracy:.4f} ({r.seconds:.1f} s, total {time.perf_counter() - t0:.0f} s)"
+                            f"[twinsight table] {ds} α={alpha:g} seed={seed} {algo}: {r.accuracy:.4f} "
+                            f"({r.seconds:.1f} s, total {time.perf_counter() - t0:.0f} s)"
                         )
                         (out / "twinsight.json").write_text(json.dumps([x.to_dict() for x in res], indent=1))
         log(f"[twinsight table] total {time.perf_counter() - t0:.0f} s")

@@ -1,4 +1,4 @@
-"""One-shot federated learning on Flower: FuseFL, Co-Boosting and their baselines (DESIGN.md §4).
+"""One-shot federated learning on Flower: FuseFL, Co-Boosting and their baselines (docs/design.md §4).
 
 See docs/federated.md. Algorithms are plain server programs + client actions
 (:mod:`federated.protocol`), driven in-process (:mod:`federated.runner`) or as a Flower app

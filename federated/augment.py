@@ -126,5 +126,6 @@ def strong(x: Tensor, g: torch.Generator) -> Tensor:
 def _check(x: Tensor) -> None:
     if x.dim() not in (2, 3, 4) or not torch.is_floating_point(x):
         raise HeadscopeError(
-            f"augmentations take a float batch of images [B, C, H, W] or signals [B, D] / [B, 1, D], got {tuple(x.shape)} {x.dtype}"
+            "augmentations take a float batch of images [B, C, H, W] or signals [B, D] / [B, 1, D], "
+            f"got {tuple(x.shape)} {x.dtype}"
         )

@@ -76,41 +76,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise HeadscopeError(f"--alpha must be > 0, got {args.alpha}; smaller alpha = more label skew, e.g. 0.1")
     if args.seed < 0:
         raise HeadscopeError(f"--seed must be >= 0, got {args.seed}")
-    import torch
+    from headscope.common.threads import num_threads
 
+    from ._report import report_run
     from .runner import run
 
-    torch.set_num_threads(max(1, args.threads))
     cfg = _config(args, args.algorithm, args.alpha, args.seed)
-    r = (
-        run(cfg, engine=args.engine)
-        if args.engine == "inprocess"
-        else run(cfg, engine="flower", num_cpus=args.flower_cpus)
-    )
-    from ._report import report_run
-
+    with num_threads(max(1, args.threads)):
+        r = (
+            run(cfg, engine=args.engine)
+            if args.engine == "inprocess"
+            else run(cfg, engine="flower", num_cpus=args.flower_cpus)
+        )
     return report_run(
         cfg,
         r,
         args,
-        f"{r.algorithm}: test accuracy {r.accuracy:.4f}, sent up {r.bytes_up / 1024:.1f} KB, down {r.bytes_down / 1024:.1f} KB, {r.seconds:.1f} s ({r.engine})",
+        f"{r.algorithm}: test accuracy {r.accuracy:.4f}, sent up {r.bytes_up / 1024:.1f} KB, "
+        f"down {r.bytes_down / 1024:.1f} KB, {r.seconds:.1f} s ({r.engine})",
     )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import torch
+    from headscope.common.threads import num_threads
 
-    from .bench import ORDER, check_claims, run_bench, summary_table
     from .runner import save_results
+    from .table import ORDER, check_claims, run_table, summary_table
 
-    torch.set_num_threads(max(1, args.threads))
     algos = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else list(ORDER)
     alphas, seeds = _floats(args.alphas), _ints(args.seeds)
     if not alphas or any(not a > 0 for a in alphas):
         raise HeadscopeError(f"--alphas must be positive numbers, got {args.alphas!r}")
     if not seeds or any(s < 0 for s in seeds):
         raise HeadscopeError(f"--seeds must be non-negative integers, got {args.seeds!r}")
-    results = run_bench(_config(args, "fedavg", alphas[0], seeds[0]), alphas, seeds, algos)
+    with num_threads(max(1, args.threads)):
+        results = run_table(_config(args, "fedavg", alphas[0], seeds[0]), alphas, seeds, algos)
     print(summary_table(results))
     print()
     print("\n".join(check_claims(results)))
@@ -134,9 +134,8 @@ def register(subparsers) -> None:
     r.add_argument("--plot", default="", help="also write the per-client label histogram (HTML) to this path")
     _common(r)
     r.set_defaults(func=cmd_run)
-    from .semi_cli import (
-        extend_run,
-    )  # twinsight, fixmatch, freematch and the two bounds (multi-round, torch-free import)
+    # twinsight, fixmatch, freematch and the two bounds (multi-round, torch-free import)
+    from .semi_cli import extend_run
 
     extend_run(r, cmd_run, ALGOS)
 

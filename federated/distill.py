@@ -132,7 +132,10 @@ def synthesize(
 
 
 def ods_perturb(teacher: nn.Module, x: Tensor, eta: float, gen: torch.Generator) -> Tensor:
-    """Output-diversified sampling (Tashiro et al. 2020; Co-Boosting §4.3): ``x + η·sign(∇_x wᵀσ(T(x)/4))``, w ~ U(−1, 1)."""
+    """Output-diversified sampling (Tashiro et al. 2020; Co-Boosting §4.3).
+
+    ``x + η·sign(∇_x wᵀσ(T(x)/4))`` with w ~ U(−1, 1).
+    """
     x = x.detach().clone().requires_grad_(True)
     out = teacher(x)
     w = torch.rand(out.shape, generator=gen) * 2 - 1

@@ -42,7 +42,9 @@ from .semi import as_semi, batches, client_views, fedavg_rounds, load_models, pa
 
 
 def fixmatch_loss(logits_w: Tensor, logits_s: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
-    """FixMatch consistency: ``mean_b 1[max p_b ≥ τ] · CE(logits_s_b, argmax p_b)``, ``p = softmax(logits_w)`` (no grad).
+    """FixMatch consistency: ``mean_b 1[max p_b ≥ τ] · CE(logits_s_b, argmax p_b)``, ``p = softmax(logits_w)``.
+
+    ``p`` carries no gradient.
 
     Returns (loss, mask). The mean is over all unlabelled rows, masked ones count as 0.
     """

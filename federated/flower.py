@@ -68,7 +68,8 @@ client_app = ClientApp()
 def _partition_id(context: Context) -> int:
     if "partition-id" not in context.node_config:
         raise HeadscopeError(
-            "this ClientApp needs node_config['partition-id'] (set by the simulation or `flower-supernode --node-config`)"
+            "this ClientApp needs node_config['partition-id'] "
+            "(set by the simulation or `flower-supernode --node-config`)"
         )
     return int(context.node_config["partition-id"])
 
@@ -116,7 +117,10 @@ def _check(replies: list[Message], what: str) -> None:
 
 
 def serve(grid: Grid, cfg: FLConfig) -> RunResult:
-    """The ServerApp's work on one torch thread: map nodes to partitions, drive the algorithm over the Grid, evaluate."""
+    """The ServerApp's work: map nodes to partitions, drive the algorithm over the Grid, evaluate.
+
+    Runs on one torch thread and restores the caller's setting afterwards.
+    """
     with num_threads(1):
         return _serve(grid, cfg)
 
@@ -180,7 +184,8 @@ def _deployed(grid: Grid, context: Context) -> None:
     check_config(cfg)
     r = serve(grid, cfg)
     log(
-        f"[flower {cfg.algorithm}] accuracy {r.accuracy:.4f}, up {r.bytes_up} B, down {r.bytes_down} B, {r.seconds:.1f} s"
+        f"[flower {cfg.algorithm}] accuracy {r.accuracy:.4f}, up {r.bytes_up} B, down {r.bytes_down} B, "
+        f"{r.seconds:.1f} s"
     )
 
 

@@ -235,10 +235,9 @@ def client_stage(task: Task, env: ClientEnv) -> Reply:
         model = stage_model(cfg, shape, C, 0)
         model.load_state_dict(task.arrays)
     else:
-        if int(env.state.get("stage", torch.tensor(-1))) != k - 1:
-            raise HeadscopeError(
-                f"client {env.cid} got FuseFL stage {k} but holds stage {int(env.state.get('stage', torch.tensor(-1)))}"
-            )
+        held = int(env.state.get("stage", torch.tensor(-1)))
+        if held != k - 1:
+            raise HeadscopeError(f"client {env.cid} got FuseFL stage {k} but holds stage {held}")
         prev = stage_model(cfg, shape, C, k - 1)
         prev.load_state_dict(_sub(env.state, "model."))
         fb = fused_block_model(cfg, shape, C, k - 1)

@@ -84,12 +84,12 @@ def cmd_run_semi(args: argparse.Namespace) -> int:
         raise HeadscopeError(f"--seed must be >= 0, got {args.seed}")
     if args.alpha is not None and not args.alpha > 0:
         raise HeadscopeError(f"--alpha must be > 0, got {args.alpha}; smaller alpha = more label skew, e.g. 0.1")
-    import torch
+    from headscope.common.threads import num_threads
 
+    from ._report import report_run
     from .runner import run
     from .semi import SemiConfig
 
-    torch.set_num_threads(max(1, args.threads))
     kw = {k: getattr(args, k) for k in (*_SHARED, *_SEMI_FLAGS) if getattr(args, k) is not None}
     cfg = SemiConfig(
         algorithm=args.algorithm,
@@ -101,13 +101,12 @@ def cmd_run_semi(args: argparse.Namespace) -> int:
         n_blocks=args.blocks,
         **kw,
     )
-    r = (
-        run(cfg, engine=args.engine)
-        if args.engine == "inprocess"
-        else run(cfg, engine="flower", num_cpus=args.flower_cpus)
-    )
-    from ._report import report_run
-
+    with num_threads(max(1, args.threads)):
+        r = (
+            run(cfg, engine=args.engine)
+            if args.engine == "inprocess"
+            else run(cfg, engine="flower", num_cpus=args.flower_cpus)
+        )
     return report_run(
         cfg,
         r,

@@ -1,8 +1,10 @@
-"""The comparison table across algorithms and Dirichlet α (mean ± std over seeds).
+"""The one-shot comparison table across algorithms and Dirichlet α (mean ± std over seeds).
 
-Local training is shared between the algorithms that start from the same client models
-(FedAvg, Ensemble, FedDF, DENSE, Co-Boosting) through the runner's reply cache, so each
-(α, seed) trains the clients once for them; FuseFL trains its own staged models.
+Library side of ``headscope fl bench`` and of ``experiments/federated_table.py`` (which
+regenerates the table in docs/federated.md). Local training is shared between the
+algorithms that start from the same client models (FedAvg, Ensemble, FedDF, DENSE,
+Co-Boosting) through the runner's reply cache, so each (α, seed) trains the clients once
+for them; FuseFL trains its own staged models.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .runner import ALGORITHMS, RunResult, run
 ORDER = ("fedavg", "feddf", "dense", "coboosting", "fusefl", "ensemble")
 
 
-def run_bench(
+def run_table(
     base: FLConfig, alphas: Sequence[float], seeds: Sequence[int], algorithms: Sequence[str] = ORDER
 ) -> list[RunResult]:
     """Run every algorithm for every (α, seed) in-process; returns all results."""
@@ -32,7 +34,7 @@ def run_bench(
             cache: dict = {}
             for a in algorithms:
                 r = run(base.replace(algorithm=a, alpha=float(alpha), seed=int(seed)), cache=cache)
-                log(f"[bench] α={alpha:g} seed={seed} {a}: acc={r.accuracy:.4f} ({r.seconds:.0f} s)")
+                log(f"[fl table] α={alpha:g} seed={seed} {a}: acc={r.accuracy:.4f} ({r.seconds:.0f} s)")
                 out.append(r)
     return out
 
@@ -62,7 +64,7 @@ def summary_table(results: list[RunResult]) -> str:
 
 
 def check_claims(results: list[RunResult]) -> list[str]:
-    """The issue's expected orderings, checked per α on the seed means; one line per claim saying held / did not hold."""
+    """The papers' expected orderings, checked per α on the seed means; one line per claim: holds / does not hold."""
     msgs = []
     for a in sorted({r.alpha for r in results}):
         mean = {}
@@ -73,11 +75,9 @@ def check_claims(results: list[RunResult]) -> list[str]:
             for worse in ("fedavg", "dense"):
                 if better in mean and worse in mean:
                     ok = mean[better] > mean[worse]
-                    msgs.append(
-                        f"α={a:g}: {better} {mean[better]:.1f} {'>' if ok else '<='} {worse} {mean[worse]:.1f} — {'holds' if ok else 'DOES NOT HOLD'}"
-                    )
+                    rel, verdict = (">", "holds") if ok else ("<=", "DOES NOT HOLD")
+                    msgs.append(f"α={a:g}: {better} {mean[better]:.1f} {rel} {worse} {mean[worse]:.1f} — {verdict}")
         if "fusefl" in mean and "ensemble" in mean:
-            msgs.append(
-                f"α={a:g}: fusefl {mean['fusefl']:.1f} vs ensemble {mean['ensemble']:.1f} (gap {mean['ensemble'] - mean['fusefl']:+.1f})"
-            )
+            gap = mean["ensemble"] - mean["fusefl"]
+            msgs.append(f"α={a:g}: fusefl {mean['fusefl']:.1f} vs ensemble {mean['ensemble']:.1f} (gap {gap:+.1f})")
     return msgs

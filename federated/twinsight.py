@@ -131,7 +131,10 @@ def _twinsight_action(task: Task, env: ClientEnv) -> Reply:
 
 
 def server(cfg: FLConfig, env: ServerEnv) -> ServerProgram:
-    """Twin-sight server: FedAvg of both twins over sampled clients for ``rounds`` rounds; deploys the supervised twin."""
+    """Twin-sight server: FedAvg of both twins over sampled clients for ``rounds`` rounds.
+
+    Deploys the supervised twin.
+    """
     semi = as_semi(cfg)
     models = {
         name: build() for name, build in twin_builders(semi, env.input_shape, env.num_classes, semi.proj_dim).items()
