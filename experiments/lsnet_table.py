@@ -1,22 +1,29 @@
-"""LSNet trained briefly on synthetic underwater pairs vs the identity (input as output).
+"""Paper table: LSNet trained briefly on synthetic underwater pairs vs the identity (input as output).
 
-Training pairs: random crops of scikit-image's ``TRAIN_PHOTOS`` degraded with the
-underwater formation model (random β, B, depth per crop). Test pairs: crops of the
-held-out photos (``HELD_OUT_PHOTOS``: chelsea, rocket), never seen in training. Loss
-L1 + (1 − SSIM), Adam with cosine decay. Prints PSNR / SSIM (reference-based) and UIQM /
-UCIQE (no-reference) of the identity and of LSNet, per seed and averaged.
+Regenerates the LSNet table of docs/vision.md ("Measured results"). Training pairs: random
+crops of scikit-image's ``TRAIN_PHOTOS`` degraded with the underwater formation model
+(random β, B, depth per crop). Test pairs: crops of the held-out photos
+(``HELD_OUT_PHOTOS``: chelsea, rocket), never seen in training. Loss L1 + (1 − SSIM), Adam
+with cosine decay. Prints PSNR / SSIM (reference-based) and UIQM / UCIQE (no-reference) of
+the identity and of LSNet, per seed and averaged, as the Markdown table quoted in
+docs/vision.md; writes no files. One thread; about 5–15 min per seed on a shared CPU.
 
-    python benchmarks/vision_lsnet.py [--seeds 0 1 2] [--epochs 15] [--size 64]
+    python experiments/lsnet_table.py [--seeds 0 1 2] [--epochs 15] [--size 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python experiments/...` from anywhere
+
+from headscope.common.threads import num_threads
 from vision.data.underwater import HELD_OUT_PHOTOS, TRAIN_PHOTOS, synthetic_pairs
 from vision.lsnet import LSNet, train_lsnet
 from vision.metrics import psnr, ssim, uciqe, uiqm
@@ -36,7 +43,11 @@ def main() -> None:
     ap.add_argument("--test-per-photo", type=int, default=12)
     ap.add_argument("--lr", type=float, default=2e-3)
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    with num_threads(1):
+        _main(args)
+
+
+def _main(args: argparse.Namespace) -> None:
     test_in, test_ref, _ = synthetic_pairs(HELD_OUT_PHOTOS, args.test_per_photo, args.size, seed=1000)
     ident = scores(test_in, test_ref)
     print(f"held-out: {len(test_in)} crops of {HELD_OUT_PHOTOS} at {args.size}×{args.size}")
@@ -57,8 +68,9 @@ def main() -> None:
         dt = time.time() - t0
         s = scores(model.enhance(test_in), test_ref)
         rows.append(s)
+        label = f"LSNet ({len(tr_in)} pairs, {args.epochs} ep, loss {losses[0]:.3f}→{losses[-1]:.3f})"
         print(
-            f"| {seed} | LSNet ({len(tr_in)} pairs, {args.epochs} ep, loss {losses[0]:.3f}→{losses[-1]:.3f}) | {s[0]:.2f} | {s[1]:.4f} | {s[2]:.3f} | {s[3]:.4f} | {dt:.0f} |",
+            f"| {seed} | {label} | {s[0]:.2f} | {s[1]:.4f} | {s[2]:.3f} | {s[3]:.4f} | {dt:.0f} |",
             flush=True,
         )
     a = np.array(rows)

@@ -1,10 +1,17 @@
-"""ConjNorm vs pytorch-ood's detectors on the same features: FPR95 / AUROC / AUPR tables over seeds.
+"""Paper table: ConjNorm vs pytorch-ood's detectors on the same features, FPR95 / AUROC / AUPR over seeds.
 
-    python benchmarks/ood_table.py                         # digits + mnist1d, seeds 0 1 2
-    python benchmarks/ood_table.py --settings digits --seeds 0 1 2 3 4 --json out/ood.json
+Regenerates the tables of docs/ood.md ("Results"): digits and mnist1d as in-distribution
+data, seeds 0, 1, 2, every detector of :mod:`vision.ood.benchmark` (the protocol is in that
+module's docstring).
 
-Everything runs offline on the CPU (about 5 s per digits seed and 15 s per mnist1d seed on one
-thread). See vision/ood/benchmark.py for the protocol and docs/ood.md for the measured results.
+    python experiments/ood_table.py                         # digits + mnist1d, seeds 0 1 2
+    python experiments/ood_table.py --settings digits --seeds 0 1 2 3 4 --json out/ood.json
+
+Prints the FPR95, AUROC and AUPR tables and the "where ConjNorm wins" lines quoted in
+docs/ood.md; ``--json PATH`` also writes the per-seed rows and the summary there (nothing is
+written otherwise). ``headscope vision ood`` runs one setting of the same benchmark.
+Everything runs offline on the CPU (about 5 s per digits seed and 15 s per mnist1d seed on
+one thread).
 """
 
 from __future__ import annotations
@@ -14,11 +21,10 @@ import json
 import sys
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python experiments/...` from anywhere
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vision.ood import benchmark as bm  # noqa: E402
+from headscope.common.threads import num_threads
+from vision.ood import benchmark as bm
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,20 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None, help="also write per-seed rows and the summary here")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
     dets = list(bm.DETECTORS) if args.detectors == "all" else [d.strip() for d in args.detectors.split(",")]
-    rows, infos = bm.run(args.settings, args.seeds, dets, epochs=args.epochs)
+    with num_threads(args.threads):
+        rows, infos = bm.run(args.settings, args.seeds, dets, epochs=args.epochs)
     summary = bm.summarize(rows)
     for info in infos:
         print(
-            f"- {info['setting']} seed {info['seed']}: ID test accuracy {100 * info['id_test_accuracy']:.1f}% ({info['n_train']} train)"
+            f"- {info['setting']} seed {info['seed']}: ID test accuracy {100 * info['id_test_accuracy']:.1f}% "
+            f"({info['n_train']} train)"
         )
     print()
     for metric in ("fpr95", "auroc", "aupr"):
         print(bm.markdown_table(summary, metric))
     if "ConjNorm" in dets:
         print(
-            "Where ConjNorm (p, T chosen on held-out ID data) wins against the best other detector (mean over seeds):\n"
+            "Where ConjNorm (p, T chosen on held-out ID data) wins against the best other detector "
+            "(mean over seeds):\n"
         )
         for line in bm.wins(summary):
             print("- " + line)

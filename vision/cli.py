@@ -1,7 +1,8 @@
 """``headscope vision ...``: SpectralKAN change detection, LSNet enhancement (and OOD, added by ``vision.ood.cli``).
 
     headscope vision spectralkan train --dataset synthetic --out runs/skan
-    headscope vision spectralkan eval  --checkpoint runs/skan/model.pt --dataset farmland --root data/Farmland --out runs/eval
+    headscope vision spectralkan eval  --checkpoint runs/skan/model.pt --dataset farmland --root data/Farmland \
+                                       --out runs/eval
     headscope vision lsnet train   --data synthetic --out runs/lsnet
     headscope vision lsnet enhance --checkpoint runs/lsnet/lsnet.pt --input photo.jpg --out runs/enhanced
 
@@ -24,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
     vision = subparsers.add_parser(
         "vision",
         help="SpectralKAN, LSNet and OOD detection (vision papers)",
-        description="Vision papers: SpectralKAN (HSI change detection), LSNet (underwater enhancement), OOD detection.",
+        description="Vision papers: SpectralKAN (HSI change detection), LSNet (underwater enhancement), "
+        "OOD detection.",
     )
     vsub = vision.add_subparsers(dest="vision_command", metavar="METHOD")
     vision.set_defaults(func=lambda args: (vision.print_help(), 2)[1])
@@ -118,7 +120,8 @@ def _load_scene(args: argparse.Namespace):
         return synthetic_scene(args.size, args.size, args.bands, seed=args.scene_seed)
     if args.root is None:
         raise HeadscopeError(
-            f"--dataset {args.dataset} needs --root pointing at the folder with its .mat files (or use --dataset synthetic)"
+            f"--dataset {args.dataset} needs --root pointing at the folder with its .mat files "
+            "(or use --dataset synthetic)"
         )
     return load_hsi(args.dataset, args.root)
 
@@ -147,7 +150,8 @@ def _spectralkan_train(args: argparse.Namespace) -> int:
     scene = _load_scene(args)
     prep = prepare_scene(scene, patch=args.patch, train_fraction=args.fraction, seed=args.seed)
     log(
-        f"{scene.name}: {scene.shape[0]}×{scene.shape[1]}×{scene.bands}, {len(prep.train_y)} training pixels ({int(prep.train_y.sum())} changed), {len(prep.test_y)} test pixels"
+        f"{scene.name}: {scene.shape[0]}×{scene.shape[1]}×{scene.bands}, {len(prep.train_y)} training pixels "
+        f"({int(prep.train_y.sum())} changed), {len(prep.test_y)} test pixels"
     )
     torch.manual_seed(args.seed)
     model = build_change_model(args.model, scene.bands, args.patch)
@@ -206,7 +210,8 @@ def _spectralkan_eval(args: argparse.Namespace) -> int:
     scene = _load_scene(args)
     if scene.bands != cfg["bands"]:
         raise HeadscopeError(
-            f"the checkpoint was trained on {cfg['bands']} bands but {scene.name} has {scene.bands}; use a model trained on this sensor"
+            f"the checkpoint was trained on {cfg['bands']} bands but {scene.name} has {scene.bands}; "
+            "use a model trained on this sensor"
         )
     model = build_change_model(cfg["model"], cfg["bands"], cfg["patch"])
     model.load_state_dict(state["state_dict"])
@@ -243,7 +248,8 @@ def _register_lsnet(vsub: argparse._SubParsersAction) -> None:
     tr.add_argument(
         "--data",
         default="synthetic",
-        help="'synthetic' (degraded scikit-image photos) or a folder with input/ and reference/ (UIEB/EUVP/LSUI layouts)",
+        help="'synthetic' (degraded scikit-image photos) or a folder with input/ and reference/ "
+        "(UIEB/EUVP/LSUI layouts)",
     )
     tr.add_argument("--size", type=int, default=64, help="training/eval image size (paper: 256; default 64 for CPU)")
     tr.add_argument("--pairs-per-photo", type=int, default=16, help="synthetic crops per photo")
@@ -331,7 +337,8 @@ def _lsnet_train(args: argparse.Namespace) -> int:
         reference=te_ref[0],
     )
     log(
-        f"held-out PSNR {metrics['identity']['psnr']:.2f} → {metrics['lsnet']['psnr']:.2f} dB, SSIM {metrics['identity']['ssim']:.4f} → {metrics['lsnet']['ssim']:.4f}"
+        f"held-out PSNR {metrics['identity']['psnr']:.2f} → {metrics['lsnet']['psnr']:.2f} dB, "
+        f"SSIM {metrics['identity']['ssim']:.4f} → {metrics['lsnet']['ssim']:.4f}"
     )
     print(json.dumps({k: metrics[k] for k in ("identity", "lsnet", "parameters")} | {"out": str(out)}))
     return 0

@@ -198,7 +198,8 @@ def train_lsnet(
     """Adam + cosine decay on ``lsnet_loss``; returns the per-epoch mean loss."""
     if inputs.shape != targets.shape or inputs.ndim != 4:
         raise HeadscopeError(
-            f"inputs and targets must be matching (N, 3, H, W) tensors, got {tuple(inputs.shape)} and {tuple(targets.shape)}"
+            "inputs and targets must be matching (N, 3, H, W) tensors, "
+            f"got {tuple(inputs.shape)} and {tuple(targets.shape)}"
         )
     if epochs < 1:
         raise HeadscopeError(f"epochs must be >= 1, got {epochs}")

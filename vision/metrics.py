@@ -42,7 +42,10 @@ __all__ = ["alpha_trimmed_mean", "psnr", "ssim", "ssim_map", "uciqe", "uicm", "u
 
 
 def psnr(pred: Float[Tensor, " N 3 H W"], target: Float[Tensor, " N 3 H W"]) -> float:
-    """Peak signal-to-noise ratio ``10·log10(1 / MSE)`` in dB for images in [0, 1], averaged over the batch's per-image values."""
+    """Peak signal-to-noise ratio ``10·log10(1 / MSE)`` in dB for images in [0, 1].
+
+    Averaged over the batch's per-image values.
+    """
     if pred.shape != target.shape:
         raise HeadscopeError(f"psnr needs images of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
     mse = (pred.clamp(0, 1).double() - target.double()).square().flatten(1).mean(1)

@@ -135,7 +135,8 @@ def build_change_model(kind: str, bands: int, patch: int = 5) -> nn.Module:
 def _check(x: Tensor, bands: int, patch: int) -> None:
     if x.ndim != 3 or x.shape[1] != bands or x.shape[2] != patch * patch:
         raise HeadscopeError(
-            f"expected a difference patch batch of shape (B, {bands}, {patch * patch}), got {tuple(x.shape)}; was the model built for this many bands?"
+            f"expected a difference patch batch of shape (B, {bands}, {patch * patch}), got {tuple(x.shape)}; "
+            "was the model built for this many bands?"
         )
 
 
@@ -218,7 +219,10 @@ def train_change_model(
     seed: int = 0,
     show_progress: bool = True,
 ) -> list[float]:
-    """Adam + StepLR(step = max(1, epochs // 20), γ) + cross-entropy, as the official script. Returns the per-epoch mean loss."""
+    """Adam + StepLR(step = max(1, epochs // 20), γ) + cross-entropy, as the official script.
+
+    Returns the per-epoch mean loss.
+    """
     if epochs < 1:
         raise HeadscopeError(f"epochs must be >= 1, got {epochs}")
     gen = seed_everything(seed)

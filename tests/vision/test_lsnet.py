@@ -72,7 +72,10 @@ def test_routing_attention_matches_loop_reference() -> None:
 
 
 def test_routing_with_all_windows_is_full_attention() -> None:
-    """topk = all windows: every query attends to every pixel, so the output is permutation-equivariant in the windows' order."""
+    """topk = all windows: every query attends to every pixel.
+
+    So the output is permutation-equivariant in the windows' order.
+    """
     torch.manual_seed(2)
     attn = BiLevelRoutingAttention(dim=4, qk_dim=4, num_heads=1, n_win=2, topk=4, side_dwconv=1).eval()
     with torch.no_grad():

@@ -52,8 +52,11 @@ def test_digits_setting_sets_are_what_they_claim():
     for name in ("noise", "textures"):
         x = d.ood[name]
         assert x.shape == d.x_test.shape and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+
     # train/val/test are disjoint rows of the data
-    rows = lambda x: {tuple(np.round(r, 4)) for r in x.numpy()}
+    def rows(x):
+        return {tuple(np.round(r, 4)) for r in x.numpy()}
+
     assert not rows(d.x_train) & rows(d.x_test)
 
 

@@ -70,11 +70,19 @@ def test_score_matches_independent_numpy_formula():
     # independent computation in numpy, written from the paper's formula
     q = p / (p - 1)
     X, Y, XT = x.numpy(), y.numpy(), xt.numpy()
-    norm_p = lambda a: a / (np.sum(np.abs(a) ** p, axis=-1, keepdims=True) ** (1 / p) + 1e-10)
+
+    def norm_p(a):
+        return a / (np.sum(np.abs(a) ** p, axis=-1, keepdims=True) ** (1 / p) + 1e-10)
+
+    def nq(a):
+        return np.sum(np.abs(a) ** q, axis=-1) ** (1 / q)
+
     mus = norm_p(np.stack([X[Y == k].mean(0) for k in range(4)]))
-    nq = lambda a: np.sum(np.abs(a) ** q, axis=-1) ** (1 / q)
     tilde = mus * np.abs(mus) ** (q - 2) / nq(mus)[:, None] ** (q - 2)
-    dist = lambda a: -0.5 * nq(a)[:, None] ** 2 + a @ tilde.T
+
+    def dist(a):
+        return -0.5 * nq(a)[:, None] ** 2 + a @ tilde.T
+
     z = np.exp(dist(norm_p(X)) / t).sum(0)
     s = np.log((np.exp(dist(norm_p(XT)) / t) / z).sum(1))
     np.testing.assert_allclose(det.score(xt).numpy(), s, rtol=1e-8, atol=1e-8)

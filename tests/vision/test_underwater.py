@@ -31,17 +31,17 @@ def test_degradation_follows_formation_model_and_is_invertible() -> None:
     p = random_params(rng)
     d = synthetic_depth(40, 48, rng, p.depth_min, p.depth_max)
     beta, B = torch.tensor(p.beta, dtype=torch.float64), torch.tensor(p.background, dtype=torch.float64)
-    I = degrade(J, d, beta, B)
+    degraded = degrade(J, d, beta, B)
     # pixelwise closed form
     for c in range(3):
         t = np.exp(-p.beta[c] * d.numpy())
-        np.testing.assert_allclose(I[c].numpy(), J[c].numpy() * t + p.background[c] * (1 - t), rtol=1e-12)
+        np.testing.assert_allclose(degraded[c].numpy(), J[c].numpy() * t + p.background[c] * (1 - t), rtol=1e-12)
     assert float(d.min()) == pytest.approx(p.depth_min) and float(d.max()) == pytest.approx(p.depth_max)
     assert p.beta[0] > p.beta[1] and p.beta[0] > p.beta[2]  # red attenuates fastest
-    J_hat = restore(I, transmission(d, beta), B)
+    J_hat = restore(degraded, transmission(d, beta), B)
     assert psnr(J_hat.unsqueeze(0), J.unsqueeze(0)) > 40
     # with the wrong background light the inversion is clearly worse
-    assert psnr(restore(I, transmission(d, beta), B.flip(0)).clamp(0, 1).unsqueeze(0), J.unsqueeze(0)) < 40
+    assert psnr(restore(degraded, transmission(d, beta), B.flip(0)).clamp(0, 1).unsqueeze(0), J.unsqueeze(0)) < 40
 
 
 def test_synthetic_pairs_record_parameters_and_degrade() -> None:

@@ -65,7 +65,8 @@ class BiTemporalScene:
     def __post_init__(self) -> None:
         if self.t1.ndim != 3 or self.t1.shape != self.t2.shape:
             raise HeadscopeError(
-                f"{self.name}: the two dates must be (H, W, bands) arrays of one shape, got {self.t1.shape} and {self.t2.shape}"
+                f"{self.name}: the two dates must be (H, W, bands) arrays of one shape, "
+                f"got {self.t1.shape} and {self.t2.shape}"
             )
         if self.label.shape != self.t1.shape[:2]:
             raise HeadscopeError(
@@ -155,7 +156,8 @@ def _load_mat(path: Path) -> dict[str, Any]:
         return loadmat(str(path))
     except NotImplementedError as e:  # MATLAB v7.3 = HDF5
         raise HeadscopeError(
-            f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read; re-save it with `save(..., '-v7')` in MATLAB/Octave"
+            f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read; "
+            "re-save it with `save(..., '-v7')` in MATLAB/Octave"
         ) from e
     except Exception as e:  # noqa: BLE001 - scipy raises several types for corrupt files
         raise HeadscopeError(f"could not read {path} as a .mat file ({e}); check the download") from e
@@ -248,7 +250,8 @@ def synthetic_scene(
     """
     if min(height, width) < 8 or bands < 2 or n_endmembers < 2:
         raise HeadscopeError(
-            f"synthetic scene too small (H={height}, W={width}, bands={bands}, endmembers={n_endmembers}); use H, W >= 8, bands >= 2"
+            f"synthetic scene too small (H={height}, W={width}, bands={bands}, endmembers={n_endmembers}); "
+            "use H, W >= 8, bands >= 2"
         )
     rng = np.random.default_rng(seed)
     E = _endmembers(rng, n_endmembers, bands)
@@ -326,7 +329,10 @@ def mirror_pad(img: Float[np.ndarray, " H W C"], patch: int) -> Float[np.ndarray
 def extract_patches(
     padded: Float[np.ndarray, " Hp Wp C"], positions: Int[np.ndarray, " N 2"], patch: int
 ) -> Float[np.ndarray, " N C P2"]:
-    """The ``patch × patch`` neighbourhood of each ``(row, col)``, as ``(N, bands, patch²)`` (row-major within the patch)."""
+    """The ``patch × patch`` neighbourhood of each ``(row, col)``, as ``(N, bands, patch²)``.
+
+    Row-major within the patch.
+    """
     win = np.lib.stride_tricks.sliding_window_view(padded, (patch, patch), axis=(0, 1))  # (H, W, C, p, p)
     out = win[positions[:, 0], positions[:, 1]]
     return np.ascontiguousarray(out.reshape(len(positions), padded.shape[2], patch * patch), dtype=np.float32)
@@ -335,7 +341,7 @@ def extract_patches(
 def sample_train_test(
     label: Int[np.ndarray, " H W"], fraction: float = 0.01, seed: int = 0, min_per_class: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pick ``max(min_per_class, floor(fraction·n_c))`` labelled pixels of each class for training, the rest for testing.
+    """Pick ``max(min_per_class, floor(fraction·n_c))`` labelled pixels of each class for training; test on the rest.
 
     Returns ``(train_pos (N, 2), train_y, test_pos (M, 2), test_y)``; y is 1 changed / 0 unchanged.
     """

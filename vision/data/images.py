@@ -87,7 +87,8 @@ def load_image_folder(
     shapes = {tuple(t.shape) for t in images}
     if len(shapes) > 1:
         raise HeadscopeError(
-            f"images under {str(base)!r} have different sizes {sorted(shapes)[:3]}...; pass image_size (--image-size) to resize them"
+            f"images under {str(base)!r} have different sizes {sorted(shapes)[:3]}...; "
+            "pass image_size (--image-size) to resize them"
         )
     return ImageFolderData(
         images=torch.stack(images),

@@ -148,7 +148,9 @@ def synthetic_pairs(
     size: int = 64,
     seed: int = 0,
 ) -> tuple[Float[Tensor, " N 3 S S"], Float[Tensor, " N 3 S S"], list[UnderwaterParams]]:
-    """Random square crops (¼ to all of the short side) of ``photos``, resized to ``size``, each degraded with its own parameters.
+    """Random square crops (¼ to all of the short side) of ``photos``, resized to ``size``.
+
+    Each crop is degraded with its own parameters.
 
     Returns ``(degraded, clean, params)``; float32 in [0, 1].
     """
@@ -166,10 +168,10 @@ def synthetic_pairs(
             J = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))
             p = random_params(rng)
             d = synthetic_depth(size, size, rng, p.depth_min, p.depth_max)
-            I = degrade(
+            degraded = degrade(
                 J, d, torch.tensor(p.beta, dtype=torch.float64), torch.tensor(p.background, dtype=torch.float64)
             )
-            deg.append(I.float().clamp(0, 1))
+            deg.append(degraded.float().clamp(0, 1))
             clean.append(J.float())
             params.append(p)
     return torch.stack(deg), torch.stack(clean), params

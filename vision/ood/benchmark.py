@@ -35,6 +35,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from headscope.common import HeadscopeError, log, progress, seed_everything
+from headscope.common.threads import num_threads
 
 SETTINGS = ("digits", "mnist1d")
 DETECTORS = (
@@ -139,10 +140,23 @@ def _build(
         "inverted": (hi + lo) - x_test,
         "textures": lo + (hi - lo) * _texture_patches(n_far, shape, rng).reshape(n_far, -1),
     }
-    t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
-    l = lambda a: torch.as_tensor(a, dtype=torch.long)
+
+    def floats(a: np.ndarray) -> Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
+
+    def labels(a: np.ndarray) -> Tensor:
+        return torch.as_tensor(a, dtype=torch.long)
+
     return OODData(
-        name, t(xi[tr]), l(yi[tr]), t(xi[va]), l(yi[va]), t(x_test), l(yi[te]), {k: t(v) for k, v in ood.items()}, n_id
+        name,
+        floats(xi[tr]),
+        labels(yi[tr]),
+        floats(xi[va]),
+        labels(yi[va]),
+        floats(x_test),
+        labels(yi[te]),
+        {k: floats(v) for k, v in ood.items()},
+        n_id,
     )
 
 
@@ -301,7 +315,9 @@ class Extracted:
 
 @torch.no_grad()
 def extract(model: nn.Module, data: OODData) -> Extracted:
-    f = lambda x: (model.features(x), model(x))
+    def f(x: Tensor) -> tuple[Tensor, Tensor]:
+        return model.features(x), model(x)
+
     return Extracted(f(data.x_train), f(data.x_val), f(data.x_test), {k: f(v) for k, v in data.ood.items()})
 
 
@@ -341,7 +357,10 @@ def make_scorers(
             det = KNN(None, k=max(1, min(50, len(z_tr) // 64))).fit_features(z_tr, y_tr)
             out[name] = lambda z, lg, det=det: det.predict_features(z)
         elif name == "ReAct":
-            head = lambda fm: model.fc(fm.flatten(1))
+
+            def head(fm: Tensor) -> Tensor:
+                return model.fc(fm.flatten(1))
+
             det = ReAct(backbone=None, head=head).fit_feature_maps(z_tr[:, :, None, None], y_tr)
             out[name] = lambda z, lg, det=det: det.predict_feature_maps(z[:, :, None, None])
         elif name == "ViM":
@@ -374,14 +393,22 @@ def ood_metrics(score_id: Float[Tensor, " n"], score_ood: Float[Tensor, " m"]) -
 def run_once(
     setting: str, seed: int, detectors: Sequence[str] = DETECTORS, epochs: int = 60, **folder_kw
 ) -> tuple[list[Row], dict]:
-    """Train, extract, fit and score for one setting and seed; returns rows and run info."""
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    """Train, extract, fit and score for one setting and seed; returns rows and run info.
+
+    Runs on at most two torch threads; the caller's thread setting is restored afterwards.
+    """
+    with num_threads(min(torch.get_num_threads(), 2)):
+        return _run_once(setting, seed, detectors, epochs, **folder_kw)
+
+
+def _run_once(setting: str, seed: int, detectors: Sequence[str], epochs: int, **folder_kw) -> tuple[list[Row], dict]:
     data = load_setting(setting, seed, **folder_kw)
     model = train_classifier(data, seed, epochs=epochs)
     ex = extract(model, data)
     acc = float((ex.test[1].argmax(-1) == data.y_test).float().mean())
     log(
-        f"[ood] {setting} seed {seed}: ID test accuracy {acc:.3f} ({data.n_classes} classes, {len(data.y_train)} train)"
+        f"[ood] {setting} seed {seed}: ID test accuracy {acc:.3f} "
+        f"({data.n_classes} classes, {len(data.y_train)} train)"
     )
     scorers = make_scorers(model, ex, data, detectors)
     rows = []
@@ -431,9 +458,9 @@ def markdown_table(summary: Sequence[dict], metric: str = "fpr95") -> str:
         sets = list(dict.fromkeys(r["ood_set"] for r in recs))
         dets = list(dict.fromkeys(r["detector"] for r in recs))
         cell = {(r["detector"], r["ood_set"]): r for r in recs}
-        better_low = metric == "fpr95"
+        better = "lower" if metric == "fpr95" else "higher"
         lines.append(
-            f"**{setting}: {metric.upper()} (%), mean ± std over {recs[0]['n_seeds']} seeds ({'lower' if better_low else 'higher'} is better)**\n"
+            f"**{setting}: {metric.upper()} (%), mean ± std over {recs[0]['n_seeds']} seeds ({better} is better)**\n"
         )
         lines.append("| detector | " + " | ".join(sets) + " | mean |")
         lines.append("|---" * (len(sets) + 2) + "|")

@@ -99,16 +99,14 @@ def run_ood(args: argparse.Namespace) -> int:
             grayscale=args.grayscale,
             max_per_class=args.max_per_class,
         )
-    import torch
-
     from vision.ood import benchmark as bm
 
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
     rows, infos = bm.run([args.id_setting], args.seeds, detectors, epochs=args.epochs, **folder_kw)
     summary = bm.summarize(rows)
     for info in infos:
         print(
-            f"{info['setting']} seed {info['seed']}: ID test accuracy {100 * info['id_test_accuracy']:.1f}% ({info['n_train']} train)"
+            f"{info['setting']} seed {info['seed']}: ID test accuracy {100 * info['id_test_accuracy']:.1f}% "
+            f"({info['n_train']} train)"
         )
     print()
     for metric in ("fpr95", "auroc"):

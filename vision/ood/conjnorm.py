@@ -221,7 +221,8 @@ class ConjNorm(FeaturesDetector):
         super().__init__()
         if proposal not in ("all", "class"):
             raise HeadscopeError(
-                f"proposal must be 'all' (every training feature) or 'class' (class-k features for Z_k), got {proposal!r}"
+                "proposal must be 'all' (every training feature) or 'class' (class-k features for Z_k), "
+                f"got {proposal!r}"
             )
         self.proposal = proposal
         if p is not None:
