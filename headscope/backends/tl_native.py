@@ -112,7 +112,8 @@ class TLNativeModel(TLModel):
             raise HeadscopeError(f"answer {word!r} is not an output value of {self.name} (outputs: {list(out)})")
         return out[str(word)]
 
-    def _check(self, tokens: Tensor) -> Tensor:
+    def check_tokens(self, tokens: Tensor) -> Tensor:
+        """As the base check, plus the program's maximum length ``n_ctx``."""
         tokens = super().check_tokens(tokens)
         if tokens.shape[1] > self.n_ctx:
             raise HeadscopeError(f"{self.name} takes at most {self.n_ctx} tokens including BOS; got {tokens.shape[1]}")

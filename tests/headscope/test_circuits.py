@@ -14,14 +14,14 @@ from headscope.circuits import (
     Expectation,
     check,
     load_spec,
-    parse_head,
-    ranks_by_abs,
     register_method,
     spec_from_dict,
 )
+from headscope.circuits.check import ranks_by_abs
 from headscope.common.errors import HeadscopeError
 from headscope.loading import load_model
 from headscope.paths import data_dir
+from headscope.results import parse_head
 
 TRACR = ("reverse", "sort", "shift2")
 
