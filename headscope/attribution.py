@@ -13,6 +13,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from headscope.common.errors import HeadscopeError
+from headscope.controls import random_heads
 from headscope.common.progress import progress
 from headscope.model import HeadCache, HeadModel, Patch
 from headscope.results import HeadResult
@@ -217,22 +218,22 @@ def knockout_curve(
 ) -> dict:
     """``score`` (e.g. accuracy) after ablating the top-k heads of ``ranking`` vs k random heads.
 
-    Random heads are drawn from all heads except none (uniformly, without replacement),
-    ``n_random`` draws per k with seeds ``seed..seed+n_random−1``. Returns
+    Random heads come from :func:`headscope.controls.random_heads` (uniformly, without
+    replacement, never one of the top-k heads), ``n_random`` draws per k with seeds
+    ``seed..seed+n_random−1``. Returns
     ``{"k": [...], "top": [...], "random_mean": [...], "random_std": [...], "random": [[...]]}``.
     """
-    all_heads = [(L, h) for L in range(model.n_layers) for h in range(model.n_heads)]
+    n_all = model.n_layers * model.n_heads
     if reference is None and how != "zero":
         reference = tokens
     top_vals, rnd_vals = [], []
     for k in progress(list(ks), desc="knockout"):
-        if k > len(all_heads):
-            raise HeadscopeError(f"k={k} exceeds the model's {len(all_heads)} heads")
+        if k > n_all:
+            raise HeadscopeError(f"k={k} exceeds the model's {n_all} heads")
         top_vals.append(float(score(ablate(model, tokens, list(ranking[:k]), how, reference))))
         row = []
         for s in range(n_random):
-            g = torch.Generator().manual_seed(seed + s)
-            pick = [all_heads[i] for i in torch.randperm(len(all_heads), generator=g)[:k].tolist()]
+            pick = random_heads(model.n_layers, model.n_heads, k, seed + s, exclude=ranking[:k])
             row.append(float(score(ablate(model, tokens, pick, how, reference, seed=seed + s))))
         rnd_vals.append(row)
     t = torch.tensor(rnd_vals)

@@ -192,3 +192,43 @@ def boot_tracr(folder: Path, device: torch.device) -> TLNativeModel:
     out = {str(k): int(v) for k, v in info["output_encoding"]}
     tok = TracrTokenizer(enc, info["bos"], info["pad"], out)
     return TLNativeModel(bridge, tok, folder.name, info)
+
+
+_CONFIG_FIELDS = (
+    "n_layers",
+    "d_model",
+    "d_head",
+    "n_ctx",
+    "d_vocab",
+    "d_vocab_out",
+    "d_mlp",
+    "n_heads",
+    "act_fn",
+    "attention_dir",
+    "normalization_type",
+)
+
+
+def tracr_bridge(assembled) -> tuple[nn.Module, dict[str, Tensor], dict]:
+    """Convert a tracr ``AssembledTransformerModel`` (or a stand-in with the same
+    attributes) with TransformerLens's ``utilities/tracr.py`` helpers.
+
+    Returns the booted native bridge (weights loaded, ``eval()``), its state dict, and the
+    config fields that ``config.json`` stores for :func:`boot_tracr`.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformer_lens.model_bridge.sources import native  # noqa: F401 - attaches boot_native
+    from transformer_lens.utilities.tracr import (
+        make_tracr_transformer_bridge_config,
+        make_tracr_transformer_bridge_state_dict,
+    )
+
+    cfg = make_tracr_transformer_bridge_config(assembled)
+    state = make_tracr_transformer_bridge_state_dict(assembled)
+    fields = {k: getattr(cfg, k) for k in _CONFIG_FIELDS}
+    bridge = TransformerBridge.boot_native(cfg)
+    _, unexpected = bridge.load_state_dict(state, strict=False)
+    if unexpected:
+        raise HeadscopeError(f"unexpected state-dict keys {unexpected} when converting a tracr model")
+    bridge.eval()
+    return bridge, state, fields

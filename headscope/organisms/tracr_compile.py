@@ -260,43 +260,24 @@ all {n_checked} recorded example inputs (every length 1..{prog["max_seq_len"]});
 
 
 def stage_convert(raw: Path, out_root: Path) -> None:
+    """Convert every compiled program in ``raw`` into ``out_root/tracr-NAME`` (1 CPU thread)."""
+    from headscope.common.threads import num_threads
+
+    with num_threads(1):
+        _convert_all(raw, out_root)
+
+
+def _convert_all(raw: Path, out_root: Path) -> None:
     import torch
     from safetensors.torch import save_file
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformer_lens.model_bridge.sources import native  # noqa: F401 - attaches boot_native
-    from transformer_lens.utilities.tracr import (
-        make_tracr_transformer_bridge_config,
-        make_tracr_transformer_bridge_state_dict,
-    )
 
-    torch.set_num_threads(1)
+    from headscope.backends.tl_native import tracr_bridge
+
     for name, prog in PROGRAMS.items():
         meta = json.loads((raw / f"{name}.json").read_text())
         npz = dict(np.load(raw / f"{name}.npz"))
         stand_in = _TracrStandIn(npz, meta)
-        cfg = make_tracr_transformer_bridge_config(stand_in)
-        state = make_tracr_transformer_bridge_state_dict(stand_in)
-        fields = {
-            k: getattr(cfg, k)
-            for k in (
-                "n_layers",
-                "d_model",
-                "d_head",
-                "n_ctx",
-                "d_vocab",
-                "d_vocab_out",
-                "d_mlp",
-                "n_heads",
-                "act_fn",
-                "attention_dir",
-                "normalization_type",
-            )
-        }
-        bridge = TransformerBridge.boot_native(cfg)
-        missing, unexpected = bridge.load_state_dict(state, strict=False)
-        if unexpected:
-            raise RuntimeError(f"{name}: unexpected state-dict keys {unexpected}")
-        bridge.eval()
+        bridge, state, fields = tracr_bridge(stand_in)
         enc = {str(k): v for k, v in meta["input_encoding"]}
         dec = {v: k for k, v in meta["output_encoding"]}
         n_ok, worst = 0, 0.0

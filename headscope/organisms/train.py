@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from headscope.common import log, seed_everything
+from headscope.common.threads import num_threads
 from headscope.organisms.world import World, WorldConfig
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
@@ -171,54 +172,53 @@ def train_llama(out_dir: str | Path, world_cfg: WorldConfig | None = None, train
 
     world_cfg = world_cfg or WorldConfig()
     train_cfg = train_cfg or TrainConfig()
-    torch.set_num_threads(train_cfg.threads)
-    seed_everything(train_cfg.seed)
-    world = World(world_cfg)
-    docs = world.documents()
-    tok = build_word_tokenizer(docs, world.extra_vocab())
-    enc = [tok(d)["input_ids"] + [tok.eos_token_id] for d in docs]
-    cfg = llama_config(len(tok), pad_id=tok.pad_token_id, bos_id=tok.bos_token_id, eos_id=tok.eos_token_id)
-    model = LlamaForCausalLM(cfg)
-    log(
-        f"[llama] {len(docs)} documents, vocab {len(tok)}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
-    )
-    rng = random.Random(train_cfg.seed)
-    order: list[int] = []
+    with num_threads(train_cfg.threads):  # scoped: the caller's setting is restored
+        seed_everything(train_cfg.seed)
+        world = World(world_cfg)
+        docs = world.documents()
+        tok = build_word_tokenizer(docs, world.extra_vocab())
+        enc = [tok(d)["input_ids"] + [tok.eos_token_id] for d in docs]
+        cfg = llama_config(len(tok), pad_id=tok.pad_token_id, bos_id=tok.bos_token_id, eos_id=tok.eos_token_id)
+        model = LlamaForCausalLM(cfg)
+        log(
+            f"[llama] {len(docs)} documents, vocab {len(tok)}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
+        )
+        rng = random.Random(train_cfg.seed)
+        order: list[int] = []
 
-    def batches(step: int):
-        nonlocal order
-        if len(order) < train_cfg.batch_size:
-            fresh = list(range(len(enc)))
-            rng.shuffle(fresh)
-            order += fresh
-        idx, order = order[: train_cfg.batch_size], order[train_cfg.batch_size :]
-        seqs = [enc[i] for i in idx]
-        L = max(map(len, seqs))
-        ids = torch.full((len(seqs), L), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), L), dtype=torch.long)
-        for r, s in enumerate(seqs):  # right padding for training
-            ids[r, : len(s)] = torch.tensor(s)
-            mask[r, : len(s)] = 1
-        labels = ids.masked_fill(mask == 0, -100)
-        labels[:, 0] = -100
-        return ids, mask, labels
+        def batches(step: int):
+            nonlocal order
+            if len(order) < train_cfg.batch_size:
+                fresh = list(range(len(enc)))
+                rng.shuffle(fresh)
+                order += fresh
+            idx, order = order[: train_cfg.batch_size], order[train_cfg.batch_size :]
+            seqs = [enc[i] for i in idx]
+            L = max(map(len, seqs))
+            ids = torch.full((len(seqs), L), tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(seqs), L), dtype=torch.long)
+            for r, s in enumerate(seqs):  # right padding for training
+                ids[r, : len(s)] = torch.tensor(s)
+                mask[r, : len(s)] = 1
+            labels = ids.masked_fill(mask == 0, -100)
+            labels[:, 0] = -100
+            return ids, mask, labels
 
-    t0 = time.time()
-    losses = _train_loop(model, batches, train_cfg, "llama")
-    meta = {
-        "organism": "llama",
-        "world": world_cfg.to_dict(),
-        "corpus_sha256": world.corpus_sha256(),
-        "train": asdict(train_cfg),
-        "final_loss": sum(losses[-50:]) / len(losses[-50:]),
-        "train_seconds": round(time.time() - t0, 1),
-    }
-    _save(model, tok, Path(out_dir), meta)
-    return model, tok
+        t0 = time.time()
+        losses = _train_loop(model, batches, train_cfg, "llama")
+        meta = {
+            "organism": "llama",
+            "world": world_cfg.to_dict(),
+            "corpus_sha256": world.corpus_sha256(),
+            "train": asdict(train_cfg),
+            "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+            "train_seconds": round(time.time() - t0, 1),
+        }
+        _save(model, tok, Path(out_dir), meta)
+        return model, tok
 
-
-# ---------------------------------------------------------------------------------------
-# induction
+    # ---------------------------------------------------------------------------------------
+    # induction
 
 
 @dataclass
@@ -252,25 +252,25 @@ def train_induction(out_dir: str | Path, train_cfg: TrainConfig | None = None, i
 
     icfg = icfg or InductionConfig()
     train_cfg = train_cfg or TrainConfig(steps=2500, batch_size=64, lr=3e-3, warmup=100, threads=1)
-    torch.set_num_threads(train_cfg.threads)
-    gen = seed_everything(train_cfg.seed)
-    cfg = llama_config(icfg.vocab, d_model=64, n_layers=2, n_heads=4, d_mlp=128, max_pos=64)
-    model = LlamaForCausalLM(cfg)
+    with num_threads(train_cfg.threads):  # scoped: the caller's setting is restored
+        gen = seed_everything(train_cfg.seed)
+        cfg = llama_config(icfg.vocab, d_model=64, n_layers=2, n_heads=4, d_mlp=128, max_pos=64)
+        model = LlamaForCausalLM(cfg)
 
-    def batches(step: int):
-        x = induction_batch(gen, train_cfg.batch_size, icfg)
-        labels = x.clone()
-        labels[:, 0] = -100
-        return x, torch.ones_like(x), labels
+        def batches(step: int):
+            x = induction_batch(gen, train_cfg.batch_size, icfg)
+            labels = x.clone()
+            labels[:, 0] = -100
+            return x, torch.ones_like(x), labels
 
-    t0 = time.time()
-    losses = _train_loop(model, batches, train_cfg, "induction")
-    meta = {
-        "organism": "induction",
-        "data": asdict(icfg),
-        "train": asdict(train_cfg),
-        "final_loss": sum(losses[-50:]) / len(losses[-50:]),
-        "train_seconds": round(time.time() - t0, 1),
-    }
-    _save(model, build_index_tokenizer(icfg.vocab), Path(out_dir), meta)
-    return model
+        t0 = time.time()
+        losses = _train_loop(model, batches, train_cfg, "induction")
+        meta = {
+            "organism": "induction",
+            "data": asdict(icfg),
+            "train": asdict(train_cfg),
+            "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+            "train_seconds": round(time.time() - t0, 1),
+        }
+        _save(model, build_index_tokenizer(icfg.vocab), Path(out_dir), meta)
+        return model
