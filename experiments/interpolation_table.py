@@ -1,6 +1,7 @@
-"""NoiseDiffusion vs slerp vs noise (and lerp) on the bundled pixel DDPM, same pairs, same process.
+"""Paper table: NoiseDiffusion vs slerp vs noise (and lerp) on the bundled pixel DDPM, same pairs, same process.
 
-For each of >= 10 fixed pairs of natural 32x32 images (scikit-image photos, see
+Regenerates the tables of docs/generative.md ("Measured results"). For each of >= 10 fixed
+pairs of natural 32x32 images (scikit-image photos, see
 ``generative.data.evaluation_images``), both images are DDIM-inverted once (N steps,
 stopped at stop_frac * N, as the paper's 140/200), and every method mixes the same two
 inverted latents at the same lambdas and denoises with the same DDIM steps. Printed:
@@ -11,8 +12,11 @@ inverted latents at the same lambdas and denoises with the same DDIM steps. Prin
 2. the noise-validity table: moments and KS test vs N(0, 1) of fully inverted latents, for the
    model's own samples and for the natural images (the paper's premise).
 
-Usage: python benchmarks/interpolation_table.py [--pairs 12] [--steps 50] [--out out/interpolation]
-Not a timed test: it takes a few minutes on one CPU thread.
+    python experiments/interpolation_table.py [--pairs 12] [--steps 50] [--out out/interpolation]
+
+Writes ``<out>/results.json`` (settings, per-pair metrics, wins, noise statistics),
+``<out>/pair00.png`` … (one strip per pair; rows: noisediffusion, slerp, noise, lerp) and
+``<out>/own_samples.png``. One CPU thread; 593 s for the documented run.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -27,13 +32,15 @@ import numpy as np
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python experiments/...` from anywhere
 
-from generative.data import evaluation_images, image_strip, save_image  # noqa: E402
-from generative.ddim import DDIM  # noqa: E402
-from generative.metrics import evaluate_path, noise_stats  # noqa: E402
-from generative.models import load_pixel_model  # noqa: E402
-from generative.pipeline import InterpolationPipeline, default_lambdas  # noqa: E402
-from headscope.common import log  # noqa: E402
+from generative.data import evaluation_images, image_strip, save_image
+from generative.ddim import DDIM
+from generative.metrics import evaluate_path, noise_stats
+from generative.models import load_pixel_model
+from generative.pipeline import InterpolationPipeline, default_lambdas
+from headscope.common import log
+from headscope.common.threads import num_threads
 
 METHODS = ("noisediffusion", "slerp", "noise", "lerp")
 METRICS = (
@@ -73,7 +80,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="out/interpolation")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    with num_threads(args.threads):
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -96,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
         log(f"[interpolation_table] pair {p + 1}/{len(pairs)} {names[i]} -> {names[j]} ({time.time() - t0:.0f} s)")
 
     print(
-        f"\n## Interpolation on the bundled DDPM: {len(pairs)} pairs, N={args.steps} DDIM steps, mixed at step {pipe.k}/{args.steps} "
+        f"\n## Interpolation on the bundled DDPM: {len(pairs)} pairs, N={args.steps} DDIM steps, "
+        f"mixed at step {pipe.k}/{args.steps} "
         f"(t={pipe.ddim.level(pipe.k)}, abar={pipe.ddim.alpha_bar(pipe.k):.3f}), {args.frames} frames\n"
     )
     print("| method | " + " | ".join(k for k, _ in METRICS) + " |")
@@ -119,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
                 if key(m) <= best + 1e-9:
                     wins[m][k] = wins[m].get(k, 0) + 1
     print(
-        "\nPairs on which each method is best among noisediffusion/slerp/noise (ties count for each; hf_ratio: closest to 1):\n"
+        "\nPairs on which each method is best among noisediffusion/slerp/noise "
+        "(ties count for each; hf_ratio: closest to 1):\n"
     )
     print("| method | " + " | ".join(k for k, b in METRICS if b) + " |")
     print("|---|" + "---|" * sum(1 for _, b in METRICS if b))
@@ -139,8 +152,9 @@ def main(argv: list[str] | None = None) -> dict:
     print("|---|---|---|---|---|---|---|---|")
     for label, st in (("model's own samples", own), ("natural images", nat)):
         print(
-            f"| {label} | {len(st)} | {fmt([x.mean for x in st])} | {fmt([x.std for x in st])} | {fmt([x.kurtosis for x in st])} | "
-            f"{fmt([x.ks_stat for x in st])} | {fmt([x.frac_outside_2 for x in st])} | {sum(x.is_normal for x in st)}/{len(st)} |"
+            f"| {label} | {len(st)} | {fmt([x.mean for x in st])} | {fmt([x.std for x in st])} | "
+            f"{fmt([x.kurtosis for x in st])} | {fmt([x.ks_stat for x in st])} | "
+            f"{fmt([x.frac_outside_2 for x in st])} | {sum(x.is_normal for x in st)}/{len(st)} |"
         )
     result = {
         "settings": vars(args)

@@ -7,8 +7,10 @@ happen inside the command functions so that other subcommands stay fast.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from headscope.common import HeadscopeError, log
@@ -82,11 +84,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ip.set_defaults(func=_interpolate)
 
 
-def _threads() -> None:
-    import torch
+def _env_threads(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run ``command`` on ``$HEADSCOPE_THREADS`` torch threads when that is set; the setting is restored afterwards."""
 
-    if "HEADSCOPE_THREADS" in os.environ:
-        torch.set_num_threads(int(os.environ["HEADSCOPE_THREADS"]))
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from headscope.common.threads import num_threads  # imports torch: only when a command runs
+
+        n = os.environ.get("HEADSCOPE_THREADS")
+        with num_threads(int(n) if n else None):
+            return command(args)
+
+    return run
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -108,6 +117,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+@_env_threads
 def _sample(args: argparse.Namespace) -> int:
     import torch
 
@@ -115,7 +125,6 @@ def _sample(args: argparse.Namespace) -> int:
     from .ddim import DDIM
     from .models import load_pixel_model
 
-    _threads()
     if args.n < 1:
         raise HeadscopeError(f"--n must be at least 1, got {args.n}")
     model = load_pixel_model(args.model)
@@ -129,6 +138,7 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+@_env_threads
 def _interpolate(args: argparse.Namespace) -> int:
     import torch
 
@@ -137,7 +147,6 @@ def _interpolate(args: argparse.Namespace) -> int:
     from .models import LatentDenoiser, load_pixel_model
     from .pipeline import METHODS, InterpolationPipeline, default_lambdas
 
-    _threads()
     if args.method not in METHODS:
         raise HeadscopeError(f"unknown --method {args.method!r}; choose one of {', '.join(METHODS)}")
     if args.steps < 2:
@@ -164,7 +173,8 @@ def _interpolate(args: argparse.Namespace) -> int:
     )
     out = save_image(image_strip(res.frames, upscale=args.upscale), args.out)
     log(
-        f"[gen interpolate] {args.method}: {len(res.lambdas)} frames mixed at t={res.level} (abar={res.alpha_bar:.3f}) -> {out}"
+        f"[gen interpolate] {args.method}: {len(res.lambdas)} frames mixed at t={res.level} "
+        f"(abar={res.alpha_bar:.3f}) -> {out}"
     )
     if args.metrics:
         print(json.dumps(evaluate_path(res.frames, a, b), indent=2))

@@ -103,7 +103,7 @@ def center_square(
 def evaluation_images(size: int = 32) -> tuple[list[str], Float[Tensor, " n 3 size size"]]:
     """A fixed set of natural test images: each RGB photo's centre square plus two fixed crops.
 
-    Deterministic (no randomness), so benchmarks and tests see the same inputs every run.
+    Deterministic (no randomness), so experiments/interpolation_table.py and the tests see the same inputs every run.
     """
     names: list[str] = []
     imgs: list[Tensor] = []

@@ -57,9 +57,9 @@ def noisediffusion_coefficients(lam: float, gamma: float = 0.0, mu_scale: float 
         raise HeadscopeError(f"gamma must be in [0, 1] (the share of fresh noise), got {gamma}")
     a0 = math.cos(lam * math.pi / 2)
     b0 = math.sin(lam * math.pi / 2)
-    l = a0 / b0
-    alpha = math.sqrt((1 - gamma**2) * l * l / (l * l + 1))
-    beta = math.sqrt((1 - gamma**2) / (l * l + 1))
+    cot = a0 / b0  # the paper's l
+    alpha = math.sqrt((1 - gamma**2) * cot * cot / (cot * cot + 1))
+    beta = math.sqrt((1 - gamma**2) / (cot * cot + 1))
     mu = mu_scale * alpha / (alpha + beta)
     nu = mu_scale * beta / (alpha + beta)
     return NoiseDiffusionCoefficients(alpha, beta, mu, nu)

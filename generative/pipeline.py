@@ -79,7 +79,8 @@ class InterpolationPipeline:
         """Encode and DDIM-invert both images (one batch of 2) to level ``t_{k-1}``."""
         if img_a.shape != img_b.shape:
             raise HeadscopeError(
-                f"the two images must have the same shape, got {tuple(img_a.shape)} and {tuple(img_b.shape)}; resize them first"
+                f"the two images must have the same shape, got {tuple(img_a.shape)} and {tuple(img_b.shape)}; "
+                "resize them first"
             )
         x0 = self.model.encode(torch.cat([img_a, img_b]))
         xt = self.ddim.invert(x0, self.k)

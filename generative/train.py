@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from headscope.common import log, seed_everything
+from headscope.common.threads import num_threads
 
 from .data import PHOTOS, load_photos, random_crops
 
@@ -66,10 +67,17 @@ def build_unet(cfg: TrainConfig):
 
 
 def train_ddpm(cfg: TrainConfig) -> dict:
-    """Train, save to ``cfg.out`` and return a summary (steps done, final loss, minutes)."""
+    """Train, save to ``cfg.out`` and return a summary (steps done, final loss, minutes).
+
+    Runs on ``cfg.threads`` torch threads; the caller's thread setting is restored afterwards.
+    """
+    with num_threads(cfg.threads):
+        return _train_ddpm(cfg)
+
+
+def _train_ddpm(cfg: TrainConfig) -> dict:
     from diffusers import DDPMPipeline, DDPMScheduler
 
-    torch.set_num_threads(cfg.threads)
     gen = seed_everything(cfg.seed)
     photos = load_photos(cfg.photos)
     unet = build_unet(cfg)

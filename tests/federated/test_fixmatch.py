@@ -1,4 +1,4 @@
-"""FedAvg+FixMatch / FedAvg+FreeMatch: the consistency losses, label privacy, the bounds' client sampling, the views."""
+"""FedAvg+FixMatch / FedAvg+FreeMatch: consistency losses, label privacy, the bounds' client sampling, the views."""
 
 import math
 

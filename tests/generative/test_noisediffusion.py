@@ -36,7 +36,10 @@ def test_gamma_zero_unit_norm_and_symmetry() -> None:
 
 @pytest.mark.parametrize("lam", [0.2, 0.5, 0.8])
 def test_reduces_to_signal_plus_rotated_noise_without_clipping(lam: float) -> None:
-    """gamma = 0, |values| < B: x_t = sqrt(ab)(mu x1_0 + nu x2_0) + alpha n1 + beta n2 with n_i = x_i,t - sqrt(ab) x_i,0."""
+    """gamma = 0, |values| < B: x_t = sqrt(ab)(mu x1_0 + nu x2_0) + alpha n1 + beta n2.
+
+    Here n_i = x_i,t - sqrt(ab) x_i,0.
+    """
     g = torch.Generator().manual_seed(0)
     shape = (2, 3, 8, 8)
     x1_0, x2_0 = (torch.rand(shape, generator=g, dtype=torch.float64) - 0.5 for _ in range(2))
