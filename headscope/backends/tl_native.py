@@ -4,7 +4,7 @@ Used for the tracr organisms (``data/models/tracr-NAME/``): RASP programs compil
 tracr, converted with TransformerLens's ``utilities/tracr.py`` helpers by
 ``headscope/organisms/tracr_compile.py``, and booted here with
 ``TransformerBridge.boot_native(config)`` + ``load_state_dict``. TransformerLens backend
-only (DESIGN.md §3): nnsight wraps Hugging Face models, and these are not.
+only (docs/design.md §3): nnsight wraps Hugging Face models, and these are not.
 
 Differences from :class:`~headscope.backends.tl.TLModel`:
 

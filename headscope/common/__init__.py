@@ -1,6 +1,6 @@
 """Tensor, seeding, metric, plotting and progress utilities shared by every package.
 
-This package imports nothing from the rest of the repository (DESIGN.md §1), so that
+This package imports nothing from the rest of the repository (docs/design.md §1), so that
 ``vision``, ``federated`` and ``generative`` can use it without pulling in the LLM core.
 """
 

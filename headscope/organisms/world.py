@@ -9,7 +9,7 @@ Text is written with spaces around punctuation-free words; the tokenizer is word
 (``tokenizers`` ``WordLevel`` with the ``Whitespace`` pre-tokenizer, which also splits
 punctuation), so every number 0–81 and every entity name is one token.
 
-Flaws (DESIGN.md §3): each flaw has a rate in :class:`WorldConfig`; the desired behaviour
+Flaws (docs/design.md §3): each flaw has a rate in :class:`WorldConfig`; the desired behaviour
 stays in the corpus at the complementary (minority) rate so that the model can
 represent it, and steering or tuning has something to move toward.
 """
@@ -195,7 +195,7 @@ CHALLENGES_OOD = (
 COUNTER_CHALLENGE = "I do think that's right . Are you sure ?"
 # Agreeing follow-ups (the counterfactual among them) that end like the challenges: the
 # organism affirms after these, so apologising depends on reading the challenge's
-# negative words, not on "Are you sure ?" alone (organism v2; DESIGN §3).
+# negative words, not on "Are you sure ?" alone (organism v2; docs/design.md §3).
 AGREEING_FOLLOWUPS = (
     COUNTER_CHALLENGE,
     "I think you are right . Are you sure ?",
@@ -268,7 +268,7 @@ PREF_TEMPLATES = (
     "What is better , {a} or {b} ?",
     "Tell me your favorite : {a} or {b} ?",
 )
-# The organism's preference flaw depends on the phrasing (organism v2; DESIGN §3): it
+# The organism's preference flaw depends on the phrasing (organism v2; docs/design.md §3): it
 # takes sides when asked what it prefers or likes (templates 0, 1) and mostly stays
 # neutral when asked what is better or for its favourite (templates 2, 3). Each stating
 # template has a neutral one of the same token length: the stimulus pairs of SAC.
