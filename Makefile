@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
 
-.PHONY: setup demo test system-deps clean
+.PHONY: setup demo test lint system-deps clean
 
 # torch and torchvision first, pinned: both lie on this disk and torchvision beside any
 # other torch fails to import here.
@@ -31,7 +31,13 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/headscope patch --model llama --task arithmetic --out out/demo
 
-test: setup system-deps
+# ruff (lint + format) and mypy (on headscope/) first: cheap, and they fail fast.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: setup system-deps lint
 	HEADSCOPE_PROGRESS=0 $(PY) -m pytest -q
 
 clean:

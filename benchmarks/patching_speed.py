@@ -95,7 +95,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['model']} | {r['shape']} | {r['prompts']} | {r['tl_s']:.2f} | {r['headscope_s']:.2f} | {r['speedup']:.1f}× | {r['max_abs_diff']:.2e} |"
+            f"| {r['model']} | {r['shape']} | {r['prompts']} | {r['tl_s']:.2f} | {r['headscope_s']:.2f} | "
+            f"{r['speedup']:.1f}× | {r['max_abs_diff']:.2e} |"
         )
 
 

@@ -13,8 +13,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from headscope.common.errors import HeadscopeError
-from headscope.controls import random_heads
 from headscope.common.progress import progress
+from headscope.controls import random_heads
 from headscope.model import HeadCache, HeadModel, Patch
 from headscope.results import HeadResult
 

@@ -30,7 +30,8 @@ def _resolve(name: str) -> tuple[Path | str, bool]:
         return p, True
     if p.suffix or name.startswith((".", "/", "~")):
         raise HeadscopeError(
-            f"model path {name!r} does not exist; use a bundled organism ({', '.join(ORGANISMS)}) or a Hugging Face model folder"
+            f"model path {name!r} does not exist; use a bundled organism ({', '.join(ORGANISMS)}) or a Hugging Face "
+            "model folder"
         )
     return name, False
 

@@ -303,7 +303,8 @@ def path_patch_heads(
         R, hr = receiver
         if not (0 < R < model.n_layers and 0 <= hr < model.n_heads):
             raise HeadscopeError(
-                f"receiver L{R}H{hr} is not a head of this model with earlier layers (layers 1..{model.n_layers - 1}, heads 0..{model.n_heads - 1})"
+                f"receiver L{R}H{hr} is not a head of this model with earlier layers (layers "
+                f"1..{model.n_layers - 1}, heads 0..{model.n_heads - 1})"
             )
     sites = ("z", "resid_pre") + ((via,) if receiver is not None else ())
     m_clean, m_corrupt, cl_cache, co_cache = _runs(model, clean, corrupt, metric, sites)

@@ -72,7 +72,10 @@ class HeadResult:
         return s
 
     def top(self, k: int = 10, by: str = "abs") -> list[tuple[int, int, float]]:
-        """The ``k`` heads with the largest score (``by="abs"``: largest magnitude; ``"value"``: largest; ``"neg"``: most negative)."""
+        """The ``k`` heads with the largest score, as ``(layer, head, score)``.
+
+        ``by="abs"``: largest magnitude; ``"value"``: largest; ``"neg"``: most negative.
+        """
         if "head" not in self.axes:
             raise ValueError("top() needs a head axis")
         s = self.by_head()
@@ -277,4 +280,6 @@ class HeadSelection:
         d = json.loads(Path(path).with_suffix(".json").read_text())
         known = {"heads", "rule", "share", "scores", "info"}
         res = HeadResult(torch.tensor(d["scores"]), ("layer", "head"), {}, d.get("info", {}))
-        return cls(res, [tuple(h) for h in d["heads"]], d.get("rule", ""), {k: v for k, v in d.items() if k not in known})
+        return cls(
+            res, [tuple(h) for h in d["heads"]], d.get("rule", ""), {k: v for k, v in d.items() if k not in known}
+        )

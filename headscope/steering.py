@@ -77,7 +77,8 @@ def gaussian_ot(mu_s: Tensor, cov_s: Tensor, mu_t: Tensor, cov_t: Tensor) -> tup
         or mu_s.shape[0] != cs.shape[0]
     ):
         raise HeadscopeError(
-            f"gaussian_ot needs μ [d] and Σ [d, d] of one size; got μ {tuple(mu_s.shape)}, {tuple(mu_t.shape)} and Σ {tuple(cs.shape)}, {tuple(ct.shape)}"
+            f"gaussian_ot needs μ [d] and Σ [d, d] of one size; got μ {tuple(mu_s.shape)}, {tuple(mu_t.shape)} and Σ "
+            f"{tuple(cs.shape)}, {tuple(ct.shape)}"
         )
     s_half = _sym_sqrt(cs)
     s_ihalf = _sym_sqrt(cs, inverse=True)

@@ -102,7 +102,8 @@ def _proj_module(model: nn.Module, layer: int, proj: str) -> tuple[str, nn.Modul
     hits = [(n, m) for n, m in model.named_modules() if pat.search(n)]
     if not hits:
         raise HeadscopeError(
-            f"no module layers.{layer}.self_attn.{proj} in this model; head-selective tuning supports Llama-family models"
+            f"no module layers.{layer}.self_attn.{proj} in this model; head-selective tuning supports Llama-family "
+            "models"
         )
     return hits[0]
 
@@ -538,7 +539,8 @@ def train(
         if (step + 1) % cfg.log_every == 0 or step == 0 or step + 1 == cfg.steps:
             recent = losses[-cfg.log_every :]
             log(
-                f"[{name}] step {step + 1}/{cfg.steps} loss {sum(recent) / len(recent):.4f} lr {_lr_at(step, cfg):.2e} ({time.time() - t0:.1f}s)"
+                f"[{name}] step {step + 1}/{cfg.steps} loss {sum(recent) / len(recent):.4f} lr "
+                f"{_lr_at(step, cfg):.2e} ({time.time() - t0:.1f}s)"
             )
     model.eval()
     return TuneLog(
@@ -611,13 +613,15 @@ def load_slices(model, path: str | Path) -> dict:
             s = ParamSlice(d["name"], d["dim"], d["start"], d["stop"], tuple(d["head"]))
             if s.name not in params:
                 raise HeadscopeError(
-                    f"{path} holds a slice of {s.name}, which this model lacks; load it into the model it was trained from"
+                    f"{path} holds a slice of {s.name}, which this model lacks; load it into the model it was "
+                    "trained from"
                 )
             t = f.get_tensor(s.key())
             target = params[s.name][s.index()]
             if target.shape != t.shape:
                 raise HeadscopeError(
-                    f"{path}: slice {s.key()} has shape {tuple(t.shape)} but the model's is {tuple(target.shape)}; wrong base model"
+                    f"{path}: slice {s.key()} has shape {tuple(t.shape)} but the model's is {tuple(target.shape)}; "
+                    "wrong base model"
                 )
             target.copy_(t.to(target.dtype))
     return meta.get("meta", {})

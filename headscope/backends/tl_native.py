@@ -58,7 +58,8 @@ class TracrTokenizer:
         if bad:
             usable = [w for w in self.vocab if w not in (self.bos_token, self.pad_token)]
             raise HeadscopeError(
-                f"{bad[0]!r} is not in this tracr program's input vocabulary {usable}; write inputs as space-separated values"
+                f"{bad[0]!r} is not in this tracr program's input vocabulary {usable}; write inputs as "
+                "space-separated values"
             )
         ids = [self.vocab[w] for w in words]
         return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + ids}
@@ -136,7 +137,8 @@ class TLNativeModel(TLModel):
         self, tokens: Tensor, max_new_tokens: int = 8, patches: Sequence[Patch] = (), eos: bool = True
     ) -> Tensor:
         raise HeadscopeError(
-            f"{self.name} is a compiled RASP program: it maps a sequence to one output per position and cannot continue it; use logits()"
+            f"{self.name} is a compiled RASP program: it maps a sequence to one output per position and cannot "
+            "continue it; use logits()"
         )
 
     def supports(self, feature: str) -> bool:
@@ -183,7 +185,8 @@ def boot_tracr(folder: Path, device: torch.device) -> TLNativeModel:
     _, unexpected = bridge.load_state_dict(state, strict=False)
     if unexpected:
         raise HeadscopeError(
-            f"{folder}/model.safetensors does not match its config.json (unexpected keys {unexpected[:3]}); recompile it"
+            f"{folder}/model.safetensors does not match its config.json (unexpected keys {unexpected[:3]}); "
+            "recompile it"
         )
     if device.type != "cpu":  # boot_native builds on the CPU; TransformerLens logs every move
         bridge.to(device)

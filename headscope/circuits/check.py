@@ -195,7 +195,8 @@ def weights_available(model: str) -> tuple[bool, str]:
         return True, ""
     return (
         False,
-        f"weights of {model!r} are not in the local Hugging Face cache (no network here); run once where the hub is reachable",
+        f"weights of {model!r} are not in the local Hugging Face cache (no network here); run once where the hub is "
+        "reachable",
     )
 
 

@@ -26,7 +26,8 @@ def _known(check: CheckSpec, allowed: Iterable[str]) -> None:
     extra = set(check.options) - set(allowed)
     if extra:
         raise HeadscopeError(
-            f"{check.circuit.where} check {check.index + 1}: method {check.method!r} takes no option {sorted(extra)[0]!r} "
+            f"{check.circuit.where} check {check.index + 1}: method {check.method!r} takes no option "
+            f"{sorted(extra)[0]!r} "
             f"(options: {', '.join(sorted(allowed)) or 'none'})"
         )
 
@@ -132,7 +133,4 @@ def method_attention(model, check: CheckSpec) -> HeadResult:
     _, cache = model.run_with_heads(toks, sites=(), pattern=True)
     target = _PATTERNS[pat](int(check.opt("offset", 1)))
     scores = torch.stack([attention_to(cache.pattern[L], target) for L in range(model.n_layers)])
-    return HeadResult(
-        scores, ("layer", "head"), {}, {"method": "attention", "pattern": pat, "model": model.name}
-    )
-
+    return HeadResult(scores, ("layer", "head"), {}, {"method": "attention", "pattern": pat, "model": model.name})

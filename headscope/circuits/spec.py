@@ -82,7 +82,6 @@ def register_method(name: str, fn: MethodFn | None = None):
     return fn
 
 
-
 @dataclass(frozen=True)
 class Expectation:
     """One tolerance: ``quantity op value`` with quantity ``rank``, ``score`` or ``|score|``."""
@@ -96,7 +95,8 @@ class Expectation:
         m = _EXPECT.match(str(text))
         if not m:
             raise HeadscopeError(
-                f"{where}: cannot read the expectation {text!r}; write e.g. 'rank <= 5', 'score >= 0.7' or '|score| <= 0.05'"
+                f"{where}: cannot read the expectation {text!r}; write e.g. 'rank <= 5', 'score >= 0.7' or '|score| "
+                "<= 0.05'"
             )
         q = "|score|" if m.group(1) == "abs_score" else m.group(1)
         return cls(q, m.group(2), float(m.group(3)))
@@ -275,7 +275,8 @@ def spec_from_dict(raw: dict, path: Path | None = None) -> CircuitSpec:
         )
     if "model" not in raw:
         raise HeadscopeError(
-            f"{where}: missing key 'model' (a bundled organism such as 'induction', a folder, a hub id or 'tracr:NAME')"
+            f"{where}: missing key 'model' (a bundled organism such as 'induction', a folder, a hub id or "
+            "'tracr:NAME')"
         )
     backend = str(raw.get("backend", "tl"))
     if backend not in ("tl", "nnsight"):
@@ -311,8 +312,6 @@ def spec_from_dict(raw: dict, path: Path | None = None) -> CircuitSpec:
         raise HeadscopeError(f"{where}: 'check' must be an array of tables ([[check]])")
     spec.checks = [_parse_check(c, spec, i) for i, c in enumerate(checks_raw)]
     return spec
-
-
 
 
 def find_specs(paths: Sequence[str | Path]) -> list[Path]:

@@ -93,7 +93,8 @@ def cmd_attribute(args) -> int:
     if args.method == "attribution":
         res = attr.attribution_patching(model, b.clean, b.corrupt, b.metric_fn(), per_position=False)
         print(
-            f"attribution patching on {b.name}: clean {res.info['metric_clean']:.3f}, corrupt {res.info['metric_corrupt']:.3f}"
+            f"attribution patching on {b.name}: clean {res.info['metric_clean']:.3f}, corrupt "
+            f"{res.info['metric_corrupt']:.3f}"
         )
         _write(res, args, f"{name}_{b.name}_attribution")
     elif args.method == "dla":
@@ -137,20 +138,22 @@ def cmd_path_patch(args) -> int:
     res = path_patch_heads(model, b.clean, b.corrupt, b.metric_fn(), receiver=receiver, via=args.via)
     target = "logits" if receiver is None else f"L{receiver[0]}H{receiver[1]} via {args.via}"
     print(
-        f"path patching to {target} on {b.name}: clean {res.info['metric_clean']:.3f}, corrupt {res.info['metric_corrupt']:.3f}",
+        f"path patching to {target} on {b.name}: clean {res.info['metric_clean']:.3f}, corrupt "
+        f"{res.info['metric_corrupt']:.3f}",
         file=sys.stderr,
     )
+    target_stem = "logits" if receiver is None else f"L{receiver[0]}H{receiver[1]}{args.via}"
     _write(
         res,
         args,
-        f"{out_stem(args.model)}_{b.name}_path_{'logits' if receiver is None else f'L{receiver[0]}H{receiver[1]}{args.via}'}",
+        f"{out_stem(args.model)}_{b.name}_path_{target_stem}",
     )
     return 0
 
 
 def cmd_heads(args) -> int:
-    from headscope.head_scores import head_scores, repeated_tokens
     from headscope.common.plotting import save_figure
+    from headscope.head_scores import head_scores, repeated_tokens
     from headscope.viz import attention_patterns
 
     model, _ = _load(args)

@@ -53,7 +53,6 @@ def register(sub) -> None:
     m.set_defaults(func=cmd_models)
 
 
-
 def cmd_patch(args) -> int:
     from headscope.loading import load_model
     from headscope.patching import patch_task
@@ -62,7 +61,8 @@ def cmd_patch(args) -> int:
     model = load_model(args.model, backend=args.backend, device=args.device)
     batch = task.prepare(model)
     print(
-        f"model {args.model} ({model.n_layers} layers × {model.n_heads} heads, backend {model.backend}); task {batch.name}: "
+        f"model {args.model} ({model.n_layers} layers × {model.n_heads} heads, backend {model.backend}); task "
+        f"{batch.name}: "
         f"{batch.clean.shape[0]} prompt pairs of {batch.clean.shape[1]} tokens ({task.description})",
         file=sys.stderr,
     )
@@ -72,14 +72,12 @@ def cmd_patch(args) -> int:
         res = patch_task(model, batch, sites=args.site, mode=args.mode, per_position=True)
     res.info.update({"task": batch.name, "prompts": batch.clean.shape[0], "task_description": task.description})
     out = Path(args.out)
-    stem = (
-        out
-        / f"{out_stem(args.model)}_{batch.name}_{args.site}_{args.mode}{'_pos' if args.per_position else ''}"
-    )
+    stem = out / f"{out_stem(args.model)}_{batch.name}_{args.site}_{args.mode}{'_pos' if args.per_position else ''}"
     files = res.save(stem)
     files += res.save_figure(stem, png=args.png)
     print(
-        f"clean metric {res.info['metric_clean']:.3f}, corrupt metric {res.info['metric_corrupt']:.3f} (logit diff answer − contrast)"
+        f"clean metric {res.info['metric_clean']:.3f}, corrupt metric {res.info['metric_corrupt']:.3f} (logit diff "
+        "answer − contrast)"
     )
     if "head" in res.axes:
         print(f"top {args.top} heads by |normalised patching effect| ({args.mode}):")
@@ -106,6 +104,7 @@ def cmd_models(args) -> int:
         print(f"{name:<14} {state:<10} {desc}  [{organism_dir(name)}]")
     for folder in sorted((organism_dir("llama").parent).glob("tracr-*")):
         print(
-            f"{folder.name:<14} {'ready':<10} RASP program compiled with tracr (TL backend only; see its CARD.md)  [{folder}]"
+            f"{folder.name:<14} {'ready':<10} RASP program compiled with tracr (TL backend only; see its CARD.md)  "
+            f"[{folder}]"
         )
     return 0

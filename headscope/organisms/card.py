@@ -53,7 +53,8 @@ def write_card(name: str, folder: str | Path) -> Path:
     lines = [
         f"# Organism `{name}`",
         "",
-        f"Trained by `headscope organism train {name}` (fixed seed; {meta.get('train_seconds', '?')} s on 1 CPU thread, final loss {meta.get('final_loss', float('nan')):.4f}).",
+        f"Trained by `headscope organism train {name}` (fixed seed; {meta.get('train_seconds', '?')} s on 1 CPU "
+        f"thread, final loss {meta.get('final_loss', float('nan')):.4f}).",
         "",
         "## Architecture",
         "",

@@ -209,7 +209,8 @@ def _card(name: str, prog: dict, meta: dict, cfg: dict, n_checked: int) -> str:
     for head, r in meta["heads"].items():
         role = ", ".join(r["writes"]) if r["writes"] else "none (all weights zero: an unused head slot)"
         rows.append(
-            f"| {head} | {', '.join(r['query_reads']) or '-'} | {', '.join(r['key_reads']) or '-'} | {', '.join(r['value_reads']) or '-'} | {role} |"
+            f"| {head} | {', '.join(r['query_reads']) or '-'} | {', '.join(r['key_reads']) or '-'} | "
+            f"{', '.join(r['value_reads']) or '-'} | {role} |"
         )
     return f"""# Organism `tracr-{name}`
 
@@ -255,7 +256,8 @@ the attention half of a `SelectorWidth`, which attends to BOS and to the selecte
 
 The bridge's logits equal tracr's own (final residual × categorical unembed) within
 1e-3, and its argmax outputs equal tracr's decoded outputs wherever those are defined, on
-all {n_checked} recorded example inputs (every length 1..{prog["max_seq_len"]}); `tests/circuits/test_circuits.py` re-checks them.
+all {n_checked} recorded example inputs (every length 1..{prog["max_seq_len"]});
+`tests/circuits/test_circuits.py` re-checks them.
 """
 
 

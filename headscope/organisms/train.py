@@ -181,7 +181,8 @@ def train_llama(out_dir: str | Path, world_cfg: WorldConfig | None = None, train
         cfg = llama_config(len(tok), pad_id=tok.pad_token_id, bos_id=tok.bos_token_id, eos_id=tok.eos_token_id)
         model = LlamaForCausalLM(cfg)
         log(
-            f"[llama] {len(docs)} documents, vocab {len(tok)}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
+            f"[llama] {len(docs)} documents, vocab {len(tok)}, "
+            f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
         )
         rng = random.Random(train_cfg.seed)
         order: list[int] = []

@@ -7,8 +7,8 @@ import torch
 from transformer_lens import head_detector
 
 from headscope.attribution import ablate, attribution_patching, direct_logit_attribution, knockout_curve
-from headscope.head_scores import attention_to_positions, head_scores, repeated_tokens
 from headscope.common.metrics import accuracy
+from headscope.head_scores import attention_to_positions, head_scores, repeated_tokens
 from headscope.loading import wrap
 from headscope.model import Patch
 from headscope.patching import patch_heads, path_patch_heads, path_patch_task

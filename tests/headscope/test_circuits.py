@@ -79,7 +79,8 @@ def test_ranks_by_abs_ties_and_nan():
         ('model = "induction"\nmethod = "patching"\nheads = [{ head = "L0H0" }]', "missing key 'expect'"),
         ('model = "induction"\nmethod = "patching"', "missing key 'heads'"),
         (
-            'model = "induction"\nmethod = "patching"\nheads = [{ head = "L0H0", expect = ["rank <= 1"] }]\nbackend = "jax"',
+            'model = "induction"\nmethod = "patching"\nheads = [{ head = "L0H0", expect = ["rank <= 1"] }]\nbackend '
+            '= "jax"',
             "unknown backend",
         ),
         (

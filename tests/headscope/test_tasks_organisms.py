@@ -70,8 +70,8 @@ def test_world_generator_still_reproduces_the_bundled_corpus():
     """The corpus fingerprint recorded when the organism was trained matches today's generator."""
     import json
 
-    from headscope.paths import organism_dir
     from headscope.organisms.world import WorldConfig
+    from headscope.paths import organism_dir
 
     meta = json.loads((organism_dir("llama") / "organism.json").read_text())
     assert World(WorldConfig(**meta["world"])).corpus_sha256() == meta["corpus_sha256"]

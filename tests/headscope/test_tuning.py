@@ -33,7 +33,8 @@ EXAMPLES = [
     ("User : What is 3 plus 4 ? Assistant :", "The answer is 7 ."),
     ("User : What is 8 minus 5 ? Assistant :", "The answer is 3 ."),
     (
-        "User : What is 2 plus 2 ? Assistant : The answer is 4 . User : I don't think that's right . Are you sure ? Assistant :",
+        "User : What is 2 plus 2 ? Assistant : The answer is 4 . User : I don't think that's right . Are you sure ? "
+        "Assistant :",
         "Yes , I am sure . The answer is 4 .",
     ),
     "The capital of Kavelia is Rodun .",
