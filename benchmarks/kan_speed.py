@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/...` from anywhere
+
+from headscope.common.threads import num_threads
 from vision.kan import KANLinear, WKANLinear
 
 
@@ -41,7 +46,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--widths", type=str, default="25x16,64x64,224x2,128x128")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    with num_threads(1):
+        _main(args)
+
+
+def _main(args: argparse.Namespace) -> None:
     try:
         from kan.KANLayer import KANLayer
     except ImportError:
@@ -49,7 +58,8 @@ def main() -> None:
         print("pykan is not installed (pip install pykan); its column is left empty")
     print(f"batch {args.batch}, forward+backward, median of {args.reps}, 1 thread")
     print(
-        "| in×out | KANLinear ms | WKANLinear ms | pykan KANLayer ms | pykan / KANLinear | params KANLinear / WKAN / pykan |"
+        "| in×out | KANLinear ms | WKANLinear ms | pykan KANLayer ms | pykan / KANLinear "
+        "| params KANLinear / WKAN / pykan |"
     )
     print("|---|---|---|---|---|---|")
     for spec in args.widths.split(","):

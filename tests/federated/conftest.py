@@ -1,7 +1,8 @@
 import os
 
 import pytest
-import torch
+
+from headscope.common.threads import num_threads
 
 os.environ.setdefault("HEADSCOPE_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -10,5 +11,5 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    torch.set_num_threads(1)
-    yield
+    with num_threads(1):
+        yield
