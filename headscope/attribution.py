@@ -7,6 +7,7 @@ Every function takes a :class:`~headscope.model.HeadModel` (either backend) and 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -104,8 +105,14 @@ def direct_logit_attribution(
     norm = model.final_norm()
     if norm is None:
         raise HeadscopeError(f"direct logit attribution needs the final norm; {model.name} has none")
-    g = norm.weight.detach()
-    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-5)
+    weight = norm.weight
+    if not isinstance(weight, Tensor):
+        raise HeadscopeError(
+            f"the final norm of {model.name} has no weight tensor; direct logit attribution needs one"
+        )
+    g = weight.detach()
+    eps_attr: Any = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-5)
+    eps = float(eps_attr)
     is_layernorm = isinstance(norm, torch.nn.LayerNorm)
     L_last = model.n_layers - 1
     x = cache.resid_pre[L_last] + cache.attn_out[L_last] + cache.mlp_out[L_last]
@@ -132,8 +139,9 @@ def direct_logit_attribution(
         components[f"attn_bias_{L}"] = contrib(attn_bias).mean().item()
         components[f"mlp_{L}"] = contrib(cache.mlp_out[L][:, pos]).mean().item()
     bias_term = 0.0
-    if getattr(norm, "bias", None) is not None:
-        bias_term = (norm.bias.detach() * direction).sum(-1).mean().item()
+    norm_bias = getattr(norm, "bias", None)
+    if isinstance(norm_bias, Tensor):
+        bias_term = (norm_bias.detach() * direction).sum(-1).mean().item()
     bvec = model.unembed_bias()
     if bvec is not None:
         bias_term += (bvec[answer] - (bvec[wrong] if wrong is not None else 0)).mean().item()

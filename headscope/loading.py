@@ -56,7 +56,7 @@ def load_hf(name: str, device: str | torch.device | None = "auto", dtype: torch.
             f"unknown model {name!r}: not a bundled organism ({known}), not a local folder, and not loadable from the "
             "Hugging Face hub here (offline or not cached); use --model llama, or a local HF model folder"
         ) from e
-    hf.to(dev).eval()
+    nn.Module.to(hf, dev).eval()  # the untyped-decorated HF .to() confuses type checkers
     tok = None
     try:
         tok = AutoTokenizer.from_pretrained(str(src), local_files_only=local or None)

@@ -118,22 +118,22 @@ class Patch:
         if self.mode == "zero":
             new = torch.zeros_like(cur)
         else:
-            v = self.value
-            v = (
-                v.to(device=x.device, dtype=x.dtype)
-                if isinstance(v, Tensor)
-                else torch.tensor(v, dtype=x.dtype, device=x.device)
+            raw = self.value
+            val: Tensor = (
+                raw.to(device=x.device, dtype=x.dtype)
+                if isinstance(raw, Tensor)
+                else torch.tensor(raw, dtype=x.dtype, device=x.device)
             )
             try:
                 if self.mode == "replace":
-                    new = v.expand_as(cur) if v.shape != cur.shape else v
+                    new = val.expand_as(cur) if val.shape != cur.shape else val
                 elif self.mode == "add":
-                    new = cur + v
+                    new = cur + val
                 else:
-                    new = cur * v
+                    new = cur * val
             except RuntimeError as e:
                 raise HeadscopeError(
-                    f"patch value of shape {tuple(v.shape)} does not broadcast to the patched block "
+                    f"patch value of shape {tuple(val.shape)} does not broadcast to the patched block "
                     f"{tuple(cur.shape)} (layer {self.layer}, site {self.site})"
                 ) from e
         if self.site in HEAD_SITES and self.head is not None:
@@ -217,7 +217,11 @@ class HeadModel(Protocol):
     device: torch.device
     backend: str
     name: str
-    hf_model: nn.Module | None
+
+    @property
+    def hf_model(self) -> nn.Module | None:
+        """The wrapped Hugging Face causal LM (None for tracr programs); see ``supports("hf_weights")``."""
+        ...
 
     def supports(self, feature: str) -> bool:
         """Whether this model offers ``feature`` (a key of :data:`FEATURES`)."""
@@ -322,7 +326,13 @@ def require(model: HeadModel, feature: str, what: str) -> None:
         raise HeadscopeError(f"{what} needs {FEATURES[feature]}; {model.name} ({model.backend}) does not offer it")
 
 
-def check_patches(model: HeadModel, patches: Sequence[Patch]) -> None:
+class _Shape(Protocol):
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+
+
+def check_patches(model: _Shape, patches: Sequence[Patch]) -> None:
     """Validate layer indices before any hook is attached."""
     for p in patches:
         if not (0 <= p.layer < model.n_layers):

@@ -31,7 +31,7 @@ from headscope.common.batching import chunks
 from headscope.common.errors import HeadscopeError
 from headscope.common.metrics import normalized_patching_metric
 from headscope.common.progress import progress
-from headscope.model import HeadCache, HeadModel, Patch
+from headscope.model import HeadCache, HeadModel, Patch, Site
 from headscope.results import HeadResult
 
 Metric = Callable[[Float[Tensor, " batch pos vocab"]], Tensor]
@@ -136,7 +136,7 @@ def patch_layers(
     corrupt: Int[Tensor, " batch pos"],
     metric: Metric,
     *,
-    site: str = "resid_pre",
+    site: Site = "resid_pre",
     mode: PatchMode = "denoise",
     per_position: bool = True,
     layers: Sequence[int] | None = None,
@@ -270,7 +270,7 @@ def path_patch_heads(
     metric: Metric,
     *,
     receiver: tuple[int, int] | None = None,
-    via: str = "q",
+    via: Site = "q",
     max_rows: int = 512,
     normalize: bool = True,
     show_progress: bool = True,
@@ -376,7 +376,7 @@ def path_patch_heads(
 class _record:
     """Context manager that records one site's activation through a pass-through patch."""
 
-    def __init__(self, model: HeadModel, site: str, layer: int) -> None:
+    def __init__(self, model: HeadModel, site: Site, layer: int) -> None:
         self.model, self.site, self.layer = model, site, layer
         self.store: dict[str, Tensor] = {}
 

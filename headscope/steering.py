@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from headscope.common.errors import HeadscopeError
-from headscope.model import Patch
+from headscope.model import Patch, Site
 
 KINDS = ("add", "project_out", "project_onto", "gaussian")
 POLICIES = ("last", "all")
@@ -205,7 +205,7 @@ class SteerPatch(Patch):
     def __init__(
         self,
         layer: int,
-        site: str,
+        site: Site,
         heads: Sequence[int] | None,
         kind: str,
         params: dict[str, Tensor],
@@ -336,7 +336,7 @@ class Controller:
     layers: dict[int, dict]
     alpha: float = 1.0
     policy: str = "last"
-    site: str = "z"
+    site: Site = "z"
     meta: dict = field(default_factory=dict)
 
     def heads(self) -> list[tuple[int, int]]:
@@ -454,7 +454,9 @@ def gaussian_controller(
             layers[L].update({k: torch.stack([g[k] for g in gs]).float() for k in gs[0] if k != "gate"})
             # Joint radius over the layer's heads: slack x the largest summed squared
             # leave-one-out distance of a source sample (an out-of-sample estimate).
-            tot = sum(loos)
+            tot = loos[0]
+            for lo in loos[1:]:
+                tot = tot + lo
             layers[L]["gate"] = (gate * tot.max().sqrt()).float().reshape(())
     return Controller(name, "gaussian", layers, alpha, policy)
 

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from jaxtyping import Bool
@@ -279,8 +280,8 @@ class Setup:
     """
 
     method: str
-    model: nn.Module
-    optimizer: object
+    model: Any  # a plain HF model, or a peft wrapper for LoRA
+    optimizer: torch.optim.Optimizer | MaskedOptimizer
     n_trainable: int
     n_total: int
     slices: list[ParamSlice] = field(default_factory=list)

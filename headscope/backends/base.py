@@ -18,7 +18,7 @@ class BaseHeadModel:
     backend = "base"
 
     def __init__(self, hf_model: nn.Module, tokenizer, name: str) -> None:
-        self.hf_model = hf_model
+        self.hf_model: nn.Module | None = hf_model
         self.tokenizer = tokenizer
         self.name = name
         self.config = hf_model.config

@@ -10,6 +10,7 @@ forward pass reaches them (nnsight runs the intervention code interleaved with t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -144,7 +145,7 @@ class NNsightModel(BaseHeadModel):
         tokens = self.check_tokens(tokens)
         layers = sorted(range(self.n_layers) if layers is None else set(layers))
         want = list(sites) + (["pattern"] if pattern else [])
-        saved: dict[tuple[str, int], object] = {}
+        saved: dict[tuple[str, int], Any] = {}
         active = group_patches(self._active)
         with self.nn_model.trace(tokens):
             for L in range(max(layers) + 1 if layers else 0):
@@ -194,10 +195,10 @@ class NNsightModel(BaseHeadModel):
         layers = sorted(range(self.n_layers) if layers is None else set(layers))
         # Results go into dicts created outside the trace: nnsight runs the block's code
         # in its own frame and only mutations of outer objects survive it.
-        zs: dict[int, object] = {}
-        gs: dict[int, object] = {}
-        zsaved: dict[int, object] = {}
-        out: dict[str, object] = {}
+        zs: dict[int, Any] = {}
+        gs: dict[int, Any] = {}
+        zsaved: dict[int, Any] = {}
+        out: dict[str, Any] = {}
         with torch.enable_grad():
             with self.nn_model.trace(tokens):
                 self._intervene(())

@@ -8,7 +8,7 @@ one run (``run_with_hooks``) or one block (``bridge.hooks``) and always removed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -76,8 +76,8 @@ class TLModel(BaseHeadModel):
         return cls(bridge, hf_model, tokenizer, name)
 
     # -- hooks ---------------------------------------------------------------------
-    def _fwd_hooks(self, patches: Sequence[Patch]) -> list[tuple[str, object]]:
-        hooks = []
+    def _fwd_hooks(self, patches: Sequence[Patch]) -> list[tuple[str, Callable[..., Tensor]]]:
+        hooks: list[tuple[str, Callable[..., Tensor]]] = []
         for (site, layer), ps in group_patches(patches).items():
 
             def fn(x: Tensor, hook=None, ps=ps) -> Tensor:

@@ -90,7 +90,6 @@ class TLNativeModel(TLModel):
         self.name = name
         self.info = info or {}
         self.config = bridge.cfg
-        self.paths = None  # no HF module tree: sweeps take the plain (full-run) path
         cfg = bridge.cfg
         self.n_layers, self.n_heads = int(cfg.n_layers), int(cfg.n_heads)
         self.n_kv_heads = int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
@@ -116,7 +115,7 @@ class TLNativeModel(TLModel):
     def check_tokens(self, tokens: Tensor) -> Tensor:
         """As the base check, plus the program's maximum length ``n_ctx``."""
         tokens = super().check_tokens(tokens)
-        if tokens.shape[1] > self.n_ctx:
+        if self.n_ctx is not None and tokens.shape[1] > self.n_ctx:
             raise HeadscopeError(f"{self.name} takes at most {self.n_ctx} tokens including BOS; got {tokens.shape[1]}")
         return tokens
 
@@ -180,7 +179,8 @@ def boot_tracr(folder: Path, device: torch.device) -> TLNativeModel:
 
     info = json.loads((folder / "config.json").read_text())
     cfg = TransformerBridgeConfig(**info["bridge_config"])
-    bridge = TransformerBridge.boot_native(cfg, model_name=folder.name)
+    # boot_native is attached to the class by importing sources.native (not in its stubs)
+    bridge = getattr(TransformerBridge, "boot_native")(cfg, model_name=folder.name)
     state = load_file(str(folder / "model.safetensors"))
     _, unexpected = bridge.load_state_dict(state, strict=False)
     if unexpected:
@@ -229,7 +229,7 @@ def tracr_bridge(assembled) -> tuple[nn.Module, dict[str, Tensor], dict]:
     cfg = make_tracr_transformer_bridge_config(assembled)
     state = make_tracr_transformer_bridge_state_dict(assembled)
     fields = {k: getattr(cfg, k) for k in _CONFIG_FIELDS}
-    bridge = TransformerBridge.boot_native(cfg)
+    bridge = getattr(TransformerBridge, "boot_native")(cfg)  # attached by importing sources.native
     _, unexpected = bridge.load_state_dict(state, strict=False)
     if unexpected:
         raise HeadscopeError(f"unexpected state-dict keys {unexpected} when converting a tracr model")

@@ -103,8 +103,8 @@ def line_plot(
 ) -> go.Figure:
     """Lines sharing one x axis; ``bands`` optionally gives a ± band per series."""
     fig = go.Figure()
-    for name, ys in series.items():
-        ys = _to_numpy(ys)
+    for name, raw in series.items():
+        ys = _to_numpy(raw)
         err = None
         if bands and name in bands:
             err = dict(type="data", array=_to_numpy(bands[name]), visible=True)

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -155,10 +156,8 @@ def stage_compile(out: Path) -> None:
                     "final_residual": np.asarray(res.transformer_output[0]).tolist(),
                 }
             )
-        np.savez(
-            out / f"{name}.npz",
-            **{f"{mod}|{par}": np.asarray(v) for mod, d in m.params.items() for par, v in d.items()},
-        )
+        arrays: dict[str, Any] = {f"{mod}|{par}": np.asarray(v) for mod, d in m.params.items() for par, v in d.items()}
+        np.savez(out / f"{name}.npz", **arrays)
         meta = {
             "model_config": {
                 "num_layers": mc.num_layers,

@@ -11,10 +11,13 @@ import json
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from headscope.common import log, seed_everything
 from headscope.common.threads import num_threads
@@ -23,7 +26,7 @@ from headscope.organisms.world import World, WorldConfig
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 
 
-def build_word_tokenizer(texts: list[str], extra: list[str] = ()):
+def build_word_tokenizer(texts: list[str], extra: Sequence[str] = ()):
     """A word-level HF fast tokenizer over every word of ``texts`` (+ ``extra``).
 
     Pre-tokenizer ``Whitespace`` (``\\w+|[^\\w\\s]+``); a post-processor prepends
@@ -103,6 +106,8 @@ def llama_config(
 ):
     from transformers import LlamaConfig
 
+    # accepted through LlamaConfig's **kwargs (not in its typed signature)
+    extra: dict[str, Any] = {"rope_theta": 10000.0, "attn_implementation": "eager"}
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=d_model,
@@ -112,12 +117,11 @@ def llama_config(
         num_key_value_heads=n_kv_heads or n_heads,
         max_position_embeddings=max_pos,
         rms_norm_eps=1e-5,
-        rope_theta=10000.0,
         tie_word_embeddings=False,
         pad_token_id=pad_id,
         bos_token_id=bos_id,
         eos_token_id=eos_id,
-        attn_implementation="eager",
+        **extra,
     )
 
 
@@ -130,7 +134,8 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
 
 def _train_loop(model, batches, cfg: TrainConfig, name: str) -> list[float]:
     """AdamW with warmup + cosine; ``batches(step)`` yields (input_ids, attention_mask, labels)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for n, p in model.named_parameters():
         (no_decay if p.ndim < 2 else decay).append(p)
     opt = torch.optim.AdamW(

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from headscope.common.errors import HeadscopeError
 from headscope.tasks.advfact import advfact_task
 from headscope.tasks.arithmetic import arithmetic_task
@@ -16,7 +18,7 @@ from headscope.tasks.preference import preference_task
 from headscope.tasks.safety import safety_task
 from headscope.tasks.sycophancy import sycophancy_task
 
-TASKS = {
+TASKS: dict[str, Callable[..., Task]] = {
     "arithmetic": arithmetic_task,
     "induction": induction_task,
     "facts": facts_task,
@@ -28,6 +30,7 @@ TASKS["sycophancy"] = sycophancy_task
 
 
 def get_task(name: str, **kwargs) -> Task:
+    """The task ``name`` (a key of :data:`TASKS`) built with ``kwargs`` (e.g. ``n``, ``seed``, ``split``)."""
     if name not in TASKS:
         raise HeadscopeError(f"unknown task {name!r}; use one of {', '.join(TASKS)}")
     return TASKS[name](**kwargs)
