@@ -203,7 +203,7 @@ def ablation_patches(
 @torch.no_grad()
 def ablate(
     model: HeadModel,
-    tokens: Tensor,
+    tokens: Int[Tensor, " batch pos"],
     heads: Sequence[tuple[int, int]],
     how: str = "mean",
     reference=None,

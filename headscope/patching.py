@@ -239,11 +239,11 @@ def _info(model: HeadModel, mode: str, m_clean: Tensor, m_corrupt: Tensor, norma
 
 def ablate_heads(
     model: HeadModel,
-    tokens: Tensor,
+    tokens: Int[Tensor, " batch pos"],
     heads: Sequence[tuple[int, int]],
     how: str = "zero",
     reference: HeadCache | None = None,
-) -> Tensor:
+) -> Float[Tensor, " batch pos vocab"]:
     """Logits with ``heads`` ablated: ``"zero"`` (z = 0) or ``"mean"`` (z = its mean over
     ``reference``'s batch and positions)."""
     patches = []

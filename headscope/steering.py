@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from headscope.common.errors import HeadscopeError
@@ -62,7 +63,9 @@ def _sym_sqrt(m: Tensor, inverse: bool = False, eps: float = 1e-10) -> Tensor:
     return (v * p) @ v.T
 
 
-def gaussian_ot(mu_s: Tensor, cov_s: Tensor, mu_t: Tensor, cov_t: Tensor) -> tuple[Tensor, Tensor]:
+def gaussian_ot(
+    mu_s: Float[Tensor, " d"], cov_s: Float[Tensor, "d d"], mu_t: Float[Tensor, " d"], cov_t: Float[Tensor, "d d"]
+) -> tuple[Float[Tensor, "d d"], Float[Tensor, " d"]]:
     """The optimal-transport map N(μ_s, Σ_s) → N(μ_t, Σ_t) as ``T(x) = A x + b``.
 
     ``A = Σ_s^{-1/2} (Σ_s^{1/2} Σ_t Σ_s^{1/2})^{1/2} Σ_s^{-1/2}`` (symmetric positive
@@ -88,7 +91,7 @@ def gaussian_ot(mu_s: Tensor, cov_s: Tensor, mu_t: Tensor, cov_t: Tensor) -> tup
     return a, b
 
 
-def shrunk_cov(x: Tensor) -> Tensor:
+def shrunk_cov(x: Float[Tensor, "n d"]) -> Float[Tensor, "d d"]:
     """Ledoit–Wolf shrinkage covariance of samples ``x [n, d]`` (float64)."""
     if x.ndim != 2 or x.shape[0] < 2:
         raise HeadscopeError(f"need at least 2 samples [n, d] to fit a covariance; got shape {tuple(x.shape)}")
@@ -97,12 +100,14 @@ def shrunk_cov(x: Tensor) -> Tensor:
     return torch.from_numpy(LedoitWolf().fit(x.double().cpu().numpy()).covariance_)
 
 
-def fit_gaussian(src: Tensor, tgt: Tensor) -> tuple[Tensor, Tensor]:
+def fit_gaussian(
+    src: Float[Tensor, "n d"], tgt: Float[Tensor, "m d"]
+) -> tuple[Float[Tensor, "d d"], Float[Tensor, " d"]]:
     """Fit N(μ, Σ) (Ledoit–Wolf) to source and target samples ``[n, d]``; return ``(A, b)`` of the OT map."""
     return gaussian_ot(src.double().mean(0), shrunk_cov(src), tgt.double().mean(0), shrunk_cov(tgt))
 
 
-def loo_m2(x: Tensor) -> Tensor:
+def loo_m2(x: Float[Tensor, "n d"]) -> Float[Tensor, " n"]:
     """Leave-one-out squared Mahalanobis distances ``[n]``: each sample's distance under the
     (Ledoit–Wolf) Gaussian fitted to the other samples.
 
@@ -125,11 +130,11 @@ def loo_m2(x: Tensor) -> Tensor:
 
 
 def fit_gate(
-    src: Tensor,
-    tgt: Tensor,
+    src: Float[Tensor, "n d"],
+    tgt: Float[Tensor, "m d"],
     slack: float = 1.0,
-    background: Tensor | Sequence[Tensor] | None = None,
-    loo: Tensor | None = None,
+    background: Float[Tensor, "b d"] | Sequence[Float[Tensor, "b d"]] | None = None,
+    loo: Float[Tensor, " n"] | None = None,
 ) -> dict[str, Tensor]:
     """Gate parameters for one head.
 
@@ -162,7 +167,7 @@ def fit_gate(
     return out
 
 
-def mean_shift(src: Tensor, tgt: Tensor) -> Tensor:
+def mean_shift(src: Float[Tensor, "n d"], tgt: Float[Tensor, "m d"]) -> Float[Tensor, " d"]:
     """ITI's shift vector ``σ·θ``: θ = unit(μ_t − μ_s), σ = std of all samples projected on θ."""
     d = tgt.double().mean(0) - src.double().mean(0)
     theta = d / d.norm().clamp_min(1e-12)
@@ -170,7 +175,7 @@ def mean_shift(src: Tensor, tgt: Tensor) -> Tensor:
     return sigma * theta
 
 
-def repe_direction(diffs: Tensor, reference: Tensor | None = None) -> Tensor:
+def repe_direction(diffs: Float[Tensor, "n d"], reference: Float[Tensor, "m d"] | None = None) -> Float[Tensor, " d"]:
     """RepE reading vector: first principal component of paired differences ``[n, d]``.
 
     The sign is chosen so that the direction points along the mean difference (or along

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 import torch
+from jaxtyping import Int
 from plotly.subplots import make_subplots
 from torch import Tensor
 
@@ -69,7 +70,9 @@ def top_heads_table(result: HeadResult, k: int = 10, by: str = "abs") -> go.Figu
     )
 
 
-def attention_patterns(model, tokens: Tensor, heads: Sequence[tuple[int, int]], row: int = 0) -> go.Figure:
+def attention_patterns(
+    model, tokens: Int[Tensor, " batch pos"], heads: Sequence[tuple[int, int]], row: int = 0
+) -> go.Figure:
     """Attention patterns of chosen heads for one prompt (query tokens down, key tokens across)."""
     if not heads:
         raise HeadscopeError("name at least one head, e.g. [(1, 3)]")
