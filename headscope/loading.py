@@ -41,9 +41,10 @@ def load_hf(name: str, device: str | torch.device | None = "auto", dtype: torch.
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # our own progress bars cover long work; loading is quick
     src, local = _resolve(name)
     dev = get_device(device)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # loading is quick; restored below (no global side effect)
     try:
         hf = AutoModelForCausalLM.from_pretrained(
             str(src), attn_implementation="eager", dtype=dtype, local_files_only=local or None
@@ -56,6 +57,9 @@ def load_hf(name: str, device: str | torch.device | None = "auto", dtype: torch.
             f"unknown model {name!r}: not a bundled organism ({known}), not a local folder, and not loadable from the "
             "Hugging Face hub here (offline or not cached); use --model llama, or a local HF model folder"
         ) from e
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     nn.Module.to(hf, dev).eval()  # the untyped-decorated HF .to() confuses type checkers
     tok = None
     try:
