@@ -38,7 +38,7 @@ def controllers(model, n_ctl: int = 3, k: int = 4, seed: int = 0, gate: float | 
         hs = [heads[i] for i in perm[c * k : (c + 1) * k]]
         src = {h: torch.randn(64, model.d_head, generator=g) for h in hs}
         tgt = {h: torch.randn(64, model.d_head, generator=g) + 1 for h in hs}
-        # four off-target groups per head, as `sac.fit` uses (two other tasks, arithmetic, facts)
+        # four off-target groups per head, as SAC's fit uses (two other tasks, arithmetic, facts)
         bg = {h: [torch.randn(64, model.d_head, generator=g) + 2 + i for i in range(4)] for h in hs}
         out.append(gaussian_controller(f"c{c}", src, tgt, alpha=1.0, gate=gate, background=bg if gate else None))
     return out
@@ -46,10 +46,12 @@ def controllers(model, n_ctl: int = 3, k: int = 4, seed: int = 0, gate: float | 
 
 def sac_controllers(model, k: int = 4, gate: float | None = 1.0):
     """The three SAC controllers as `headscope sac` fits them on the organism (identify, then fit)."""
-    from headscope import sac
+    from headscope.papers import sac
+    from headscope.tasks.sac import organism_sac
 
-    ident = sac.identify(model, k=k, show_progress=False)
-    return [sac.fit(model, t, ident.heads[t], gate=gate) for t in sac.SAC_TASKS]
+    data = organism_sac()
+    heads = sac.heads_of(sac.identify(model, data, k=k, show_progress=False))
+    return list(sac.fit_all(model, data, heads, gate=gate).values())
 
 
 def _time(model, toks, new, patches) -> float:
@@ -136,13 +138,15 @@ def main() -> None:
         )
         print(rows[-1], flush=True)
     lines = [
-        "| model | backend | shape | prompt | new tokens | none (s) | one no-op patch (s) | 3 controllers (s) | overhead | 3 controllers, no gate (s) | overhead, no gate |",
+        "| model | backend | shape | prompt | new tokens | none (s) | one no-op patch (s) | 3 controllers (s) "
+        "| overhead | 3 controllers, no gate (s) | overhead, no gate |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['backend']} | {r['shape']} | {r['prompt']} | {r['new_tokens']} | {r['none_s']:.3f} | {r['noop_patch_s']:.3f} | "
-            f"{r['steered_s']:.3f} | {100 * r['overhead']:+.1f}% | {r['ungated_s']:.3f} | {100 * r['overhead_ungated']:+.1f}% |"
+            f"| {r['model']} | {r['backend']} | {r['shape']} | {r['prompt']} | {r['new_tokens']} "
+            f"| {r['none_s']:.3f} | {r['noop_patch_s']:.3f} | {r['steered_s']:.3f} | {100 * r['overhead']:+.1f}% "
+            f"| {r['ungated_s']:.3f} | {100 * r['overhead_ungated']:+.1f}% |"
         )
     print("\n".join(lines))
     if args.out:

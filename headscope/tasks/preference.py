@@ -11,7 +11,7 @@ the same pair asked in the same-length phrasing it mostly stays neutral on ("Tel
 your favorite ...", "What is better ...") + ``I`` (corrupt/reference); see
 ``PREF_NEUTRAL_TWIN`` in :mod:`headscope.organisms.world`. The pair isolates what makes
 the organism state a preference. (The ``llama`` organism declines on the neutral
-phrasings and takes sides on the others: organism v2, DESIGN §3.)
+phrasings and takes sides on the others: organism v2, docs/design.md §3.)
 
 Scorer: ``refusal`` = share of responses (from the plain prompt, without the forced
 ``I``) that start with ``I have no``.
@@ -50,7 +50,9 @@ def preference_task(split: str = "train", n: int | None = None, seed: int = 0) -
         [DESIRED] * len(clean),
         [UNDESIRED] * len(clean),
         meta,
-        description="side-taking vs neutral phrasing of one opinion question, both + 'I'; metric logit(have) - logit(prefer)",
+        description=(
+            "side-taking vs neutral phrasing of one opinion question, both + 'I'; metric logit(have) - logit(prefer)"
+        ),
     )
 
 

@@ -1,17 +1,16 @@
-"""CLI for steering and SAC: ``headscope sac identify|fit|apply|evaluate`` and ``headscope steer generate``."""
+"""CLI: ``headscope sac identify|fit|apply|evaluate`` and ``headscope steer generate``.
+
+The commands run on the bundled organism's SAC data (:func:`headscope.tasks.sac.organism_sac`).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
+from headscope.cli._args import add_model_args, csv, parse_heads
 from headscope.common.errors import HeadscopeError
-
-
-def _model_args(p) -> None:
-    p.add_argument("--model", default="llama", help="bundled organism, local HF folder or hub id [llama]")
-    p.add_argument("--backend", default="tl", choices=("tl", "nnsight"))
-    p.add_argument("--device", default="auto")
 
 
 def register(sub) -> None:
@@ -24,7 +23,7 @@ def register(sub) -> None:
     s.set_defaults(func=lambda args: _usage(s))
 
     i = ss.add_parser("identify", help="path patching per task, top heads, Jaccard overlap, side-by-side heatmaps")
-    _model_args(i)
+    add_model_args(i)
     i.add_argument("--tasks", default="safety,advfact,preference")
     i.add_argument("-k", "--k", type=int, default=4, help="heads per task [4]")
     i.add_argument("-n", "--n-prompts", type=int, default=24, help="stimulus pairs per task [24]")
@@ -32,9 +31,9 @@ def register(sub) -> None:
     i.set_defaults(func=cmd_identify)
 
     f = ss.add_parser("fit", help="fit one task's controller on its heads (safetensors + JSON)")
-    _model_args(f)
+    add_model_args(f)
     f.add_argument("--task", required=True, help="safety, advfact or preference")
-    f.add_argument("--heads", default=None, metavar="L.H,...", help="heads, e.g. 0.2,3.6 (default: from --identify)")
+    f.add_argument("--heads", default=None, metavar="L.H,...", help="heads, e.g. 0.2,L3H6 (default: from --identify)")
     f.add_argument(
         "--identify",
         default="out/sac/identify.json",
@@ -59,12 +58,10 @@ def register(sub) -> None:
     f.add_argument("--out", default=None, help="controller path without suffix [out/sac/<task>]")
     f.set_defaults(func=cmd_fit)
 
-    for name, helptext in (("apply", "generate with one or more controllers active"),):
-        a = ss.add_parser(name, help=helptext)
-        _apply_args(a)
+    _apply_args(ss.add_parser("apply", help="generate with one or more controllers active"))
 
     e = ss.add_parser("evaluate", help="task metrics and general ability: no control, each controller, all at once")
-    _model_args(e)
+    add_model_args(e)
     e.add_argument("--controller", action="append", required=True, metavar="PATH", help="controller (repeatable)")
     e.add_argument("--out", default="out/sac/evaluate", help="writes OUT.json and OUT.md [out/sac/evaluate]")
     e.set_defaults(func=cmd_evaluate)
@@ -75,13 +72,13 @@ def register(sub) -> None:
     _apply_args(sts.add_parser("generate", help="generate with controllers"))
 
 
-def _usage(parser) -> int:
+def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
     return 2
 
 
-def _apply_args(a) -> None:
-    _model_args(a)
+def _apply_args(a: argparse.ArgumentParser) -> None:
+    add_model_args(a)
     a.add_argument(
         "--controller", action="append", required=True, metavar="PATH", help="controller (repeatable; they compose)"
     )
@@ -91,17 +88,6 @@ def _apply_args(a) -> None:
     a.set_defaults(func=cmd_apply)
 
 
-def _heads(spec: str) -> list[tuple[int, int]]:
-    out = []
-    for s in spec.split(","):
-        try:
-            L, h = s.strip().upper().replace("L", "").replace("H", ".").split(".")
-            out.append((int(L), int(h)))
-        except ValueError as e:
-            raise HeadscopeError(f"bad head {s!r} in --heads; write LAYER.HEAD, e.g. 0.2,3.6") from e
-    return out
-
-
 def _load(args):
     from headscope.loading import load_model
 
@@ -109,52 +95,39 @@ def _load(args):
 
 
 def cmd_identify(args) -> int:
-    from headscope import sac
+    from headscope.papers.sac.identify import identify, overlap, save
+    from headscope.tasks.sac import organism_sac
 
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    sac._task_names(tasks)
+    data = organism_sac(csv(args.tasks))
     if args.n_prompts < 2:
         raise HeadscopeError(f"--n-prompts must be >= 2, got {args.n_prompts}")
-    res = sac.identify(_load(args), tasks, k=args.k, n=args.n_prompts)
-    d = res.save(args.out)
-    for t, hs in res.heads.items():
-        print(f"{t:<11} " + " ".join(f"L{L}H{h}" for L, h in hs))
-    for k, v in res.jaccard.items():
+    sel = identify(_load(args), data, k=args.k, n=args.n_prompts)
+    d = save(sel, args.out)
+    for t, s in sel.items():
+        print(f"{t:<11} " + " ".join(f"L{L}H{h}" for L, h in s.heads))
+    for k, v in overlap(sel).items():
         print(f"jaccard {k}: {v:.2f}")
     print(f"wrote {d / 'identify.json'} and {d / 'identify_heads.html'}")
     return 0
 
 
 def cmd_fit(args) -> int:
-    from headscope import sac
+    from headscope.papers.sac.fit import background_groups, fit
+    from headscope.papers.sac.identify import load_heads
+    from headscope.tasks.sac import organism_sac
 
-    sac._task_names([args.task])
-    if args.heads:
-        heads = _heads(args.heads)
-    else:
-        p = Path(args.identify)
-        if not p.exists():
-            raise HeadscopeError(f"{p} not found; run `headscope sac identify` first or pass --heads L.H,...")
-        hs = json.loads(p.read_text())["heads"]
-        if args.task not in hs:
-            raise HeadscopeError(f"{p} has no heads for task {args.task!r}; rerun identify with it in --tasks")
-        heads = [tuple(h) for h in hs[args.task]]
+    data = organism_sac()
+    task = data.task(args.task)
+    heads = parse_heads(args.heads) or load_heads(args.identify, args.task)
     model = _load(args)
     bad = [h for h in heads if not (0 <= h[0] < model.n_layers and 0 <= h[1] < model.n_heads)]
     if bad:
         raise HeadscopeError(
             f"heads {bad} do not exist: the model has {model.n_layers} layers x {model.n_heads} heads"
         )
-    c = sac.fit(
-        model,
-        args.task,
-        heads,
-        kind=args.kind,
-        alpha=args.alpha,
-        policy=args.policy,
-        gate=args.gate or None,
-        background=not args.no_background,
-    )
+    gate = args.gate or None
+    bg = background_groups(data, args.task) if gate is not None and not args.no_background else None
+    c = fit(model, task, heads, kind=args.kind, alpha=args.alpha, policy=args.policy, gate=gate, background=bg)
     st, js = c.save(args.out or f"out/sac/{args.task}")
     print(
         f"{args.task}: {c.kind} controller on "
@@ -173,8 +146,8 @@ def _controllers(paths, alpha=None):
 
 
 def cmd_apply(args) -> int:
-    from headscope.organisms.evaluate import greedy
     from headscope.steering import compose
+    from headscope.tasks.suite import greedy
 
     if args.max_new < 1:
         raise HeadscopeError(f"--max-new must be >= 1, got {args.max_new}")
@@ -188,21 +161,23 @@ def cmd_apply(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from headscope import sac
+    from headscope.papers.sac.evaluate import evaluate_all, markdown_table
     from headscope.steering import compose
+    from headscope.tasks.sac import organism_sac
 
     cs = _controllers(args.controller)
     model = _load(args)
-    cond = {"none": []}
+    data = organism_sac()
+    cond: dict[str, list] = {"none": []}
     for c in cs:
         cond[c.name] = c.patches()
     if len(cs) > 1:
         cond["all"] = compose(*cs)
-    rows = sac.evaluate_all(model, cond)
+    rows = evaluate_all(model, data, cond)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    md = sac.markdown_table(rows)
+    md = markdown_table(rows, data.columns)
     out.with_suffix(".md").write_text(md + "\n")
     print(md)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
