@@ -1,25 +1,264 @@
-"""Arithmetic task: the operator replaced by a null word or symbol (arithmetic-heads paper).
+"""Arithmetic prompt sets: clean/null-operator pairs, the paper's prompt rows, unseen phrasings, tuning data.
 
-Clean ``3 + 5 =`` → ``8``; corrupt ``3 @ 5 =``; the contrasting answer is the result of the
-other operation (``3 - 5`` is negative, so for ``+`` it is ``|A − B|``; for ``-`` it is
-``A + B``), so the metric asks "does the model compute *this* operation?".
+Two kinds of objects, both plain data built from the organism world's templates (this
+module is where the organism's arithmetic strings enter; ``headscope.papers.arithmetic``
+never imports the world, so a researcher can build the same rows for their own model):
+
+- :func:`arithmetic_task`: a :class:`~headscope.tasks.base.Task` of one template (every
+  prompt one length) with a contrasting wrong answer, for the generic patching commands.
+- :class:`ArithRow` rows (plain dicts, JSON Lines friendly) for the arithmetic-heads
+  paper (ICML 2024, §3.1): :func:`arith_prompts` (every template of every operator in
+  three styles, with the operator replaced by a null symbol or word),
+  :func:`unseen_prompts` (phrasings the organism never saw), :func:`arith_dataset`,
+  :func:`tune_examples`, and :func:`organism_tune_suite` (what precise SFT is trained
+  and judged on, §5).
+
+Clean ``3 + 5 =`` → ``8``; corrupt ``3 @ 5 =``. In :func:`arithmetic_task` the
+contrasting answer is the result of the other operation (``3 - 5`` is negative, so for
+``+`` it is ``|A − B|``; for ``-`` it is ``A + B``), so the metric asks "does the model
+compute *this* operation?".
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 from headscope.common.errors import HeadscopeError
 from headscope.organisms.world import (
     ARITH_TEMPLATES,
     NULL_SYMBOLS,
     NULL_WORDS,
+    OP_NOUN,
     OP_SYMBOL,
+    OP_WORD,
+    OPERATORS,
+    arith_is_heldout,
     arith_operands,
     render_arith,
 )
 from headscope.tasks.base import Task
+
+if TYPE_CHECKING:
+    from headscope.model import HeadModel
+
+STYLES: tuple[str, ...] = tuple(ARITH_TEMPLATES)
+
+__all__ = [
+    "NULL_SYMBOLS",
+    "NULL_WORDS",
+    "OPERATORS",
+    "STYLES",
+    "UNSEEN_TEMPLATES",
+    "ArithRow",
+    "TuneSuite",
+    "arith_dataset",
+    "arith_prompts",
+    "arithmetic_task",
+    "organism_tune_suite",
+    "tune_examples",
+    "unseen_prompts",
+]
+
+
+class ArithRow(TypedDict):
+    """One arithmetic prompt with its null-operator counterfactual (a plain dict).
+
+    What the paper functions read: ``prompt``, ``corrupt`` and ``answer`` (every
+    analysis); ``op`` and ``style`` (per-operator / per-style accuracy, transfer); ``a``,
+    ``b``, ``c`` (the operands and the answer as numbers, whose words the inspection
+    looks up) and ``op_text`` (the operator's text in ``prompt``, e.g. ``"divided by"``:
+    the tokens the inspection marks as operator positions). The rest records where the
+    row came from.
+    """
+
+    prompt: str
+    corrupt: str
+    answer: str
+    op: str
+    style: str
+    template: int
+    a: int
+    b: int
+    c: int
+    op_text: str
+    null: str
+    split: str
+
+
+def _check_choice(values: Sequence[str], allowed: Sequence[str], what: str) -> list[str]:
+    values = list(values)
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise HeadscopeError(f"unknown {what} {bad or values}; use one or more of {', '.join(allowed)}")
+    return values
+
+
+def _op_text(template: str, op: str) -> str:
+    """The operator's text as ``template`` renders it (symbol, word(s) or noun)."""
+    if "{sym}" in template:
+        return OP_SYMBOL[op]
+    if "{word}" in template:
+        return OP_WORD[op]
+    return OP_NOUN[op]
+
+
+def _null_text(template: str, op: str, null: str) -> str:
+    """The null replacement with as many words as the operator text it replaces
+    (``divided by`` → ``nothing nothing``), so clean and corrupt prompts keep one length."""
+    if "{word}" in template:
+        return " ".join([null] * len(OP_WORD[op].split()))
+    return null
+
+
+def _row(template: str, style: str, t_idx: int, op: str, a: int, b: int, c: int, null: str, split: str) -> ArithRow:
+    return ArithRow(
+        prompt=render_arith(template, op, a, b),
+        corrupt=render_arith(template, op, a, b, null=_null_text(template, op, null)),
+        answer=str(c),
+        op=op,
+        style=style,
+        template=t_idx,
+        a=a,
+        b=b,
+        c=c,
+        op_text=_op_text(template, op),
+        null=null,
+        split=split,
+    )
+
+
+def arith_prompts(
+    ops: Sequence[str] = OPERATORS,
+    styles: Sequence[str] = STYLES,
+    templates: Sequence[int] | None = None,
+    split: str = "all",
+    nulls: Sequence[str] | None = None,
+    heldout_frac: float = 0.15,
+) -> list[ArithRow]:
+    """Every (operator, style, template, A, B) prompt with its counterfactual (paper §3.1).
+
+    Args:
+        ops: operators among add, sub, mul, div.
+        styles: equation, statement, qa.
+        templates: template indices within each style (None = all four).
+        split: "all", "train" or "heldout" (the organism world's split of prompts).
+        nulls: null replacements; default: ``<`` / ``@`` for the symbol templates and
+            ``nothing`` / ``none`` for the word templates, cycling over operand pairs.
+        heldout_frac: the world's held-out share (keep the organism's 0.15).
+
+    Returns:
+        :class:`ArithRow` dicts, operator-major, then style, template and operands.
+    """
+    ops = _check_choice(ops, OPERATORS, "operator(s)")
+    styles = _check_choice(styles, STYLES, "template style(s)")
+    if split not in ("all", "train", "heldout"):
+        raise HeadscopeError(f"unknown split {split!r}; use all, train or heldout")
+    rows = []
+    for op in ops:
+        for style in styles:
+            temps = ARITH_TEMPLATES[style]
+            idxs = range(len(temps)) if templates is None else list(templates)
+            for t_idx in idxs:
+                if not 0 <= t_idx < len(temps):
+                    raise HeadscopeError(f"style {style!r} has templates 0..{len(temps) - 1}, not {t_idx}")
+                t = temps[t_idx]
+                pool = nulls or (NULL_SYMBOLS if "{sym}" in t else NULL_WORDS)
+                for i, (a, b, c) in enumerate(arith_operands(op)):
+                    held = arith_is_heldout(op, style, t_idx, a, b, heldout_frac)
+                    if split == "train" and held or split == "heldout" and not held:
+                        continue
+                    rows.append(
+                        _row(t, style, t_idx, op, a, b, c, pool[i % len(pool)], "heldout" if held else "train")
+                    )
+    return rows
+
+
+def arith_dataset(rows: Sequence[ArithRow] | None = None, **kwargs):
+    """The prompts as a ``datasets.Dataset`` (one column per key of :class:`ArithRow`;
+    ``kwargs`` go to :func:`arith_prompts` when ``rows`` is None)."""
+    from datasets import Dataset
+
+    dicts = [dict(r) for r in (rows if rows is not None else arith_prompts(**kwargs))]
+    if not dicts:
+        raise HeadscopeError("no arithmetic prompts selected; widen ops/styles/templates/split")
+    return Dataset.from_dict({k: [d[k] for d in dicts] for k in dicts[0]})
+
+
+# Phrasings the organism never saw in training (only words of its vocabulary).
+UNSEEN_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "equation": ("Compute : {A} {sym} {B} =", "Math : Calculate {A} {sym} {B} ="),
+    "statement": ("We know {A} {word} {B} is", "The answer of {A} {word} {B} is"),
+    "qa": ("Q : Find {A} {word} {B} . A :", "Question : What is the {noun} of {A} and {B} ? A :"),
+}
+
+
+def unseen_prompts(ops: Sequence[str] = OPERATORS) -> list[ArithRow]:
+    """Prompts in :data:`UNSEEN_TEMPLATES` (never in the organism's corpus), as
+    :func:`arith_prompts` rows (``template`` is the index within the unseen style, ``split`` is "unseen")."""
+    ops = _check_choice(ops, OPERATORS, "operator(s)")
+    rows = []
+    for op in ops:
+        for style, temps in UNSEEN_TEMPLATES.items():
+            for t_idx, t in enumerate(temps):
+                pool = NULL_SYMBOLS if "{sym}" in t else NULL_WORDS
+                for i, (a, b, c) in enumerate(arith_operands(op)):
+                    rows.append(_row(t, style, t_idx, op, a, b, c, pool[i % len(pool)], "unseen"))
+    return rows
+
+
+def tune_examples(ops: Sequence[str] = ("div", "mul"), split: str = "train") -> list[tuple[str, str]]:
+    """(prompt, answer) pairs for SFT: every template of ``ops`` in ``split`` of the world."""
+    return [(r["prompt"], r["answer"]) for r in arith_prompts(ops=ops, split=split)]
+
+
+@dataclass
+class TuneSuite:
+    """What precise SFT is trained on and judged by (paper §5), as data.
+
+    ``examples``: (prompt, answer) training pairs; ``heldout``: targeted arithmetic rows
+    the training never saw (accuracy per operator); ``unseen``: rows in phrasings the
+    model never saw (overall and per operator); ``kl_texts``: text on which the tuned
+    model's next-token distributions are compared with the base model's; ``general``:
+    other measures of general ability as a function of a model (name → score), or None.
+    """
+
+    examples: list[tuple[str, str]]
+    heldout: list[ArithRow]
+    unseen: list[ArithRow]
+    kl_texts: list[str]
+    general: Callable[[HeadModel], dict[str, float]] | None = None
+    train_ops: tuple[str, ...] = ()
+
+
+def organism_tune_suite(ops: Sequence[str] = ("div", "mul"), chat: bool = True, n_kl: int = 200) -> TuneSuite:
+    """The bundled ``llama`` organism's tuning suite: training prompts of ``ops``, held-out
+    prompts of every operator, :func:`unseen_prompts`, held-out facts QA and (with
+    ``chat``) the chat rates as general ability, and ``n_kl`` held-out documents for KL."""
+    from headscope.tasks import suite
+
+    ops = _check_choice(ops, OPERATORS, "operator(s)")
+
+    def general(model: HeadModel) -> dict[str, float]:
+        out = {"facts_qa_heldout": suite.facts_accuracy(model, "heldout")}
+        if chat:
+            out.update({f"chat_{k}": v for k, v in suite.chat_rates(model, "heldout").items()})
+        return out
+
+    return TuneSuite(
+        examples=tune_examples(ops),
+        heldout=arith_prompts(split="heldout"),
+        unseen=unseen_prompts(),
+        kl_texts=suite.heldout_text(n_kl),
+        general=general,
+        train_ops=tuple(ops),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# One-template clean/corrupt task for the generic patching commands
 
 
 def _contrast(op: str, a: int, b: int, c: int) -> int:

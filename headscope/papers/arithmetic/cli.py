@@ -1,48 +1,25 @@
-"""CLI for arithmetic heads: ``headscope arith prompts|identify|knockout|inspect|transfer|tune``.
+"""``headscope arith prompts|identify|knockout|inspect|transfer|tune`` (arithmetic heads, ICML 2024).
 
-Each command builds the prompt set of :mod:`headscope.arithmetic` (all templates of the
-chosen operators and styles, kept only where the model answers correctly), runs one step
-of the arithmetic-heads paper and writes JSON (and figures/Markdown where they exist) to
-``--out``.
+Each command builds the organism's prompt rows (:func:`headscope.tasks.arithmetic.arith_prompts`:
+every template of the chosen operators and styles, kept only where the model answers
+correctly), runs one step of the paper and writes JSON (and figures/Markdown where they
+exist) to ``--out``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
+from headscope.cli._args import add_model_args, csv, ints, parse_heads
 from headscope.common.errors import HeadscopeError
+from headscope.results import format_head
 
 
-def _csv(s: str) -> list[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
-
-
-def _heads(s: str | None) -> list[tuple[int, int]] | None:
-    if not s:
-        return None
-    out = []
-    for part in _csv(s):
-        t = part.upper().replace("L", "").replace("H", ".")
-        try:
-            L, h = t.split(".")
-            out.append((int(L), int(h)))
-        except ValueError as e:
-            raise HeadscopeError(f"bad head {part!r}; write LAYER.HEAD or LxHy, e.g. 0.3,L0H0") from e
-    return out
-
-
-def _ints(s: str, what: str) -> list[int]:
-    try:
-        return [int(x) for x in _csv(s)]
-    except ValueError as e:
-        raise HeadscopeError(f"{what} must be comma-separated integers, got {s!r}") from e
-
-
-def _common(p, out: str) -> None:
-    p.add_argument("--model", default="llama", help="bundled organism, local HF folder or hub id [llama]")
-    p.add_argument("--backend", default="tl", choices=("tl", "nnsight"))
+def _common(p: argparse.ArgumentParser, out: str) -> None:
+    add_model_args(p)
     p.add_argument("--ops", default="add,sub,mul,div", help="operators [add,sub,mul,div]")
     p.add_argument("--styles", default="equation,statement,qa", help="template styles [equation,statement,qa]")
     p.add_argument(
@@ -53,7 +30,6 @@ def _common(p, out: str) -> None:
     )
     p.add_argument("--per-group", type=int, default=32, help="prompts per equal-length group for path patching [32]")
     p.add_argument("--out", default=out, help=f"output folder [{out}]")
-    p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -61,14 +37,16 @@ def register(sub) -> None:
     a = sub.add_parser(
         "arith",
         help="arithmetic heads: identify, knock out, inspect, transfer, tune (ICML 2024 paper)",
-        description="The arithmetic-heads workflow on all templates of + - * / in three styles, with null-operator counterfactuals.",
+        description="The arithmetic-heads workflow on all templates of + - * / in three styles, "
+        "with null-operator counterfactuals.",
     )
     asub = a.add_subparsers(dest="arith_cmd", metavar="ACTION")
 
     p = asub.add_parser(
         "prompts",
         help="write the prompt set (JSON Lines) and print counts",
-        description="Every template × operator × operand prompt with its counterfactual; optionally only those the model answers.",
+        description="Every template × operator × operand prompt with its counterfactual; "
+        "optionally only those the model answers.",
     )
     _common(p, "out/arith")
     p.set_defaults(func=cmd_prompts)
@@ -76,7 +54,7 @@ def register(sub) -> None:
     i = asub.add_parser(
         "identify",
         help="path patching to logits: relative answer-logit score, -5%% rule, heatmap",
-        description="Path patching from every head (and MLP) to the logits; key heads lie below the threshold.",
+        description="Path patching from every head (and MLP) to the logits; key heads lie at or below the threshold.",
     )
     _common(i, "out/arith")
     i.add_argument("--threshold", type=float, default=-0.05, help="key-head rule on the relative score [-0.05]")
@@ -86,10 +64,11 @@ def register(sub) -> None:
     k = asub.add_parser(
         "knockout",
         help="mean-ablate the top-k heads vs k random heads (accuracy curve)",
-        description="Accuracy (overall, per operator and style) with the top-k key heads mean-ablated vs k random heads.",
+        description="Accuracy (overall, per operator and style) with the top-k key heads mean-ablated vs k random "
+        "heads (headscope.controls.random_heads, never one of the ranked heads).",
     )
     _common(k, "out/arith")
-    k.add_argument("--heads", default=None, help="ranking to knock out (e.g. 0.3,0.0); default: identify's ranking")
+    k.add_argument("--heads", default=None, help="ranking to knock out (e.g. 0.3,L0H0); default: identify's ranking")
     k.add_argument("--ks", default="0,1,2,4,8", help="k values [0,1,2,4,8]")
     k.add_argument("--seeds", type=int, default=3, help="random draws per k [3]")
     k.set_defaults(func=cmd_knockout)
@@ -106,7 +85,8 @@ def register(sub) -> None:
     t = asub.add_parser(
         "transfer",
         help="heads of one style/operator knocked out on the others",
-        description="Identify the top-k heads per style (or operator) and measure accuracy when they are ablated on every other.",
+        description="Identify the top-k heads per style (or operator) and measure accuracy when they are ablated "
+        "on every other.",
     )
     _common(t, "out/arith")
     t.add_argument("--by", default="style", choices=("style", "op"))
@@ -117,9 +97,10 @@ def register(sub) -> None:
         "tune",
         help="precise SFT of the key heads vs full SFT vs LoRA; writes the results table",
         description="Train on the chosen operators' training prompts with each method (same data and budget); "
-        "report arithmetic and general ability before/after, trainable parameters, time per step.",
+        "report arithmetic and general ability before/after, trainable parameters, time per step. "
+        "Training runs on the CPU; --backend is the one used to identify the heads.",
     )
-    u.add_argument("--model", default="llama")
+    add_model_args(u, device=False)
     u.add_argument("--heads", default=None, help="heads for precise SFT; default: identify's top-k")
     u.add_argument("-k", type=int, default=4, help="top-k heads when --heads is not given [4]")
     u.add_argument("--methods", default="heads,full,lora", help="heads (precise SFT), full, lora [all three]")
@@ -134,10 +115,11 @@ def register(sub) -> None:
     a.set_defaults(func=lambda args: (a.print_help(), 2)[1])
 
 
-def _prompts(args, model=None):
-    from headscope import arithmetic as ar
+def _prompts(args, model=None) -> list:
+    from headscope.papers import arithmetic as ar
+    from headscope.tasks.arithmetic import arith_prompts
 
-    rows = ar.arith_prompts(ops=_csv(args.ops), styles=_csv(args.styles), split=args.split)
+    rows: list = arith_prompts(ops=csv(args.ops), styles=csv(args.styles), split=args.split)
     if model is not None and not args.all_prompts:
         rows = ar.filter_correct(model, rows)
         if not rows:
@@ -169,7 +151,7 @@ def _write(args, name: str, data: dict) -> Path:
 
 
 def _identify(args, model, rows):
-    from headscope import arithmetic as ar
+    from headscope.papers import arithmetic as ar
 
     return ar.identify(
         model, rows, threshold=getattr(args, "threshold", -0.05), max_per_group=args.per_group, seed=args.seed
@@ -177,50 +159,55 @@ def _identify(args, model, rows):
 
 
 def cmd_prompts(args) -> int:
-    from headscope import arithmetic as ar
+    from headscope.tasks.arithmetic import arith_dataset
 
     if args.all_prompts:
         rows = _prompts(args)
     else:
-        model, rows = _load(args)
+        _, rows = _load(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     p = out / "prompts.jsonl"
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ds = ar.arith_dataset(rows)
+    p.write_text("".join(json.dumps(dict(r)) + "\n" for r in rows))
+    ds = arith_dataset(rows)
     print(
         f"{ds.num_rows} prompts; per operator: "
-        + ", ".join(f"{o} {sum(r['op'] == o for r in rows)}" for o in _csv(args.ops))
+        + ", ".join(f"{o} {sum(r['op'] == o for r in rows)}" for o in csv(args.ops))
     )
     print(f"wrote {p}")
     return 0
 
 
 def cmd_identify(args) -> int:
+    from headscope.papers import arithmetic as ar
+
     model, rows = _load(args)
-    idn = _identify(args, model, rows)
-    files = idn.save(Path(args.out) / "identify")
+    sel = _identify(args, model, rows)
+    files = sel.save(Path(args.out) / "identify")
     print(
-        f"{len(idn.key_heads)} of {idn.heads.scores.numel()} heads below {100 * idn.threshold:.0f}% "
-        f"(share {100 * idn.share:.1f}%): {', '.join(f'L{L}H{h}' for L, h in idn.key_heads) or 'none'}"
+        f"{len(sel.heads)} of {sel.scores.scores.numel()} heads at or below {100 * args.threshold:.0f}% "
+        f"(share {100 * sel.share:.1f}%): {', '.join(format_head(h) for h in sel.heads) or 'none'}"
     )
-    print(idn.heads.table(args.top, by="neg"))
-    print("MLPs: " + ", ".join(f"L{L} {v:+.3f}" for L, v in enumerate(idn.mlps.tolist())))
+    print(sel.scores.table(args.top, by="neg"))
+    print("MLPs: " + ", ".join(f"L{L} {v:+.3f}" for L, v in enumerate(ar.mlp_scores(sel).tolist())))
     for f in files:
         print(f"wrote {f}")
     return 0
 
 
 def cmd_knockout(args) -> int:
-    from headscope import arithmetic as ar
     from headscope.common.plotting import save_figure
+    from headscope.papers import arithmetic as ar
     from headscope.viz import knockout_plot
 
-    ks = _ints(args.ks, "--ks")
+    ks = ints(args.ks, "--ks")
+    if not ks or min(ks) < 0:
+        raise HeadscopeError(f"--ks must be non-negative integers, got {args.ks!r}")
     if args.seeds < 1:
         raise HeadscopeError(f"--seeds must be >= 1, got {args.seeds}")
+    heads = parse_heads(args.heads)
     model, rows = _load(args)
-    ranking = _heads(args.heads) or _identify(args, model, rows).top(max(ks))
+    ranking = heads or _identify(args, model, rows).top(max(ks))
     ko = ar.knockout(model, rows, ranking, ks=ks, seeds=range(args.seed, args.seed + args.seeds))
     print(f"{'k':>3} {'top-k':>7} {'random':>15}")
     for k, t, m, s in zip(ko["k"], ko["top"], ko["random_mean"], ko["random_std"]):
@@ -234,17 +221,19 @@ def cmd_knockout(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from headscope import arithmetic as ar
+    from headscope.papers import arithmetic as ar
 
+    heads = parse_heads(args.heads)
     model, rows = _load(args)
-    heads = _heads(args.heads) or _identify(args, model, rows).key_heads
+    heads = heads or _identify(args, model, rows).heads
     if not heads:
         raise HeadscopeError("no key heads passed the threshold; name heads with --heads")
     ins = ar.inspect(model, rows, heads)
     for h, d in ins["key"].items():
         print(f"{h}: attention onto operands {d['operands']:.3f}, onto operator {d['operators']:.3f}")
     print(
-        f"key heads {ins['key_mean_attention']:.3f} vs average head {ins['average_head_attention']:.3f} (operands + operator)"
+        f"key heads {ins['key_mean_attention']:.3f} vs average head {ins['average_head_attention']:.3f} "
+        "(operands + operator)"
     )
     print("MLP logit lens, rank of C per layer: " + ", ".join(f"{v:.1f}" for v in ins["mlp_logit_lens"]["rank_of_C"]))
     _write(args, "inspect", ins)
@@ -252,7 +241,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_transfer(args) -> int:
-    from headscope import arithmetic as ar
+    from headscope.papers import arithmetic as ar
 
     if args.k < 1:
         raise HeadscopeError(f"-k must be >= 1, got {args.k}")
@@ -268,28 +257,36 @@ def cmd_transfer(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from headscope import arithmetic as ar
+    from headscope.loading import load_hf, load_model
+    from headscope.papers import arithmetic as ar
+    from headscope.tasks.arithmetic import arith_prompts, organism_tune_suite
     from headscope.tuning import METHODS, TuneConfig
 
-    methods = _csv(args.methods)
+    methods = csv(args.methods)
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise HeadscopeError(f"unknown method(s) {bad or methods}; use heads, full, lora")
-    ops = _csv(args.train_ops)
-    ar.arith_prompts(ops=ops)  # validate
+    ops = csv(args.train_ops)
+    arith_prompts(ops=ops)  # validate
     if args.lora_r < 1 or args.k < 1:
         raise HeadscopeError("--lora-r and -k must be >= 1")
     cfg = TuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    heads = parse_heads(args.heads)
+    if heads is None and "heads" in methods:
+        hm = load_model(args.model, args.backend)
+        rows = ar.filter_correct(hm, arith_prompts())
+        heads = ar.identify(hm, rows, max_per_group=32).top(args.k)
+    base, tok, _ = load_hf(args.model, "cpu")
     res = ar.tune(
-        args.model,
-        heads=_heads(args.heads),
-        k=args.k,
+        base,
+        tok,
+        organism_tune_suite(ops, chat=not args.no_chat),
+        heads or [],
         methods=methods,
-        ops=ops,
         cfg=cfg,
         lora_r=args.lora_r,
-        chat=not args.no_chat,
         out=Path(args.out) / "tune",
+        name=args.model,
     )
     print(ar.tune_table(res))
     print(f"wrote {Path(args.out) / 'tune.json'} and {Path(args.out) / 'tune.md'}")

@@ -1,8 +1,14 @@
-"""Arithmetic heads on the `llama` organism: the paper's experiments end to end, one table.
+"""Paper table: arithmetic heads on the `llama` organism, the paper's experiments end to end.
 
-Run once (CPU, ~15 min): ``python benchmarks/arith_table.py [--steps 200] [--out docs/results/arith]``.
-Writes ``arith.json`` (everything), ``arith.md`` (the tables quoted in docs/arithmetic.md),
-``arith_heatmap.html`` and ``arith_knockout.html``.
+Regenerates the numbers quoted in docs/arithmetic.md (``headscope.papers.arithmetic``):
+
+    python experiments/arith_table.py [--steps 200] [--out docs/results/arith]   # main run (CPU, ~15 min)
+    python experiments/arith_table.py --sweep [--out docs/results/arith]         # tuning sweep (needs the main run)
+
+The main run writes ``arith.json`` (everything), ``arith.md`` (the tables),
+``arith_identify.json`` + ``arith_identify_heatmap.html`` (the head selection),
+``arith_knockout.html`` and ``arith_tune.json`` / ``arith_tune.md``; ``--sweep`` writes
+``arith_sweep.json`` / ``arith_sweep.md``. One thread.
 
 1. identify: path patching to logits, relative answer-logit score, −5 % rule (paper §3.2);
 2. knockout: top-k vs k random heads, 3 seeds, per operator and style (§3.3);
@@ -19,15 +25,17 @@ import os
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from headscope import arithmetic as ar  # noqa: E402
 from headscope.common.plotting import save_figure  # noqa: E402
-from headscope.loading import load_model  # noqa: E402
+from headscope.controls import random_heads  # noqa: E402
+from headscope.loading import load_hf, load_model  # noqa: E402
+from headscope.papers import arithmetic as ar  # noqa: E402
+from headscope.results import HeadSelection, format_head  # noqa: E402
+from headscope.tasks import arithmetic as tasks  # noqa: E402
 from headscope.tuning import TuneConfig  # noqa: E402
 from headscope.viz import knockout_plot  # noqa: E402
 
@@ -58,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return sweep(out, args.steps)
     t0 = time.time()
     model = load_model("llama", "tl")
-    rows = ar.arith_prompts()
+    rows = tasks.arith_prompts()
     base_acc = ar.accuracy_table(model, rows)
     correct = ar.filter_correct(model, rows)[:: args.every]
     res: dict = {"n_prompts": len(rows), "n_correct": len(correct), "base_accuracy": base_acc}
@@ -67,14 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     idn.save(out.with_name(out.name + "_identify"))
     res["identify"] = {
         "share": idn.share,
-        "key_heads": [f"L{L}H{h}" for L, h in idn.key_heads],
-        "top10": [(f"L{L}H{h}", v) for L, h, v in idn.heads.top(10, by="neg")],
-        "mlps": idn.mlps.tolist(),
-        "groups": idn.groups,
+        "key_heads": [format_head(h) for h in idn.heads],
+        "top10": [(f"L{L}H{h}", v) for L, h, v in idn.scores.top(10, by="neg")],
+        "mlps": idn.extra["mlps"],
+        "groups": idn.extra["groups"],
         "seconds": time.time() - t0,
     }
     print(
-        f"identify: {len(idn.key_heads)} of {idn.heads.scores.numel()} heads below -5% ({_pct(idn.share)}%): {res['identify']['key_heads']}",
+        f"identify: {len(idn.heads)} of {idn.scores.scores.numel()} heads below -5% ({_pct(idn.share)}%): "
+        f"{res['identify']['key_heads']}",
         flush=True,
     )
 
@@ -89,16 +98,26 @@ def main(argv: list[str] | None = None) -> int:
 
     res["inspect"] = ar.inspect(model, correct, ranking[:4])
     res["transfer_style"] = ar.transfer(
-        model, correct, by="style", k=len(idn.key_heads) or 2, max_per_group=16, show_progress=False
+        model, correct, by="style", k=len(idn.heads) or 2, max_per_group=16, show_progress=False
     )
     res["transfer_op"] = ar.transfer(
-        model, correct, by="op", k=len(idn.key_heads) or 2, max_per_group=16, show_progress=False
+        model, correct, by="op", k=len(idn.heads) or 2, max_per_group=16, show_progress=False
     )
     print("inspect/transfer done", flush=True)
 
     if not args.skip_tune:
         cfg = TuneConfig(steps=args.steps, batch_size=32, lr=1e-3, warmup=10, log_every=50)
-        res["tune"] = ar.tune("llama", heads=idn.top(args.k), cfg=cfg, lora_r=4, out=out.with_name(out.name + "_tune"))
+        base, tok, _ = load_hf("llama", "cpu")
+        res["tune"] = ar.tune(
+            base,
+            tok,
+            tasks.organism_tune_suite(("div", "mul")),
+            heads=idn.top(args.k),
+            cfg=cfg,
+            lora_r=4,
+            out=out.with_name(out.name + "_tune"),
+            name="llama",
+        )
     res["seconds"] = time.time() - t0
     out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str) + "\n")
     out.with_suffix(".md").write_text(markdown(res) + "\n")
@@ -107,22 +126,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sweep(out: Path, steps: int) -> int:
-    """Precise SFT (k = 2, 4, 8 key heads; 4 random non-key heads as a control) and LoRA (r = 4, 8) at lr 1e-3 and 3e-3, chat rates skipped.
+    """Precise SFT (k = 2, 4, 8 key heads; 4 random heads as a control) and LoRA (r = 4, 8) at lr 1e-3 and 3e-3.
 
-    Heads: the ranking of ``arith_identify.json`` (written by the main run)."""
-    from headscope.loading import load_hf
+    Chat rates skipped.
 
-    ranking = ar.Identification.load(out.with_name(out.name + "_identify")).top(8)
+    Heads: the ranking of ``arith_identify.json`` (written by the main run). The random
+    control is ``controls.random_heads(..., 4, seed=0, exclude=top-4)``: never a head that
+    precise SFT k=4 tunes."""
+    ranking = HeadSelection.load(out.with_name(out.name + "_identify")).top(8)
     base, tok, _ = load_hf("llama", "cpu")
-    ex = ar.tune_examples(("div", "mul"))
+    suite = tasks.organism_tune_suite(("div", "mul"), chat=False)
     rows = []
     for lr in (1e-3, 3e-3):
         cfg = TuneConfig(steps=steps, batch_size=32, lr=lr, warmup=10, log_every=100)
-        rnd = ar.random_heads(
-            SimpleNamespace(n_layers=base.config.num_hidden_layers, n_heads=base.config.num_attention_heads),
-            4,
-            seed=0,
-            exclude=ranking[:2],
+        rnd = random_heads(
+            base.config.num_hidden_layers, base.config.num_attention_heads, 4, seed=0, exclude=ranking[:4]
         )
         runs = [("heads", f"precise SFT k={k}", dict(heads=ranking[:k])) for k in (2, 4, 8)]
         runs += [
@@ -130,8 +148,8 @@ def sweep(out: Path, steps: int) -> int:
         ]
         runs += [("lora", f"LoRA r={r}", dict(lora_r=r)) for r in (4, 8)]
         for method, label, kw in runs:
-            tuned, log = ar.tune_one(base, tok, method, ex, cfg, **kw)
-            ev = ar.evaluate_tuned(tuned, tok, base, chat=False)
+            tuned, log = ar.tune_one(base, tok, method, suite.examples, cfg, **kw)
+            ev = ar.evaluate_tuned(tuned, tok, suite, base)
             rows.append({"label": label, "lr": lr, "log": log, "eval": ev})
             print(label, lr, {k: round(v, 3) for k, v in ev.items()}, flush=True)
     out.with_name(out.name + "_sweep.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
@@ -166,10 +184,11 @@ def markdown(res: dict) -> str:
     lines = [
         "## Identification (path patching to logits, relative answer-logit change)",
         "",
-        f"{res['n_correct']} of {res['n_prompts']} prompts answered correctly (accuracy {_pct(res['base_accuracy']['all'])}%; "
-        f"÷ {_pct(res['base_accuracy']['op:div'])}%).",
+        f"{res['n_correct']} of {res['n_prompts']} prompts answered correctly "
+        f"(accuracy {_pct(res['base_accuracy']['all'])}%; ÷ {_pct(res['base_accuracy']['op:div'])}%).",
         "",
-        f"Heads below −5 %: **{len(idn['key_heads'])} of 48 ({_pct(idn['share'])} %)** — {', '.join(idn['key_heads'])}.",
+        f"Heads below −5 %: **{len(idn['key_heads'])} of 48 ({_pct(idn['share'])} %)** — "
+        f"{', '.join(idn['key_heads'])}.",
         "",
         "| rank | head | relative score |",
         "|---:|---|---:|",
@@ -220,7 +239,8 @@ def markdown(res: dict) -> str:
     for L in range(len(lens["rank_of_C"])):
         c = ins["mlp_cosine"]
         lines.append(
-            f"| {L} | {lens['rank_of_C'][L]:.1f} | {lens['prob_of_C'][L]:.3f} | {c['A'][L]:.3f} | {c['B'][L]:.3f} | {c['C'][L]:.3f} |"
+            f"| {L} | {lens['rank_of_C'][L]:.1f} | {lens['prob_of_C'][L]:.3f} | "
+            f"{c['A'][L]:.3f} | {c['B'][L]:.3f} | {c['C'][L]:.3f} |"
         )
     for name in ("transfer_style", "transfer_op"):
         tr = res[name]
@@ -240,8 +260,9 @@ def markdown(res: dict) -> str:
         tn = res["tune"]
         lines += [
             "",
-            f"## Tuning on ÷ and × training prompts ({tn['n_examples']} examples; {tn['config']['steps']} steps × batch "
-            f"{tn['config']['batch_size']}, AdamW lr {tn['config']['lr']}; precise SFT heads {', '.join(f'L{L}H{h}' for L, h in tn['heads'])}; LoRA r={tn['lora_r']})",
+            f"## Tuning on ÷ and × training prompts ({tn['n_examples']} examples; "
+            f"{tn['config']['steps']} steps × batch {tn['config']['batch_size']}, AdamW lr {tn['config']['lr']}; "
+            f"precise SFT heads {', '.join(f'L{L}H{h}' for L, h in tn['heads'])}; LoRA r={tn['lora_r']})",
             "",
             ar.tune_table(tn),
         ]
