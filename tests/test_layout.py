@@ -4,7 +4,8 @@ The graph is read from the source (``ast``), with every import statement counted
 the ones inside functions (a lazy import still couples two modules), except those under
 ``if TYPE_CHECKING:``. A package's ``__init__`` importing its own submodules is an edge
 like any other; the implicit "a submodule import runs its package's ``__init__``" is not
-counted (it would make every re-exporting ``__init__`` a cycle).
+counted (it would make every re-exporting ``__init__`` a cycle), so ``from pkg import
+submodule`` is an edge to the submodule only.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def _modules() -> dict[str, Path]:
 
 
 MODULES = _modules()
+MODULE_NAMES = set(MODULES)
 
 
 def _is_type_checking(node: ast.If) -> bool:
@@ -65,9 +67,10 @@ def _imports(path: Path) -> set[str]:
                     mod = ".".join(base + ([child.module] if child.module else []))
                 else:
                     mod = child.module or ""
-                found.add(mod)
-                for a in child.names:  # `from pkg import submodule`
-                    found.add(f"{mod}.{a.name}")
+                subs = [f"{mod}.{a.name}" for a in child.names if f"{mod}.{a.name}" in MODULE_NAMES]
+                found.update(subs)  # `from pkg import submodule` imports the submodule ...
+                if len(subs) < len(child.names):  # ... and names from pkg itself only if it takes any
+                    found.add(mod)
             visit(child)
 
     visit(tree)
