@@ -85,7 +85,6 @@ def random_input_tokens(model: HeadModel, n: int, length: int, seed: int) -> Ten
     return torch.cat([torch.full((n, 1), tok.bos_token_id), body], dim=1)
 
 
-
 def _detection_score(pattern: Tensor, detection: Tensor, exclude_bos: bool, exclude_current: bool) -> Tensor:
     """TransformerLens ``compute_head_attention_similarity_score`` with ``error_measure="mul"``:
     ``Σ(pattern ⊙ detection) / Σ pattern`` per head, after optionally zeroing the BOS
