@@ -35,6 +35,30 @@ def add_model_args(p: argparse.ArgumentParser, device: bool = True) -> None:
         p.add_argument("--device", default="auto", help="auto, cpu, cuda... [auto]")
 
 
+def add_task_args(p: argparse.ArgumentParser, n_default: int) -> None:
+    """``--task``, ``--prompts FILE`` and ``-n/--n-prompts`` (read by :func:`task_from_args`)."""
+    p.add_argument(
+        "--task", default=None, help="arithmetic, facts or induction [arithmetic; induction for --model induction]"
+    )
+    p.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="your own pairs instead of --task: JSON Lines with clean, corrupt, answer, wrong",
+    )
+    p.add_argument("-n", "--n-prompts", type=int, default=n_default, help=f"number of prompt pairs [{n_default}]")
+
+
+def add_output_args(p: argparse.ArgumentParser, out: str, top: bool = True, png: bool = True) -> None:
+    """``--out`` (folder), and optionally ``--top`` (table rows), ``--png`` and ``--seed``."""
+    if top:
+        p.add_argument("--top", type=int, default=10, help="rows of the top-heads table [10]")
+    p.add_argument("--out", default=out, help=f"output folder [{out}]")
+    if png:
+        p.add_argument("--png", action="store_true", help="also write PNG figures (needs kaleido + chromium)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prompt sample [0]")
+
+
 def csv(s: str) -> list[str]:
     """``"a, b,,c"`` → ``["a", "b", "c"]``."""
     return [x.strip() for x in s.split(",") if x.strip()]

@@ -5,27 +5,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from headscope.cli._args import add_model_args, ints, out_stem, parse_heads, task_from_args
+from headscope.cli._args import (
+    add_model_args,
+    add_output_args,
+    add_task_args,
+    ints,
+    out_stem,
+    parse_heads,
+    task_from_args,
+)
 from headscope.results import parse_head
 
 
 def _common(p, default_task: bool = True) -> None:
     add_model_args(p)
     if default_task:
-        p.add_argument(
-            "--task", default=None, help="arithmetic, facts or induction [arithmetic; induction for --model induction]"
-        )
-        p.add_argument(
-            "--prompts",
-            default=None,
-            metavar="FILE",
-            help="your own pairs (JSON Lines: clean, corrupt, answer, wrong)",
-        )
-        p.add_argument("-n", "--n-prompts", type=int, default=24, help="number of prompt pairs [24]")
-    p.add_argument("--top", type=int, default=10, help="rows of the top-heads table [10]")
-    p.add_argument("--out", default="out/analysis", help="output folder [out/analysis]")
-    p.add_argument("--png", action="store_true", help="also write PNG figures (kaleido + chromium)")
-    p.add_argument("--seed", type=int, default=0)
+        add_task_args(p, 24)
+    add_output_args(p, "out/analysis")
 
 
 def register(sub) -> None:

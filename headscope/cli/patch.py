@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from headscope.cli._args import add_model_args, out_stem, task_from_args
+from headscope.cli._args import add_model_args, add_output_args, add_task_args, out_stem, task_from_args
 
 
 def register(sub) -> None:
@@ -19,15 +19,7 @@ def register(sub) -> None:
         ),
     )
     add_model_args(p)
-    p.add_argument(
-        "--task", default=None, help="arithmetic, facts or induction [arithmetic; induction for --model induction]"
-    )
-    p.add_argument(
-        "--prompts",
-        default=None,
-        metavar="FILE",
-        help="your own pairs instead of --task: JSON Lines with clean, corrupt, answer, wrong",
-    )
+    add_task_args(p, 48)
     p.add_argument(
         "--mode",
         default="denoise",
@@ -38,11 +30,7 @@ def register(sub) -> None:
     p.add_argument(
         "--site", default="heads", choices=("heads", "resid_pre", "attn_out", "mlp_out"), help="what to patch [heads]"
     )
-    p.add_argument("-n", "--n-prompts", type=int, default=48, help="number of prompt pairs [48]")
-    p.add_argument("--top", type=int, default=10, help="rows of the top-heads table [10]")
-    p.add_argument("--out", default="out/patch", help="output folder [out/patch]")
-    p.add_argument("--png", action="store_true", help="also write a PNG (needs kaleido + chromium)")
-    p.add_argument("--seed", type=int, default=0)
+    add_output_args(p, "out/patch")
     p.set_defaults(func=cmd_patch)
 
     m = sub.add_parser(
