@@ -3,7 +3,8 @@
 Mean ablation replaces a head's ``z`` by its mean over reference prompts of the same token
 length, per position (:class:`MeanReference`). The random-head control is the one shared
 by every paper, :func:`headscope.controls.random_heads`, drawn from the heads outside the
-ranking that is knocked out, so a random draw never contains a ranked head.
+top-k that the compared condition knocks out (the rule ``attribution.knockout_curve`` and
+SPT use too), so a random draw never contains a knocked-out head.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def knockout(
 
     Mean ablation: a head's z is replaced by its mean over ``reference`` (default: ``rows``)
     prompts of the same token length, per position. Random heads: for each seed,
-    ``controls.random_heads(n_layers, n_heads, k, seed, exclude=ranking[:max(ks)])`` — the
-    same draw every paper makes from that seed, never one of the ranked heads.
+    ``controls.random_heads(n_layers, n_heads, k, seed, exclude=ranking[:k])`` — the same
+    draw every paper makes from that seed and those excluded heads, never a top-k head.
 
     Returns:
         a dict for :func:`headscope.viz.knockout_plot` (``k``, ``top``, ``random``,
@@ -84,7 +85,7 @@ def knockout(
         top_by.append(t)
         row, row_by, row_heads = [], [], []
         for s in seeds:
-            pick = random_heads(model.n_layers, model.n_heads, k, s, exclude=ranked)
+            pick = random_heads(model.n_layers, model.n_heads, k, s, exclude=ranked[:k])
             r = accuracy_table(model, rows, patches_for=ref.patches(pick))
             row.append(r["all"])
             row_by.append(r)
