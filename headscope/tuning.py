@@ -1,7 +1,7 @@
 """Head-selective fine-tuning, full SFT and peft LoRA behind one training loop.
 
-The reusable piece behind SPT (``headscope/spt.py``, "From Yes-Men to Truth-Tellers",
-ICML 2024, §4 "Supervised Pinpoint Tuning") and precise SFT (``headscope/arithmetic.py``,
+The reusable piece behind SPT (``headscope/papers/spt/``, "From Yes-Men to Truth-Tellers",
+ICML 2024, §4 "Supervised Pinpoint Tuning") and precise SFT (``headscope/papers/arithmetic/tune.py``,
 "Interpreting and Improving LLMs in Arithmetic Calculation", ICML 2024, §5): train only
 the query/key/value/output weights that belong to a few attention heads and freeze
 everything else.
