@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
+
+from headscope.common import progress
 
 
 def kl_teacher_student(s_logits: Tensor, t_logits: Tensor, T: float) -> Float[Tensor, " batch"]:
@@ -62,11 +65,6 @@ def seeded(fn, seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return fn()
-
-
-from dataclasses import dataclass  # noqa: E402
-
-from headscope.common import progress  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,10 @@ class BiLevelRoutingAttention(nn.Module):
         H, W = x.shape[-2:]
         q = self.to_q(x)
         kv = self.to_kv(x)
-        win = lambda t: rearrange(t, "n c (j h) (i w) -> n (j i) (h w) c", j=nw, i=nw)  # noqa: E731
+
+        def win(t: Tensor) -> Tensor:
+            return rearrange(t, "n c (j h) (i w) -> n (j i) (h w) c", j=nw, i=nw)
+
         q_pix, kv_pix = win(q), win(kv)  # (N, P, w2, C)
         k_pix, v_pix = kv_pix.split([self.qk_dim, self.dim], dim=-1)
         _, r_idx = self.route(q_pix.mean(2), k_pix.mean(2))  # (N, P, topk)

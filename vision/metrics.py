@@ -81,7 +81,10 @@ def ssim_map(
         raise HeadscopeError(f"images {tuple(pred.shape[-2:])} are smaller than the {size}×{size} SSIM window")
     c = pred.shape[1]
     w = _gaussian_window(size, sigma, pred.dtype).to(pred.device).expand(c, 1, size, size)
-    f = lambda t: torch.nn.functional.conv2d(t, w, groups=c)  # noqa: E731
+
+    def f(t: Tensor) -> Tensor:
+        return torch.nn.functional.conv2d(t, w, groups=c)
+
     mx, my = f(pred), f(target)
     sxx = f(pred * pred) - mx * mx
     syy = f(target * target) - my * my

@@ -40,7 +40,10 @@ def test_weights_move_toward_the_better_client_and_stay_in_unit_box():
         assert bool(((w >= 0) & (w <= 1)).all())
     assert w[1] > w0[1] and w[0] < w0[0]
     # the re-weighted ensemble fits (x, y) better than the equal-weight one
-    ce = lambda ws: float(F.cross_entropy(WeightedEnsemble([bad, good], ws)(x), y))  # noqa: E731
+
+    def ce(ws):
+        return float(F.cross_entropy(WeightedEnsemble([bad, good], ws)(x), y))
+
     assert ce(w) < ce(w0)
 
 

@@ -12,7 +12,10 @@ from generative.ddim import DDIM
 
 def cosine_alpha_bar(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
     """abar_t of the cosine schedule (Nichol & Dhariwal 2021, Eq. 17 with betas capped)."""
-    f = lambda t: math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+
+    def f(t):
+        return math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2
+
     betas = [min(1 - f(i + 1) / f(i), max_beta) for i in range(T)]
     return torch.tensor([math.prod(1 - b for b in betas[: i + 1]) for i in range(T)], dtype=torch.float64)
 

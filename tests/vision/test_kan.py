@@ -115,7 +115,10 @@ def test_grid_update_preserves_polynomial_splines() -> None:
     torch.manual_seed(3)
     layer = WKANLinear(2, 3).double()
     layer.fast = False  # exact Cox-de Boor path; the local path is checked separately
-    f = lambda t: t**2 - 0.5 * t  # noqa: E731
+
+    def f(t):
+        return t**2 - 0.5 * t
+
     pts = torch.linspace(-1, 0.99, 50, dtype=torch.float64).unsqueeze(1).expand(-1, 2)
     with torch.no_grad():
         layer.spline_weight.copy_(layer.curve2coeff(pts, f(pts).unsqueeze(-1)))

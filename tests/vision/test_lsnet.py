@@ -43,7 +43,10 @@ def _dense_reference(attn: BiLevelRoutingAttention, x: torch.Tensor) -> torch.Te
     H, W = x.shape[-2:]
     hw, ww = H // nw, W // nw
     wins = [(j, i) for j in range(nw) for i in range(nw)]
-    pix = lambda t, j, i: t[:, j * hw : (j + 1) * hw, i * ww : (i + 1) * ww].reshape(t.shape[0], -1).T  # noqa: E731
+
+    def pix(t, j, i):
+        return t[:, j * hw : (j + 1) * hw, i * ww : (i + 1) * ww].reshape(t.shape[0], -1).T
+
     qm = torch.stack([pix(q, j, i).mean(0) for j, i in wins])
     km = torch.stack([pix(k, j, i).mean(0) for j, i in wins])
     route = torch.topk(qm @ km.T, topk, dim=-1).indices

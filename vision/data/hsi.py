@@ -359,5 +359,8 @@ def sample_train_test(
         perm = rng.permutation(len(pos))
         tr.append((pos[perm[:n]], np.full(n, c)))
         te.append((pos[perm[n:]], np.full(len(pos) - n, c)))
-    cat = lambda parts, i: np.concatenate([p[i] for p in parts])  # noqa: E731
+
+    def cat(parts: list[tuple[np.ndarray, np.ndarray]], i: int) -> np.ndarray:
+        return np.concatenate([p[i] for p in parts])
+
     return cat(tr, 0), cat(tr, 1).astype(np.int64), cat(te, 0), cat(te, 1).astype(np.int64)
