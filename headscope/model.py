@@ -21,6 +21,7 @@ or ``with`` block ends, also when the body raises.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -151,6 +152,32 @@ def group_patches(patches: Sequence[Patch]) -> dict[tuple[str, int], list[Patch]
     return out
 
 
+TL_HOOKS: dict[str, str] = {
+    "z": "blocks.{L}.attn.hook_z",
+    "resid_pre": "blocks.{L}.hook_resid_pre",
+    "attn_out": "blocks.{L}.hook_attn_out",
+    "mlp_out": "blocks.{L}.hook_mlp_out",
+    "pattern": "blocks.{L}.attn.hook_pattern",
+    "q": "blocks.{L}.attn.hook_q",
+    "k": "blocks.{L}.attn.hook_k",
+    "v": "blocks.{L}.attn.hook_v",
+}
+"""TransformerLens hook name of each cached site (``{L}``: the layer)."""
+_TL_NAME = {
+    re.compile("^" + re.escape(name).replace(re.escape("{L}"), r"(\d+)") + "$"): site
+    for site, name in TL_HOOKS.items()
+}
+CACHE_SITES: tuple[str, ...] = ("z", "resid_pre", "attn_out", "mlp_out")
+"""The sites :meth:`HeadModel.run_with_cache` caches by default (plus attention patterns)."""
+
+
+class CacheKeyError(HeadscopeError, KeyError):
+    """A :class:`HeadCache` key that is not in the cache (a HeadscopeError and a KeyError)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 @dataclass
 class HeadCache:
     """Activations of one run, per layer.
@@ -159,6 +186,12 @@ class HeadCache:
     n_kv_heads, d_head]`` (before rotary embeddings); ``resid_pre[L]``, ``attn_out[L]``,
     ``mlp_out[L]``: ``[batch, pos, d_model]``; ``pattern[L]`` (when requested):
     ``[batch, n_heads, query_pos, key_pos]``.
+
+    Besides the attributes, the cache reads like a TransformerLens ``ActivationCache``:
+    ``cache["pattern", 0]``, ``cache["z", 3]`` or ``cache["blocks.3.attn.hook_z"]`` (the
+    hook names of :data:`TL_HOOKS`) are ``cache.pattern[0]`` and ``cache.z[3]``;
+    ``cache["z"]`` is the whole ``{layer: tensor}`` dict. ``keys()`` lists the hook names
+    present; a missing key raises a :class:`CacheKeyError` that lists them.
     """
 
     z: dict[int, Tensor] = field(default_factory=dict)
@@ -171,13 +204,66 @@ class HeadCache:
     v: dict[int, Tensor] = field(default_factory=dict)
 
     def site(self, site: str) -> dict[int, Tensor]:
+        """The ``{layer: activation}`` dict of ``site`` (``"z"``, ``"pattern"``, ...)."""
+        if site not in TL_HOOKS:
+            raise CacheKeyError(f"unknown cache site {site!r}; sites: {', '.join(TL_HOOKS)}")
         return getattr(self, site)
 
     def stack_z(self) -> Float[Tensor, " layer batch pos head d_head"]:
+        """``z`` of every cached layer stacked in layer order."""
         return torch.stack([self.z[k] for k in sorted(self.z)])
 
     def __iter__(self) -> Iterator[int]:
+        """The layers whose ``z`` is cached, in order."""
         return iter(sorted(self.z))
+
+    # -- TransformerLens-style access --------------------------------------------------
+    def keys(self) -> list[str]:
+        """TransformerLens hook names of everything cached, e.g. ``blocks.0.attn.hook_z``."""
+        return [TL_HOOKS[site].format(L=L) for site in TL_HOOKS for L in sorted(getattr(self, site))]
+
+    def _resolve(self, key: Any) -> tuple[str, int | None]:
+        if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str):
+            site, layer = key
+            if isinstance(layer, bool) or not isinstance(layer, int):
+                raise CacheKeyError(f"cache key {key!r}: the layer must be an int, e.g. cache[{site!r}, 0]")
+            return site, layer
+        if isinstance(key, str):
+            if key in TL_HOOKS:
+                return key, None
+            for rx, site in _TL_NAME.items():
+                m = rx.match(key)
+                if m:
+                    return site, int(m.group(1))
+        raise CacheKeyError(
+            f"cache key {key!r} not understood; use (site, layer) such as ('pattern', 0), a hook name such as "
+            f"'blocks.0.attn.hook_z', or a site ({', '.join(TL_HOOKS)}); cached: {self._available()}"
+        )
+
+    def _available(self) -> str:
+        keys = self.keys()
+        return ", ".join(keys) if keys else "nothing (run with the sites you need, e.g. run_with_cache)"
+
+    def __getitem__(self, key: Any) -> Any:
+        """``cache["pattern", 0]``, ``cache["blocks.0.attn.hook_pattern"]`` → a tensor;
+        ``cache["pattern"]`` → ``{layer: tensor}``."""
+        site, layer = self._resolve(key)
+        if site not in TL_HOOKS:
+            raise CacheKeyError(f"unknown cache site {site!r}; sites: {', '.join(TL_HOOKS)}")
+        acts = getattr(self, site)
+        if layer is None:
+            return acts
+        if layer not in acts:
+            raise CacheKeyError(f"{TL_HOOKS[site].format(L=layer)} is not in this cache; cached: {self._available()}")
+        return acts[layer]
+
+    def __contains__(self, key: Any) -> bool:
+        """Whether ``cache[key]`` would return something."""
+        try:
+            self[key]
+        except CacheKeyError:
+            return False
+        return True
 
 
 FEATURES: dict[str, str] = {
@@ -206,17 +292,29 @@ class HeadModel(Protocol):
     """
 
     n_layers: int
+    """Number of decoder blocks."""
     n_heads: int
+    """Query heads per layer (the heads every analysis scores)."""
     n_kv_heads: int
+    """Key/value heads per layer (fewer than ``n_heads`` under grouped-query attention)."""
     d_head: int
+    """Width of one head's ``z``."""
     d_model: int
+    """Width of the residual stream."""
     d_vocab: int
+    """Number of input token ids."""
     d_vocab_out: int
+    """Number of logit columns (``d_vocab`` except for tracr programs)."""
     n_ctx: int | None
+    """Longest input in tokens, None when the model does not say."""
     tokenizer: Any
+    """The Hugging Face (or tracr) tokenizer; None when tokens are given as ids only."""
     device: torch.device
+    """Where the weights live; inputs are moved here by :meth:`check_tokens`."""
     backend: str
+    """``"tl"`` (TransformerLens) or ``"nnsight"``."""
     name: str
+    """Display name (the organism alias, a path or a hub id), used in titles and file names."""
 
     @property
     def hf_model(self) -> nn.Module | None:
@@ -246,7 +344,11 @@ class HeadModel(Protocol):
 
     # -- runs ---------------------------------------------------------------------------
     def logits(self, tokens: Int[Tensor, " batch pos"]) -> Float[Tensor, " batch pos vocab"]:
-        """Logits of a plain run (active ``hooked`` patches apply), without gradients."""
+        """Logits ``[batch, pos, d_vocab_out]`` of a plain run, without gradients.
+
+        Patches made active with :meth:`hooked` apply; nothing else is changed or cached.
+        ``tokens`` are checked with :meth:`check_tokens` first.
+        """
         ...
 
     def logits_with_grad(self, tokens: Int[Tensor, " batch pos"]) -> Float[Tensor, " batch pos vocab"]:
@@ -260,13 +362,48 @@ class HeadModel(Protocol):
         sites: Sequence[str] = ("z", "resid_pre"),
         pattern: bool = False,
     ) -> tuple[Float[Tensor, " batch pos vocab"], HeadCache]:
-        """Logits and a :class:`HeadCache` of ``sites`` (and attention patterns) for ``layers``."""
+        """Logits and a :class:`HeadCache` of ``sites`` (and attention patterns) for ``layers``.
+
+        Args:
+            tokens: ``[batch, pos]`` token ids (e.g. from :meth:`to_tokens`).
+            layers: the layers to cache; None = every layer.
+            sites: any of ``"z"``, ``"resid_pre"``, ``"attn_out"``, ``"mlp_out"`` and, where
+                ``supports("qkv_sites")``, ``"q"``, ``"k"``, ``"v"``.
+            pattern: also cache attention patterns ``[batch, n_heads, query_pos, key_pos]``.
+
+        Returns:
+            ``(logits, cache)``; active :meth:`hooked` patches apply, so the cache holds the
+            patched activations. :meth:`run_with_cache` is the same with TransformerLens-like
+            defaults.
+        """
+        ...
+
+    def run_with_cache(
+        self,
+        tokens: Int[Tensor, " batch pos"],
+        layers: Sequence[int] | None = None,
+        sites: Sequence[str] = CACHE_SITES,
+        pattern: bool = True,
+    ) -> tuple[Float[Tensor, " batch pos vocab"], HeadCache]:
+        """TransformerLens-style ``(logits, cache)``: :meth:`run_with_heads` with attention
+        patterns and the sites of :data:`CACHE_SITES` by default.
+
+        Read the cache as ``cache["pattern", 0]``, ``cache["z", 3]``,
+        ``cache["blocks.3.attn.hook_z"]`` or ``cache.z[3]``.
+        """
         ...
 
     def run_patched(
         self, tokens: Int[Tensor, " batch pos"], patches: Sequence[Patch]
     ) -> Float[Tensor, " batch pos vocab"]:
-        """Logits with ``patches`` applied for this run only."""
+        """Logits ``[batch, pos, d_vocab_out]`` with ``patches`` applied for this run only.
+
+        Each :class:`Patch` names a layer, a site, optionally a head, positions and batch
+        rows, and how it changes the activation (replace, add, zero, scale). Layers and
+        heads are checked before any hook is attached; the hooks are removed after the run,
+        also when it raises. Example: ``model.run_patched(toks, [Patch(layer=1, head=3,
+        mode="zero")])`` zero-ablates head L1H3.
+        """
         ...
 
     def run_from_layer(

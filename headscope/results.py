@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from headscope.common.errors import HeadscopeError
-from headscope.common.plotting import heatmap, save_figure
+from headscope.common.io import atomic_write_bytes, nan_for_null, write_json
+from headscope.common.plotting import heatmap, plotly_text, save_figure
 
 Head = tuple[int, int]
 _HEAD_FORMS = (re.compile(r"^[Ll](\d+)[Hh](\d+)$"), re.compile(r"^(\d+)[.:](\d+)$"))
@@ -52,6 +53,10 @@ class HeadResult:
     ``axes`` names the dimensions of ``scores`` in order, e.g. ``("layer", "head")`` or
     ``("layer", "pos", "head")``; ``labels`` maps an axis to its tick labels (``pos`` →
     the prompt's tokens); ``info`` holds method, model, task, clean/corrupt metrics...
+
+    Per-position results (a ``pos`` axis) are read per head by summing over positions
+    (:meth:`by_head`, :meth:`top`, :meth:`table`, the layer × head views), or at one
+    position with ``pos=``.
     """
 
     scores: Tensor
@@ -63,22 +68,47 @@ class HeadResult:
         if self.scores.ndim != len(self.axes):
             raise ValueError(f"scores have {self.scores.ndim} dims but axes {self.axes}")
 
+    def __repr__(self) -> str:
+        parts = [f"axes={self.axes}", f"shape={tuple(self.scores.shape)}"]
+        for key in ("method", "model", "task", "metric_name"):
+            if self.info.get(key) not in (None, ""):
+                parts.append(f"{key.removesuffix('_name')}={self.info[key]!r}")
+        if "head" in self.axes and self.scores.numel():
+            top = ", ".join(f"{format_head((L, h))} {v:+.3g}" for L, h, v in self.top(3))
+            parts.append(f"top=[{top}]" + (" (summed over pos)" if "pos" in self.axes else ""))
+        return f"HeadResult({', '.join(parts)})"
+
     # -- views ---------------------------------------------------------------------
-    def by_head(self) -> Tensor:
-        """``[layer, head]`` scores (summed over ``pos`` when present)."""
+    def _position(self, pos: int) -> int:
+        P = self.scores.shape[self.axes.index("pos")]
+        if not -P <= pos < P:
+            raise HeadscopeError(f"position {pos} out of range: this result has {P} positions (0..{P - 1})")
+        return pos % P
+
+    def by_head(self, pos: int | None = None) -> Tensor:
+        """``[layer, head]`` scores: summed over ``pos`` when the result has that axis, or
+        read at one position with ``pos=`` (negative counts from the end)."""
         s = self.scores
         if "pos" in self.axes:
-            s = s.sum(self.axes.index("pos"))
+            i = self.axes.index("pos")
+            s = s.sum(i) if pos is None else s.select(i, self._position(pos))
+        elif pos is not None:
+            raise HeadscopeError(f"pos= needs a per-position result; this one has axes {self.axes}")
         return s
 
-    def top(self, k: int = 10, by: str = "abs") -> list[tuple[int, int, float]]:
+    def top(self, k: int = 10, by: str = "abs", pos: int | None = None) -> list[tuple[int, int, float]]:
         """The ``k`` heads with the largest score, as ``(layer, head, score)``.
 
         ``by="abs"``: largest magnitude; ``"value"``: largest; ``"neg"``: most negative.
+        On a per-position result the score of a head is its sum over all positions,
+        unless ``pos`` picks one position. Heads whose score is NaN rank last and are
+        left out.
         """
         if "head" not in self.axes:
             raise ValueError("top() needs a head axis")
-        s = self.by_head()
+        if by not in ("abs", "value", "neg"):
+            raise HeadscopeError(f"unknown order {by!r}; use abs, value or neg")
+        s = self.by_head(pos)
         key = {"abs": s.abs(), "value": s, "neg": -s}[by]
         key = torch.nan_to_num(key.float(), nan=float("-inf"))  # heads that were not scored rank last
         k = min(k, int(torch.isfinite(key).sum()))
@@ -86,14 +116,27 @@ class HeadResult:
         H = s.shape[1]
         return [(int(i) // H, int(i) % H, float(s.flatten()[i])) for i in flat]
 
-    def table(self, k: int = 10, by: str = "abs") -> str:
-        rows = [f"{'rank':>4}  {'head':<7} {'score':>9}"]
-        for r, (L, H, v) in enumerate(self.top(k, by), 1):
+    def table(self, k: int = 10, by: str = "abs", pos: int | None = None) -> str:
+        """:meth:`top` as a text table; a per-position result says whether it was summed
+        over positions or read at ``pos``."""
+        rows = []
+        if "pos" in self.axes:
+            P = self.scores.shape[self.axes.index("pos")]
+            if pos is None:
+                rows.append(f"scores summed over all {P} positions (pass pos= to read one)")
+            else:
+                p = self._position(pos)
+                tok = (self.labels.get("pos") or [""] * P)[p]
+                rows.append(f"scores at position {p}" + (f" ({tok})" if tok else ""))
+        rows.append(f"{'rank':>4}  {'head':<7} {'score':>9}")
+        for r, (L, H, v) in enumerate(self.top(k, by, pos), 1):
             rows.append(f"{r:>4}  L{L}H{H:<4} {v:>9.4f}")
         return "\n".join(rows)
 
     # -- output --------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """Everything as JSON-able Python (scores as nested lists; NaN stays NaN here, the
+        writers turn it into ``null``)."""
         return {
             "axes": list(self.axes),
             "shape": list(self.scores.shape),
@@ -103,79 +146,102 @@ class HeadResult:
         }
 
     def save(self, path: str | Path) -> list[Path]:
-        """Write ``path.json`` (scores + labels + info) and ``path.safetensors``."""
-        from safetensors.torch import save_file
+        """Write ``path.json`` (scores + labels + info) and ``path.safetensors``.
+
+        The JSON is strict (NaN and infinities are written as ``null``; :meth:`load` reads
+        them back as NaN) and both files are written atomically: a crash leaves either the
+        old file or the new one, never half of one.
+        """
+        from safetensors.torch import save
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        js = path.with_suffix(".json")
-        js.write_text(json.dumps(self.to_dict(), indent=1, default=str) + "\n")
-        st = path.with_suffix(".safetensors")
-        save_file({"scores": self.scores.contiguous().float().cpu()}, str(st), metadata={"axes": ",".join(self.axes)})
+        js = write_json(path.with_suffix(".json"), self.to_dict())
+        st = atomic_write_bytes(
+            path.with_suffix(".safetensors"),
+            save({"scores": self.scores.contiguous().float().cpu()}, metadata={"axes": ",".join(self.axes)}),
+        )
         return [js, st]
 
     @classmethod
     def load(cls, path: str | Path) -> HeadResult:
+        """Read a result written by :meth:`save` (``null`` scores become NaN)."""
         d = json.loads(Path(path).with_suffix(".json").read_text())
-        return cls(torch.tensor(d["scores"]), tuple(d["axes"]), d.get("labels", {}), d.get("info", {}))
+        scores = torch.tensor(nan_for_null(d["scores"]), dtype=torch.float32)
+        return cls(scores, tuple(d["axes"]), d.get("labels", {}), d.get("info", {}))
 
-    def figure(self, title: str | None = None):
-        """Plotly heatmap: layer × head (or layer × pos for layer sites; per-position head
-        results are shown summed over positions)."""
-        title = title or self.info.get("title", "")
-        if self.axes == ("layer", "pos", "head"):
-            return self._per_position_figure(title)
+    def title(self, title: str | None = None) -> str:
+        """The figure title: ``title`` (or ``info["title"]``, or the method) over a line
+        naming model, task, metric and method, each where ``info`` has it."""
+        info = self.info
+        method = str(info.get("method", "")).replace("_", " ")
+        main = title or info.get("title") or method or "head scores"
+        facts = [f"{k}: {info[k]}" for k in ("model", "task") if info.get(k)]
+        if info.get("metric_name"):
+            facts.append(f"metric: {info['metric_name']}")
+        if method and method not in main:
+            facts.append(f"method: {method}")
+        if "pos" in self.axes and "head" in self.axes:
+            facts.append(f"{self.scores.shape[self.axes.index('pos')]} positions")
+        main = plotly_text(main)
+        return main + (f"<br><sup>{plotly_text(' · '.join(facts))}</sup>" if facts else "")
+
+    def figure(self, title: str | None = None, pos: int | None = None):
+        """Plotly figure of the result.
+
+        - ``(layer, head)``: a layer × head heatmap;
+        - ``(layer, pos, head)``: one (layer·head) × position heatmap, a row per head (any
+          number of positions and heads); with ``pos=`` the layer × head map at that position;
+        - ``(layer, pos)``: a layer × position heatmap; ``(layer,)``: one column.
+
+        The title names model, task, metric and method where ``info`` has them.
+        """
+        full = self.title(title)
+        metric = self.info.get("metric_name", "score")
+        if self.axes == ("layer", "pos", "head") and pos is None:
+            return self._per_position_figure(full)
         if "head" in self.axes:
-            return heatmap(self.by_head(), title=title, colorbar_title=self.info.get("metric_name", "score"))
+            return heatmap(self.by_head(pos), title=full, colorbar_title=metric)
         if self.axes == ("layer", "pos"):
-            pos = self.labels.get("pos")
-            xs = [f"{i}:{t}" for i, t in enumerate(pos)] if pos else None
+            labels = self.labels.get("pos")
+            xs = [f"{i}:{t}" for i, t in enumerate(labels)] if labels else None
             return heatmap(
                 self.scores,
                 x_labels=xs,
                 x_title="position",
-                title=title,
+                title=full,
                 hover_name="L{y} pos {x}",
-                colorbar_title=self.info.get("metric_name", "score"),
+                colorbar_title=metric,
             )
         s = self.scores.reshape(-1, 1) if self.scores.ndim == 1 else self.scores
-        return heatmap(s, title=title, x_title="", hover_name="L{y}")
+        return heatmap(s, title=full, x_title="", hover_name="L{y}", colorbar_title=metric)
 
     def _per_position_figure(self, title: str):
-        """One layer × head panel per position, sharing a symmetric colour scale."""
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-
-        P = self.scores.shape[1]
-        pos = self.labels.get("pos") or [str(i) for i in range(P)]
-        lim = float(torch.nan_to_num(self.scores).abs().max()) or 1.0
-        fig = make_subplots(
-            rows=1, cols=P, subplot_titles=[f"{i}: {t}" for i, t in enumerate(pos)], horizontal_spacing=0.02
+        """(layer·head) × position heatmap: a row per head (``L0H0``, ``L0H1``...), a column
+        per position (``i:token``), thin lines between layers, one symmetric colour scale."""
+        L, P, H = self.scores.shape
+        labels = self.labels.get("pos") or [""] * P
+        xs = [f"{i}:{t}" if t else str(i) for i, t in enumerate(labels)]
+        ys = [format_head((layer, h)) for layer in range(L) for h in range(H)]
+        z = self.scores.permute(0, 2, 1).reshape(L * H, P)
+        fig = heatmap(
+            z,
+            x_labels=xs,
+            y_labels=ys,
+            x_title="position",
+            y_title="head",
+            title=title,
+            hover_name="{y} at {x}",
+            colorbar_title=self.info.get("metric_name", "score"),
+            width=min(4000, max(700, 260 + 16 * P)),
+            height=min(4000, max(450, 220 + 18 * L * H)),
         )
-        for p in range(P):
-            fig.add_trace(
-                go.Heatmap(
-                    z=self.scores[:, p].numpy(),
-                    colorscale="RdBu",
-                    reversescale=True,
-                    zmin=-lim,
-                    zmax=lim,
-                    zmid=0,
-                    showscale=p == P - 1,
-                    colorbar=dict(title=self.info.get("metric_name", "score")),
-                    hovertemplate=f"pos {p} ({pos[p]})<br>L%{{y}}H%{{x}}: %{{z:.4f}}<extra></extra>",
-                ),
-                row=1,
-                col=p + 1,
-            )
-            fig.update_yaxes(
-                autorange="reversed", showticklabels=p == 0, title_text="layer" if p == 0 else None, row=1, col=p + 1
-            )
-            fig.update_xaxes(title_text="head", row=1, col=p + 1)
-        fig.update_layout(title=title, template="plotly_white", width=max(700, 220 * P))
+        for layer in range(1, L):  # a line between layers (categories sit at 0, 1, ...)
+            fig.add_hline(y=layer * H - 0.5, line_width=1, line_color="#555")
+        fig.update_xaxes(tickangle=-90 if P > 12 else 0)
         return fig
 
     def save_figure(self, path: str | Path, png: bool = False) -> list[Path]:
+        """:meth:`figure` as ``path.html`` (and ``path.png`` with ``png``), written atomically."""
         return save_figure(self.figure(), path, png=png)
 
 
@@ -265,12 +331,12 @@ class HeadSelection:
         }
 
     def save(self, path: str | Path, figure: bool = True) -> list[Path]:
-        """``path.json`` (everything) and, with ``figure``, ``path_heatmap.html``."""
+        """``path.json`` (everything) and, with ``figure``, ``path_heatmap.html``.
+
+        Strict JSON (NaN → ``null``), written atomically, as :meth:`HeadResult.save`.
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        js = path.with_suffix(".json")
-        js.write_text(json.dumps(self.to_dict(), indent=1, default=str) + "\n")
-        files = [js]
+        files = [write_json(path.with_suffix(".json"), self.to_dict())]
         if figure:
             files += self.scores.save_figure(path.with_name(path.stem + "_heatmap"))
         return files
@@ -279,7 +345,8 @@ class HeadSelection:
     def load(cls, path: str | Path) -> HeadSelection:
         d = json.loads(Path(path).with_suffix(".json").read_text())
         known = {"heads", "rule", "share", "scores", "info"}
-        res = HeadResult(torch.tensor(d["scores"]), ("layer", "head"), {}, d.get("info", {}))
+        scores = torch.tensor(nan_for_null(d["scores"]), dtype=torch.float32)
+        res = HeadResult(scores, ("layer", "head"), {}, d.get("info", {}))
         return cls(
             res, [tuple(h) for h in d["heads"]], d.get("rule", ""), {k: v for k, v in d.items() if k not in known}
         )

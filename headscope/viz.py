@@ -6,6 +6,7 @@ All return ``plotly.graph_objects.Figure``; save with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
@@ -15,8 +16,8 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from headscope.common.errors import HeadscopeError
-from headscope.common.plotting import heatmap, line_plot
-from headscope.results import HeadResult
+from headscope.common.plotting import heatmap, line_plot, plotly_text, subplot_grid, subplot_spacing
+from headscope.results import HeadResult, format_head
 
 
 def head_heatmap(result: HeadResult | Tensor, title: str = "", label: str = "score") -> go.Figure:
@@ -26,30 +27,42 @@ def head_heatmap(result: HeadResult | Tensor, title: str = "", label: str = "sco
     return heatmap(result, title=title, colorbar_title=label)
 
 
-def side_by_side(results: dict[str, HeadResult], title: str = "") -> go.Figure:
-    """Several layer × head maps next to each other, one shared symmetric colour scale."""
+def side_by_side(results: dict[str, HeadResult], title: str = "", max_cols: int = 4) -> go.Figure:
+    """Several layer × head maps in a grid (``max_cols`` per row), one shared symmetric colour scale."""
     names = list(results)
     mats = [results[n].by_head() for n in names]
-    lim = max(float(torch.nan_to_num(m).abs().max()) for m in mats) or 1.0
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.05)
-    for i, m in enumerate(mats, 1):
+    lim = max(float(torch.nan_to_num(m, posinf=0.0, neginf=0.0).abs().max()) for m in mats) or 1.0
+    n_rows, n_cols = subplot_grid(len(names), max_cols)
+    fig = make_subplots(
+        rows=n_rows,
+        cols=n_cols,
+        subplot_titles=[plotly_text(n) for n in names],
+        horizontal_spacing=subplot_spacing(n_cols, 0.05),
+        vertical_spacing=subplot_spacing(n_rows, 0.12),
+    )
+    for i, m in enumerate(mats):
+        r, c = divmod(i, n_cols)
         fig.add_trace(
             go.Heatmap(
                 z=m.numpy(),
+                x=[str(h) for h in range(m.shape[1])],
+                y=[str(L) for L in range(m.shape[0])],
                 colorscale="RdBu",
                 reversescale=True,
                 zmin=-lim,
                 zmax=lim,
                 zmid=0,
-                showscale=i == len(names),
+                showscale=i == 0,
                 hovertemplate="L%{y}H%{x}: %{z:.4f}<extra></extra>",
             ),
-            row=1,
-            col=i,
+            row=r + 1,
+            col=c + 1,
         )
-        fig.update_yaxes(autorange="reversed", title_text="layer" if i == 1 else None, row=1, col=i)
-        fig.update_xaxes(title_text="head", row=1, col=i)
-    fig.update_layout(title=title, template="plotly_white")
+        fig.update_yaxes(
+            autorange="reversed", type="category", title_text="layer" if c == 0 else None, row=r + 1, col=c + 1
+        )
+        fig.update_xaxes(type="category", title_text="head" if r == n_rows - 1 else None, row=r + 1, col=c + 1)
+    fig.update_layout(title=title, template="plotly_white", height=max(450, 320 * n_rows))
     return fig
 
 
@@ -70,21 +83,64 @@ def top_heads_table(result: HeadResult, k: int = 10, by: str = "abs") -> go.Figu
     )
 
 
+def check_heads(model, heads: Sequence[tuple[int, int]], where: str = "heads") -> list[tuple[int, int]]:
+    """``heads`` as ``(layer, head)`` pairs, each checked against the model's shape.
+
+    Raises a HeadscopeError naming the valid range for a head the model does not have.
+    """
+    out = []
+    for L, h in heads:
+        if not (0 <= L < model.n_layers and 0 <= h < model.n_heads):
+            raise HeadscopeError(
+                f"{where}: {model.name} has no head L{L}H{h}; it has layers 0..{model.n_layers - 1} and heads "
+                f"0..{model.n_heads - 1} per layer (L0H0 .. L{model.n_layers - 1}H{model.n_heads - 1})"
+            )
+        out.append((int(L), int(h)))
+    return out
+
+
 def attention_patterns(
-    model, tokens: Int[Tensor, " batch pos"], heads: Sequence[tuple[int, int]], row: int = 0
+    model,
+    tokens: Int[Tensor, " batch pos"],
+    heads: Sequence[tuple[int, int]],
+    row: int = 0,
+    max_cols: int | None = None,
 ) -> go.Figure:
-    """Attention patterns of chosen heads for one prompt (query tokens down, key tokens across)."""
+    """Attention patterns of chosen heads for one prompt (query tokens down, key tokens across).
+
+    Any number of heads: panels wrap into rows of ``max_cols`` (default: about the square
+    root of the number of heads, at most 8). A head the model does not
+    have, or a ``row`` outside the batch, is a HeadscopeError naming the valid range.
+    """
     if not heads:
         raise HeadscopeError("name at least one head, e.g. [(1, 3)]")
+    heads = check_heads(model, heads)
     tokens = model.check_tokens(tokens)
+    if not -tokens.shape[0] <= row < tokens.shape[0]:
+        raise HeadscopeError(f"row {row} out of range: the batch has {tokens.shape[0]} prompts")
+    row %= tokens.shape[0]
     layers = sorted({L for L, _ in heads})
     _, cache = model.run_with_heads(tokens[row : row + 1], layers=layers, sites=(), pattern=True)
-    labels = [f"{i}:{t}" for i, t in enumerate(model.to_str_tokens(tokens[row]))]
+    labels = [plotly_text(f"{i}:{t}") for i, t in enumerate(model.to_str_tokens(tokens[row]))]
+    n_cols = max_cols or min(8, math.ceil(math.sqrt(len(heads))))
+    n_rows, n_cols = subplot_grid(len(heads), n_cols)
+    # Square panels with fixed gaps in pixels (room for titles and token labels); the
+    # figure stays within 4000 × 6000 px however many heads and tokens there are.
+    margin = dict(l=90, r=90, t=90, b=100)
+    gap_x, gap_y = 30, 50
+    side = max(260, min(600, 8 * len(labels)))
+    side = max(120, min(side, (3820 - gap_x * (n_cols - 1)) // n_cols, (5810 - gap_y * (n_rows - 1)) // n_rows))
+    inner_w, inner_h = n_cols * side + gap_x * (n_cols - 1), n_rows * side + gap_y * (n_rows - 1)
     fig = make_subplots(
-        rows=1, cols=len(heads), subplot_titles=[f"L{L}H{h}" for L, h in heads], horizontal_spacing=0.06
+        rows=n_rows,
+        cols=n_cols,
+        subplot_titles=[format_head(hd) for hd in heads],
+        horizontal_spacing=subplot_spacing(n_cols, gap_x / inner_w),
+        vertical_spacing=subplot_spacing(n_rows, gap_y / inner_h),
     )
-    for i, (L, h) in enumerate(heads, 1):
-        pat = cache.pattern[L][0, h].cpu().numpy()
+    for i, (L, h) in enumerate(heads):
+        r, c = divmod(i, n_cols)
+        pat = cache.pattern[L][0, h].float().cpu().numpy()
         fig.add_trace(
             go.Heatmap(
                 z=pat,
@@ -93,15 +149,21 @@ def attention_patterns(
                 colorscale="Blues",
                 zmin=0,
                 zmax=1,
-                showscale=i == len(heads),
-                hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>",
+                showscale=i == 0,
+                hovertemplate=f"L{L}H{h}<br>query %{{y}}<br>key %{{x}}<br>attention %{{z:.3f}}<extra></extra>",
             ),
-            row=1,
-            col=i,
+            row=r + 1,
+            col=c + 1,
         )
-        fig.update_yaxes(autorange="reversed", type="category", row=1, col=i)
-        fig.update_xaxes(type="category", row=1, col=i)
-    fig.update_layout(title="attention patterns", template="plotly_white")
+        fig.update_yaxes(autorange="reversed", type="category", showticklabels=c == 0, row=r + 1, col=c + 1)
+        fig.update_xaxes(type="category", showticklabels=r == n_rows - 1, row=r + 1, col=c + 1)
+    fig.update_layout(
+        title=plotly_text(f"attention patterns: {model.name}"),
+        template="plotly_white",
+        width=inner_w + margin["l"] + margin["r"],
+        height=inner_h + margin["t"] + margin["b"],
+        margin=margin,
+    )
     return fig
 
 

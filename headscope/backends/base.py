@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
 from headscope.backends._hf import Dims, arch_paths, check_tokens, dims_of, get_path, greedy_generate, tokenize
-from headscope.model import Patch, check_patches
+from headscope.model import CACHE_SITES, HeadCache, Patch, check_patches
 
 
 class BaseHeadModel:
     """Shared plumbing; subclasses implement the backend-specific runs."""
 
     backend = "base"
+    run_with_heads: Callable[..., tuple[Tensor, HeadCache]]  # each backend implements it (HeadModel.run_with_heads)
 
     def __init__(self, hf_model: nn.Module, tokenizer, name: str) -> None:
+        """Read dimensions and module paths from ``hf_model``'s config."""
         self.hf_model: nn.Module | None = hf_model
         self.tokenizer = tokenizer
         self.name = name
@@ -45,6 +47,7 @@ class BaseHeadModel:
         return tokenize(self.tokenizer, prompts).to(self.device)
 
     def to_str_tokens(self, tokens: Tensor | str) -> list[str]:
+        """The tokens of one row (or of a string, tokenized first) as strings."""
         if isinstance(tokens, str):
             tokens = self.to_tokens(tokens)[0]
         if self.tokenizer is None:
@@ -89,6 +92,7 @@ class BaseHeadModel:
 
     @contextmanager
     def _backend_hooked(self, patches: Sequence[Patch]) -> Iterator[None]:
+        """Backend hook for patches that must be attached for a block (none by default)."""
         yield
 
     def generate(
@@ -143,4 +147,23 @@ class BaseHeadModel:
 
     @torch.no_grad()
     def logits(self, tokens: Tensor) -> Tensor:  # pragma: no cover - overridden
+        """Logits of a plain run; implemented by each backend."""
         raise NotImplementedError
+
+    def run_with_cache(
+        self,
+        tokens: Tensor,
+        layers: Sequence[int] | None = None,
+        sites: Sequence[str] = CACHE_SITES,
+        pattern: bool = True,
+    ) -> tuple[Tensor, HeadCache]:
+        """TransformerLens-style ``(logits, cache)``: :meth:`run_with_heads` with attention
+        patterns and ``z``, ``resid_pre``, ``attn_out``, ``mlp_out`` of every layer by default.
+
+        Example::
+
+            logits, cache = model.run_with_cache(model.to_tokens("a b c"))
+            cache["pattern", 0]              # [batch, n_heads, query_pos, key_pos]
+            cache["blocks.1.attn.hook_z"]    # [batch, pos, n_heads, d_head]
+        """
+        return self.run_with_heads(tokens, layers=layers, sites=sites, pattern=pattern)

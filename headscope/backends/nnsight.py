@@ -32,6 +32,7 @@ class NNsightModel(BaseHeadModel):
     backend = "nnsight"
 
     def __init__(self, nn_model, hf_model: nn.Module, tokenizer, name: str) -> None:
+        """Wrap an nnsight ``TransformersModel`` around ``hf_model`` (use :meth:`from_hf` to build one)."""
         super().__init__(hf_model, tokenizer, name)
         self.nn_model = nn_model
 
@@ -39,6 +40,7 @@ class NNsightModel(BaseHeadModel):
     def from_hf(
         cls, hf_model: nn.Module, tokenizer=None, name: str = "model", path: str | None = None
     ) -> NNsightModel:
+        """Wrap a loaded HF causal LM (``path`` is accepted for symmetry with TLModel and unused)."""
         from nnsight.modeling.transformers import TransformersModel
 
         hf_model.eval()
@@ -115,12 +117,14 @@ class NNsightModel(BaseHeadModel):
             env.output = y.reshape(b, p, self._n(site) * self.d_head)
 
     def _intervene(self, patches: Sequence[Patch]) -> None:
+        """Inside a trace: apply the active and the given patches in forward order."""
         groups = group_patches(list(self._active) + list(patches))
         for site, L in sorted(groups, key=lambda k: (k[1], _ORDER.index(k[0]))):
             self._apply(site, L, groups[(site, L)])
 
     # -- runs ----------------------------------------------------------------------
     def _logits_trace(self, tokens: Tensor, patches: Sequence[Patch]) -> Tensor:
+        """Logits of one trace with the active and the given patches."""
         with self.nn_model.trace(tokens):
             self._intervene(patches)
             out = get_path(self.nn_model, self.paths.unembed).output.save()
@@ -128,6 +132,7 @@ class NNsightModel(BaseHeadModel):
 
     @torch.no_grad()
     def logits(self, tokens: Tensor) -> Tensor:
+        """Logits ``[batch, pos, d_vocab_out]`` of a plain run without gradients (active ``hooked`` patches apply)."""
         return self._logits_trace(self.check_tokens(tokens), ())
 
     def logits_with_grad(self, tokens: Tensor) -> Tensor:
@@ -142,6 +147,12 @@ class NNsightModel(BaseHeadModel):
         sites: Sequence[str] = ("z", "resid_pre"),
         pattern: bool = False,
     ) -> tuple[Tensor, HeadCache]:
+        """Logits and a :class:`HeadCache` of ``sites`` (and attention patterns) for ``layers``.
+
+        See :meth:`headscope.model.HeadModel.run_with_heads`. One nnsight trace: active
+        ``hooked`` patches are applied in forward order and each wanted site is saved as it
+        passes; ``z``/``q``/``k``/``v`` are split into heads ``[batch, pos, heads, d_head]``.
+        """
         tokens = self.check_tokens(tokens)
         layers = sorted(range(self.n_layers) if layers is None else set(layers))
         want = list(sites) + (["pattern"] if pattern else [])
@@ -168,6 +179,8 @@ class NNsightModel(BaseHeadModel):
 
     @torch.no_grad()
     def run_patched(self, tokens: Tensor, patches: Sequence[Patch]) -> Tensor:
+        """Logits with ``patches`` applied for this run only (one nnsight trace); see
+        :meth:`headscope.model.HeadModel.run_patched`."""
         tokens = self.check_tokens(tokens)
         patches = list(patches)
         check_patches(self, patches)

@@ -16,18 +16,9 @@ from torch import Tensor, nn
 
 from headscope.backends._hf import resid_reentry
 from headscope.backends.base import BaseHeadModel
-from headscope.model import HeadCache, Patch, _check_reentry, check_patches, group_patches
+from headscope.model import TL_HOOKS, HeadCache, Patch, _check_reentry, check_patches, group_patches
 
-HOOK = {
-    "z": "blocks.{L}.attn.hook_z",
-    "resid_pre": "blocks.{L}.hook_resid_pre",
-    "attn_out": "blocks.{L}.hook_attn_out",
-    "mlp_out": "blocks.{L}.hook_mlp_out",
-    "pattern": "blocks.{L}.attn.hook_pattern",
-    "q": "blocks.{L}.attn.hook_q",
-    "k": "blocks.{L}.attn.hook_k",
-    "v": "blocks.{L}.attn.hook_v",
-}
+HOOK = TL_HOOKS  # site -> TransformerLens hook name; the HeadCache reads the same names
 
 
 def _architecture(hf_model: nn.Module) -> str:
@@ -46,6 +37,7 @@ class TLModel(BaseHeadModel):
     backend = "tl"
 
     def __init__(self, bridge, hf_model: nn.Module, tokenizer, name: str) -> None:
+        """Wrap an already built ``bridge`` around ``hf_model`` (use :meth:`from_hf` to build one)."""
         super().__init__(hf_model, tokenizer, name)
         self.bridge = bridge
 
@@ -77,6 +69,7 @@ class TLModel(BaseHeadModel):
 
     # -- hooks ---------------------------------------------------------------------
     def _fwd_hooks(self, patches: Sequence[Patch]) -> list[tuple[str, Callable[..., Tensor]]]:
+        """One forward hook per (site, layer) that applies that group's patches in order."""
         hooks: list[tuple[str, Callable[..., Tensor]]] = []
         for (site, layer), ps in group_patches(patches).items():
 
@@ -90,12 +83,14 @@ class TLModel(BaseHeadModel):
 
     @contextmanager
     def _backend_hooked(self, patches: Sequence[Patch]) -> Iterator[None]:
+        """Attach the patches' hooks with ``bridge.hooks`` for the block (removed on exit)."""
         with self.bridge.hooks(fwd_hooks=self._fwd_hooks(patches)):
             yield
 
     # -- runs ----------------------------------------------------------------------
     @torch.no_grad()
     def logits(self, tokens: Tensor) -> Tensor:
+        """Logits ``[batch, pos, d_vocab_out]`` of a plain run without gradients (active ``hooked`` patches apply)."""
         return self.bridge(self.check_tokens(tokens), return_type="logits")
 
     def logits_with_grad(self, tokens: Tensor) -> Tensor:
@@ -110,6 +105,11 @@ class TLModel(BaseHeadModel):
         sites: Sequence[str] = ("z", "resid_pre"),
         pattern: bool = False,
     ) -> tuple[Tensor, HeadCache]:
+        """Logits and a :class:`HeadCache` of ``sites`` (and attention patterns) for ``layers``.
+
+        See :meth:`headscope.model.HeadModel.run_with_heads`. Reads the bridge's hook points
+        (``blocks.{L}.attn.hook_z``...) with saving hooks attached for this run only.
+        """
         tokens = self.check_tokens(tokens)
         layers = list(range(self.n_layers)) if layers is None else list(layers)
         names: dict[str, tuple[str, int]] = {}
@@ -134,6 +134,8 @@ class TLModel(BaseHeadModel):
 
     @torch.no_grad()
     def run_patched(self, tokens: Tensor, patches: Sequence[Patch]) -> Tensor:
+        """Logits with ``patches`` applied for this run only (``bridge.run_with_hooks``); see
+        :meth:`headscope.model.HeadModel.run_patched`."""
         tokens = self.check_tokens(tokens)
         patches = list(patches)
         check_patches(self, patches)
@@ -150,6 +152,7 @@ class TLModel(BaseHeadModel):
             return self.bridge.run_with_hooks(tokens, fwd_hooks=self._fwd_hooks(patches), return_type="logits")
 
     def blocks(self) -> list[nn.Module]:
+        """The bridge's blocks (wrapping the HF decoder layers), in order."""
         return list(self.bridge.blocks)
 
     def head_grads(

@@ -135,6 +135,7 @@ class TLNativeModel(TLModel):
     def generate(
         self, tokens: Tensor, max_new_tokens: int = 8, patches: Sequence[Patch] = (), eos: bool = True
     ) -> Tensor:
+        """Not available: a tracr program maps a sequence to one output per position."""
         raise HeadscopeError(
             f"{self.name} is a compiled RASP program: it maps a sequence to one output per position and cannot "
             "continue it; use logits()"
@@ -151,10 +152,12 @@ class TLNativeModel(TLModel):
         return ln if isinstance(ln, nn.Module) and any(True for _ in ln.parameters()) else None
 
     def unembed_bias(self) -> Tensor | None:
+        """The bridge's ``b_U``, or None."""
         b = getattr(self.bridge, "b_U", None)
         return None if b is None else b.detach()
 
     def blocks(self) -> list[nn.Module]:
+        """The bridge's blocks, in order."""
         return list(self.bridge.blocks)
 
     def unembed_matrix(self) -> Tensor:

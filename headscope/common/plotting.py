@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 import torch
 
 from .errors import HeadscopeError
+from .io import atomic_path
 
 _CHROME_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
@@ -31,6 +32,28 @@ def find_chromium() -> str | None:
         if p:
             return p
     return None
+
+
+def plotly_text(label: object) -> str:
+    """``label`` as plotly shows it literally: ``<`` and ``>`` escaped (a token ``<s>`` would
+    otherwise be read as a strike-through tag and vanish)."""
+    return str(label).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def subplot_spacing(n: int, wanted: float) -> float:
+    """Spacing between ``n`` subplots along one direction that plotly accepts (at most
+    ``1 / (n - 1)``; the gap shrinks instead of failing as the count grows)."""
+    if n <= 1:
+        return wanted
+    return min(wanted, 0.5 / (n - 1))
+
+
+def subplot_grid(n: int, max_cols: int = 6) -> tuple[int, int]:
+    """(rows, cols) of a grid with ``n`` panels, at most ``max_cols`` per row."""
+    if n < 1:
+        raise HeadscopeError("a figure needs at least one panel")
+    cols = min(n, max_cols)
+    return -(-n // cols), cols
 
 
 def _to_numpy(values) -> np.ndarray:
@@ -50,22 +73,27 @@ def heatmap(
     colorbar_title: str = "score",
     diverging: bool = True,
     hover_name: str = "L{y}H{x}",
+    width: int | None = None,
+    height: int | None = None,
 ) -> go.Figure:
     """Heatmap of a 2-D array, rows = ``y`` (layers), columns = ``x`` (heads).
 
     With ``diverging`` the colour scale is RdBu centred on 0 with symmetric limits, so
-    that white always means "no effect". Hover shows the head name and the value.
+    that white always means "no effect". Hover shows the head name and the value. Labels
+    are shown literally (``<s>`` stays ``<s>``); both axes are categorical, so layer ticks
+    are whole numbers. ``width``/``height`` default to plotly's size, grown for many rows
+    or columns (about 16 px each) so that every tick label can be read.
     """
     z = _to_numpy(values)
     if z.ndim != 2:
         raise HeadscopeError(f"heatmap needs a 2-D array (layer × head), got shape {tuple(z.shape)}")
     n_y, n_x = z.shape
-    xs = list(x_labels) if x_labels is not None else [str(i) for i in range(n_x)]
-    ys = list(y_labels) if y_labels is not None else [str(i) for i in range(n_y)]
+    xs = [plotly_text(v) for v in x_labels] if x_labels is not None else [str(i) for i in range(n_x)]
+    ys = [plotly_text(v) for v in y_labels] if y_labels is not None else [str(i) for i in range(n_y)]
     text = [[hover_name.format(x=xs[j], y=ys[i]) for j in range(n_x)] for i in range(n_y)]
     kw: dict = {}
     if diverging:
-        lim = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+        lim = float(np.abs(z[np.isfinite(z)]).max()) if np.isfinite(z).any() else 1.0
         lim = lim if lim > 0 else 1.0
         kw = dict(colorscale="RdBu", zmid=0.0, zmin=-lim, zmax=lim, reversescale=True)
     else:
@@ -89,6 +117,10 @@ def heatmap(
         xaxis=dict(type="category"),
         template="plotly_white",
     )
+    if width is not None or n_x > 24:
+        fig.update_layout(width=width or min(4000, 220 + 16 * n_x))
+    if height is not None or n_y > 24:
+        fig.update_layout(height=height or min(4000, 200 + 16 * n_y))
     return fig
 
 
@@ -116,21 +148,26 @@ def line_plot(
 def save_figure(fig: go.Figure, path: str | os.PathLike, png: bool = False) -> list[Path]:
     """Write ``fig`` to ``path`` as HTML (always) and, with ``png``, a PNG beside it.
 
-    ``path``'s suffix is replaced. Returns the written paths. PNG needs kaleido and a
+    ``path``'s suffix is replaced. Each file is written atomically (temporary file, then
+    ``os.replace``). Returns the written paths. PNG needs kaleido and a
     Chromium browser; without one it raises a HeadscopeError naming the fix.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     html = path.with_suffix(".html")
-    fig.write_html(str(html), include_plotlyjs="cdn" if os.environ.get("HEADSCOPE_HTML_CDN") else True)
+    with atomic_path(html) as tmp:
+        fig.write_html(str(tmp), include_plotlyjs="cdn" if os.environ.get("HEADSCOPE_HTML_CDN") else True)
     written = [html]
     if png:
         written.append(save_png(fig, path.with_suffix(".png")))
     return written
 
 
-def save_png(fig: go.Figure, path: str | os.PathLike) -> Path:
-    """Write ``fig`` as PNG through kaleido (needs Chromium)."""
+def save_png(fig: go.Figure, path: str | os.PathLike, width: int | None = None, height: int | None = None) -> Path:
+    """Write ``fig`` as PNG through kaleido (needs Chromium), atomically.
+
+    The image takes the figure's layout ``width``/``height`` unless given here.
+    """
     try:
         import kaleido  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -145,6 +182,6 @@ def save_png(fig: go.Figure, path: str | os.PathLike) -> Path:
         )
     os.environ.setdefault("BROWSER_PATH", browser)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_image(str(path), format="png")
+    with atomic_path(path) as tmp:
+        fig.write_image(str(tmp), format="png", width=width, height=height)
     return path

@@ -30,7 +30,15 @@ TASKS["sycophancy"] = sycophancy_task
 
 
 def get_task(name: str, **kwargs) -> Task:
-    """The task ``name`` (a key of :data:`TASKS`) built with ``kwargs`` (e.g. ``n``, ``seed``, ``split``)."""
+    """The task ``name`` (a key of :data:`TASKS`) built with ``kwargs`` (e.g. ``n``, ``seed``, ``split``).
+
+    A :class:`Task` holds text only (clean/corrupt prompts, answers, contrasts);
+    ``task.prepare(model)`` tokenizes it for one model into a :class:`TaskBatch` with the
+    metric. Unknown names raise a HeadscopeError listing the known ones. Example::
+
+        batch = get_task("induction", n=8).prepare(model)
+        result = patch_task(model, batch)
+    """
     if name not in TASKS:
         raise HeadscopeError(f"unknown task {name!r}; use one of {', '.join(TASKS)}")
     return TASKS[name](**kwargs)

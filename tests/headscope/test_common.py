@@ -91,3 +91,50 @@ def test_png_with_chromium(tmp_path):
     png = tmp_path / "fig.png"
     assert png in files and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert math.isfinite(png.stat().st_size) and png.stat().st_size > 1000
+
+
+def _demo_style_results():
+    """The demo's layer × head map (llama organism: 6 layers × 8 heads) and a 64-position sweep."""
+    from headscope.results import HeadResult
+
+    g = torch.Generator().manual_seed(0)
+    info = {
+        "method": "activation_patching",
+        "model": "llama",
+        "task": "arithmetic",
+        "metric_name": "normalised logit diff",
+        "title": "denoising patching of z",
+    }
+    demo = HeadResult(torch.randn(6, 8, generator=g), ("layer", "head"), {}, info)
+    toks = ["<bos>"] + [f"t{i}" for i in range(63)]
+    per_pos = HeadResult(torch.randn(2, 64, 4, generator=g), ("layer", "pos", "head"), {"pos": toks}, info)
+    return {"demo": demo, "per_position": per_pos}
+
+
+@pytest.mark.skipif(
+    plotting.find_chromium() is None, reason="Chromium not installed (make test installs it with apt-get where it can)"
+)
+@pytest.mark.parametrize("which", ["demo", "per_position"])
+def test_screenshot_of_heatmaps(tmp_path, which):
+    """Render with headless Chromium (kaleido) and look at the pixels: the image has the
+    figure's size, is not one flat colour, and has dark text pixels beside the plot (tick
+    labels of both axes) and above it (the title). The same bands of a figure without
+    labels or title hold no dark pixel at all."""
+    from PIL import Image
+
+    res = _demo_style_results()[which]
+    fig = res.figure()
+    png = res.save_figure(tmp_path / which, png=True)[1]
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    h, w, _ = img.shape
+    assert (w, h) == (fig.layout.width or 700, fig.layout.height or 500)
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # colour scale, text, background
+    dark = img.sum(-1) < 450  # text (#2a3f5f, anti-aliased) on white
+    left_band = dark[int(0.25 * h) : int(0.75 * h), : int(0.09 * w)]  # y tick labels and the axis title
+    bottom_band = dark[int(0.8 * h) :, int(0.2 * w) : int(0.7 * w)]  # x tick labels and the axis title
+    top_band = dark[: int(0.12 * h), :]  # title
+    assert left_band.sum() > 60 and bottom_band.sum() > 100 and top_band.sum() > 100, (
+        left_band.sum(),
+        bottom_band.sum(),
+        top_band.sum(),
+    )
