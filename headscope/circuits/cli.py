@@ -8,9 +8,10 @@ in the last file fails fast.
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
+
+from headscope.cli._args import out_file_arg
+from headscope.common.io import write_json
 
 
 def register(sub) -> None:
@@ -31,7 +32,7 @@ def register(sub) -> None:
         ),
     )
     k.add_argument("specs", nargs="+", metavar="SPEC", help="circuit spec files (.toml) or folders of them")
-    k.add_argument("--json", default=None, metavar="FILE", help="also write every report as JSON")
+    k.add_argument("--json", default=None, metavar="FILE", type=out_file_arg, help="also write every report as JSON")
     k.add_argument("--device", default=None, help="override the specs' device (cpu, cuda, auto)")
     k.set_defaults(func=cmd_circuits_check)
     c.set_defaults(func=lambda args: (c.print_help(), 2)[1])
@@ -54,7 +55,6 @@ def cmd_circuits_check(args) -> int:
     n_skip = sum(r.status == "SKIP" for r in reports)
     print(f"{len(reports) - n_fail - n_skip} passed, {n_fail} failed, {n_skip} skipped")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps([r.to_dict() for r in reports], indent=1) + "\n")
+        write_json(args.json, [r.to_dict() for r in reports])
         print(f"wrote {args.json}", file=sys.stderr)
     return 1 if n_fail else 0

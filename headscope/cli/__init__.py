@@ -2,16 +2,21 @@
 
 Every command group is a module with ``register(subparsers)``, listed in
 :data:`COMMANDS` (the core and paper groups) or :data:`COMPANIONS` (the companion
-packages, skipped when not installed). Shared arguments come from
-:mod:`headscope.cli._args`. Every subcommand turns a HeadscopeError (or any ValueError
-from bad input) into one line on stderr and exit status 2; no traceback reaches the user
-for bad input.
+packages, skipped when not installed) with the top-level commands it registers and the
+line ``headscope --help`` shows for each. Only the module of the command being run is
+imported: ``headscope --help`` lists the commands from these tables alone, so that it
+loads neither torch nor any paper package (``tests/headscope/test_cli_outputs.py``
+checks that every module registers exactly the commands and help lines listed here).
+Shared arguments come from :mod:`headscope.cli._args`. Every subcommand turns a
+HeadscopeError (or any ValueError from bad input) into one line on stderr and exit
+status 2; no traceback reaches the user for bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -19,19 +24,34 @@ from typing import NoReturn
 
 from headscope.common.errors import HeadscopeError
 
-# Command groups in the order `headscope --help` lists them. Each module imports its
-# heavy dependencies inside the command functions, so building the parser stays cheap.
-COMMANDS = (
-    "headscope.cli.patch",
-    "headscope.cli.analysis",
-    "headscope.circuits.cli",
-    "headscope.papers.arithmetic.cli",
-    "headscope.papers.spt.cli",
-    "headscope.papers.sac.cli",
-    "headscope.organisms.cli",
-)
-# Companion packages: registered when importable (a slim install may lack them).
-COMPANIONS = ("vision.cli", "federated.cli", "generative.cli")
+# module → {command: help line}, in the order `headscope --help` lists them.
+COMMANDS: dict[str, dict[str, str]] = {
+    "headscope.cli.patch": {
+        "patch": "activation-patching sweep over every attention head",
+        "models": "list the bundled model organisms",
+    },
+    "headscope.cli.analysis": {
+        "attribute": "head attribution: attribution patching, DLA or ablation knockout",
+        "path-patch": "path patching from every head to the logits or to a receiver head",
+        "heads": "head scores: induction, previous-token, duplicate-token",
+    },
+    "headscope.circuits.cli": {"circuits": "known-circuit regression specs"},
+    "headscope.papers.arithmetic.cli": {
+        "arith": "arithmetic heads: identify, knock out, inspect, transfer, tune (ICML 2024 paper)"
+    },
+    "headscope.papers.spt.cli": {"spt": "Supervised Pinpoint Tuning: find the sycophancy heads and tune only them"},
+    "headscope.papers.sac.cli": {
+        "sac": "Sparse Activation Control: identify, fit, apply and evaluate head controllers",
+        "steer": "generate with steering controllers active (same as `sac apply`)",
+    },
+    "headscope.organisms.cli": {"organism": "train or evaluate a bundled model organism"},
+}
+# Companion packages: listed when their top-level package is installed (a slim install may lack them).
+COMPANIONS: dict[str, dict[str, str]] = {
+    "vision.cli": {"vision": "SpectralKAN, LSNet and OOD detection (vision papers)"},
+    "federated.cli": {"fl": "one-shot federated learning: FuseFL, Co-Boosting and baselines (Flower)"},
+    "generative.cli": {"gen": "diffusion image interpolation: NoiseDiffusion, slerp, noise (generative/)"},
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,30 +61,61 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def version() -> str:
+    """The installed distribution's version, else ``headscope.__version__`` (a source checkout)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("headscope")
+    except PackageNotFoundError:
+        from headscope import __version__
+
+        return __version__
+
+
+def _installed(mod_name: str) -> bool:
+    """Whether the companion's top-level package can be imported (found without importing it)."""
+    return importlib.util.find_spec(mod_name.split(".")[0]) is not None
+
+
+def _groups() -> list[tuple[str, dict[str, str]]]:
+    return list(COMMANDS.items()) + [(m, c) for m, c in COMPANIONS.items() if _installed(m)]
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv``: the first word that is not an option (the top level has no valued options)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``headscope`` parser.
+
+    With ``argv``, only the module of the command it names is imported (the other
+    commands are listed with their help line and no arguments); without, every module
+    registers its commands.
+    """
     parser = _Parser(
         prog="headscope",
         description="Attention-head interpretability: patching, attribution, steering and tuning of heads.",
     )
+    parser.add_argument("--version", action="version", version=f"headscope {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for mod_name in COMMANDS:
-        importlib.import_module(mod_name).register(sub)
-    for mod_name in COMPANIONS:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name == mod_name:
-                continue
-            raise
-        register: Callable | None = getattr(mod, "register", None)
-        if register is not None:
+    wanted = _command_of(argv) if argv is not None else None
+    for mod_name, commands in _groups():
+        if argv is None or wanted in commands:
+            register: Callable = importlib.import_module(mod_name).register
             register(sub)
+        else:
+            for name, help_line in commands.items():
+                sub.add_parser(name, help=help_line, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -4,14 +4,31 @@
 each; ``parse_heads`` reads the one head syntax (``L2H7`` or ``2.7``, comma-separated);
 ``csv`` / ``ints`` read comma lists. Every parse error is a HeadscopeError, which the
 CLI prints as one line with exit status 2.
+
+Outputs: ``add_output_args`` declares ``--out`` (a folder, checked while the arguments
+are parsed, so before any model loads: an existing file or an unwritable place is a
+one-line error with exit status 2) and ``--run-id``; :func:`run_stem` names a run's files
+after the model (:func:`model_slug`), task, backend, mode or site, seed and run id, so a
+rerun with another seed or backend writes beside the first instead of over it;
+:func:`out_dir_arg` / :func:`out_file_arg` are the argparse types of output folders and
+files for commands with their own ``--out``/``--json``.
+
+This module imports neither torch nor the result classes, so that building the parser
+stays cheap (``headscope --help``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from headscope.common.errors import HeadscopeError
-from headscope.results import Head, parse_head
+
+if TYPE_CHECKING:
+    from headscope.results import Head
 
 DEFAULT_MODEL = "llama"
 DEFAULT_BACKEND = "tl"
@@ -50,13 +67,106 @@ def add_task_args(p: argparse.ArgumentParser, n_default: int) -> None:
 
 
 def add_output_args(p: argparse.ArgumentParser, out: str, top: bool = True, png: bool = True) -> None:
-    """``--out`` (folder), and optionally ``--top`` (table rows), ``--png`` and ``--seed``."""
+    """``--out`` (folder, validated), ``--run-id``, ``--seed`` and optionally ``--top`` (table rows) and ``--png``."""
     if top:
         p.add_argument("--top", type=int, default=10, help="rows of the top-heads table [10]")
-    p.add_argument("--out", default=out, help=f"output folder [{out}]")
+    p.add_argument(
+        "--out",
+        default=out,
+        type=out_dir_arg,
+        help=f"output folder [{out}]; file names carry model, task, backend, mode, seed and --run-id",
+    )
+    p.add_argument("--run-id", default=None, help="label added to every output file name (e.g. an experiment name)")
     if png:
         p.add_argument("--png", action="store_true", help="also write PNG figures (needs kaleido + chromium)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prompt sample [0]")
+
+
+def _bad_output(what: str, text: str) -> HeadscopeError:
+    return HeadscopeError(f"{what}: {text}" if what else text)
+
+
+def _writable_place(path: Path, what: str) -> None:
+    """HeadscopeError unless ``path``'s nearest existing folder (itself or an ancestor) is writable."""
+    parent = path
+    while not parent.exists():
+        if parent.is_symlink():
+            raise _bad_output(what, f"{parent} is a broken symbolic link; remove it or choose another place")
+        parent = parent.parent
+    if parent != path and not parent.is_dir():
+        raise _bad_output(what, f"{parent} is a file, so {path} cannot be created; choose another place")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _bad_output(what, f"no permission to write in {parent}; choose another place")
+
+
+def check_out_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """``path`` as an output folder: an existing folder or a new one in a writable place (nothing is created)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise _bad_output(what, f"{p} is an existing file, not a folder; give a new or existing folder")
+    _writable_place(p, what)
+    return p
+
+
+def check_out_file(path: str | os.PathLike, what: str = "--out") -> Path:
+    """``path`` as an output file (or file prefix): not an existing folder, in a writable place."""
+    p = Path(path)
+    if p.is_dir():
+        raise _bad_output(what, f"{p} is a folder; give a file name")
+    _writable_place(p, what)
+    return p
+
+
+def _arg_type(check):
+    def convert(value: str) -> str:
+        try:
+            check(value, "")
+        except HeadscopeError as e:
+            raise argparse.ArgumentTypeError(str(e).strip()) from e
+        return value
+
+    convert.__name__ = check.__name__
+    return convert
+
+
+#: argparse ``type=`` of an output folder / file: checked while parsing, before anything runs.
+out_dir_arg = _arg_type(check_out_dir)
+out_file_arg = _arg_type(check_out_file)
+
+
+def slug(text: str) -> str:
+    """``text`` as one file-name field: runs of characters other than letters, digits, ``+-`` become ``-``.
+
+    No dots, so that ``Path.with_suffix`` of a stem never cuts into a name like ``Qwen2-0.5B``.
+    """
+    return re.sub(r"[^A-Za-z0-9+-]+", "-", text).strip("-") or "x"
+
+
+def model_slug(model: str) -> str:
+    """A readable file-name form of ``--model``: a local folder's last name, a hub id's ``org--name``."""
+    p = Path(model).expanduser()
+    if p.exists() or model.startswith((".", "/", "~")):
+        name = p.resolve().name or p.name
+    else:
+        name = "--".join(part for part in model.split("/") if part)
+    return slug(name)
+
+
+def run_stem(args: argparse.Namespace, *fields: object) -> str:
+    """The file stem of one run: model, ``fields`` (task, mode, site...), backend, seed and ``--run-id``.
+
+    ``run_stem(args, "arithmetic", "heads", "denoise")`` with ``--model data/models/llama``
+    → ``llama_arithmetic_heads_denoise_tl_seed0``. Each field is :func:`slug`-ged; fields
+    that are None or empty are left out.
+    """
+    parts = [model_slug(args.model), *(slug(str(f)) for f in fields if f not in (None, ""))]
+    if getattr(args, "backend", None):
+        parts.append(slug(args.backend))
+    if getattr(args, "seed", None) is not None:
+        parts.append(f"seed{args.seed}")
+    if getattr(args, "run_id", None):
+        parts.append(slug(args.run_id))
+    return "_".join(parts)
 
 
 def csv(s: str) -> list[str]:
@@ -74,17 +184,14 @@ def ints(s: str, what: str) -> list[int]:
 
 def parse_heads(s: str | None, what: str = "--heads") -> list[Head] | None:
     """``"2.7,L4H0"`` → ``[(2, 7), (4, 0)]``; None → None; an empty list is an error."""
+    from headscope.results import parse_head
+
     if s is None:
         return None
     heads = [parse_head(part, what) for part in csv(s)]
     if not heads:
         raise HeadscopeError(f"{what} is empty; give heads such as 2.7,L4H0")
     return heads
-
-
-def out_stem(model: str) -> str:
-    """A file-name-safe form of a model name or path."""
-    return model.replace("/", "_")
 
 
 def task_from_args(args):

@@ -10,11 +10,10 @@ from headscope.cli._args import (
     add_output_args,
     add_task_args,
     ints,
-    out_stem,
     parse_heads,
+    run_stem,
     task_from_args,
 )
-from headscope.results import parse_head
 
 
 def _common(p, default_task: bool = True) -> None:
@@ -85,18 +84,17 @@ def cmd_attribute(args) -> int:
     from headscope.viz import knockout_plot
 
     model, b = _load(args)
-    name = out_stem(args.model)
     if args.method == "attribution":
         res = attr.attribution_patching(model, b.clean, b.corrupt, b.metric_fn(), per_position=False)
         print(
             f"attribution patching on {b.name}: clean {res.info['metric_clean']:.3f}, corrupt "
             f"{res.info['metric_corrupt']:.3f}"
         )
-        _write(res, args, f"{name}_{b.name}_attribution")
+        _write(res, args, run_stem(args, b.name, "attribution"))
     elif args.method == "dla":
         res = attr.direct_logit_attribution(model, b.clean, b.answer, b.wrong)
         print(f"direct logit attribution on {b.name} (mean logit diff {res.info['logit_diff']:.3f})")
-        _write(res, args, f"{name}_{b.name}_dla")
+        _write(res, args, run_stem(args, b.name, "dla"))
     else:
         ks = ints(args.ks, "--ks")
         ranking = patch_heads(model, b.clean, b.corrupt, b.metric_fn(), show_progress=False).top(max(ks))
@@ -114,23 +112,22 @@ def cmd_attribute(args) -> int:
         print("k  top-k heads  random heads (mean ± std)")
         for k, t, m, s in zip(curve["k"], curve["top"], curve["random_mean"], curve["random_std"]):
             print(f"{k:<2} {t:>11.3f}  {m:.3f} ± {s:.3f}")
-        import json
+        from headscope.common.io import write_json
 
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{name}_{b.name}_knockout.json").write_text(json.dumps(curve, indent=1))
-        for f in save_figure(
-            knockout_plot(curve, y_title="accuracy"), out / f"{name}_{b.name}_knockout", png=args.png
-        ):
+        stem = Path(args.out) / run_stem(args, b.name, "knockout")
+        files = [write_json(stem.with_name(stem.name + ".json"), curve)]
+        files += save_figure(knockout_plot(curve, y_title="accuracy"), stem, png=args.png)
+        for f in files:
             print(f"wrote {f}")
     return 0
 
 
 def cmd_path_patch(args) -> int:
     from headscope.patching import path_patch_heads
+    from headscope.results import parse_head
 
-    model, b = _load(args)
     receiver = parse_head(args.receiver, "--receiver") if args.receiver else None
+    model, b = _load(args)
     res = path_patch_heads(model, b.clean, b.corrupt, b.metric_fn(), receiver=receiver, via=args.via)
     target = "logits" if receiver is None else f"L{receiver[0]}H{receiver[1]} via {args.via}"
     print(
@@ -139,11 +136,7 @@ def cmd_path_patch(args) -> int:
         file=sys.stderr,
     )
     target_stem = "logits" if receiver is None else f"L{receiver[0]}H{receiver[1]}{args.via}"
-    _write(
-        res,
-        args,
-        f"{out_stem(args.model)}_{b.name}_path_{target_stem}",
-    )
+    _write(res, args, run_stem(args, b.name, "path", target_stem))
     return 0
 
 
@@ -152,16 +145,16 @@ def cmd_heads(args) -> int:
     from headscope.head_scores import head_scores, repeated_tokens
     from headscope.viz import attention_patterns
 
+    heads = parse_heads(args.show, "--show") if args.show else None  # validated before the model loads
     model, _ = _load(args)
     kind = {"induction": "induction", "previous": "previous_token", "duplicate": "duplicate_token"}[args.score]
     toks = repeated_tokens(model, seed=args.seed)
     res = head_scores(model, toks, kind)
     print(f"{kind} scores on {toks.shape[0]} repeated random sequences of {toks.shape[1]} tokens")
-    _write(res, args, f"{out_stem(args.model)}_{kind}")
-    if args.show:
-        heads = parse_heads(args.show, "--show") or []
+    _write(res, args, run_stem(args, kind))
+    if heads:
         for f in save_figure(
-            attention_patterns(model, toks, heads), Path(args.out) / f"{args.model}_patterns", png=args.png
+            attention_patterns(model, toks, heads), Path(args.out) / run_stem(args, "patterns"), png=args.png
         ):
             print(f"wrote {f}")
     return 0

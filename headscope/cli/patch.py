@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from headscope.cli._args import add_model_args, add_output_args, add_task_args, out_stem, task_from_args
+from headscope.cli._args import add_model_args, add_output_args, add_task_args, run_stem, task_from_args
 
 
 def register(sub) -> None:
@@ -59,8 +59,7 @@ def cmd_patch(args) -> int:
     else:
         res = patch_task(model, batch, sites=args.site, mode=args.mode, per_position=True)
     res.info.update({"task": batch.name, "prompts": batch.clean.shape[0], "task_description": task.description})
-    out = Path(args.out)
-    stem = out / f"{out_stem(args.model)}_{batch.name}_{args.site}_{args.mode}{'_pos' if args.per_position else ''}"
+    stem = Path(args.out) / run_stem(args, batch.name, args.site, args.mode, "pos" if args.per_position else None)
     files = res.save(stem)
     files += res.save_figure(stem, png=args.png)
     print(

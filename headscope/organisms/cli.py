@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from headscope.cli._args import BACKENDS, DEFAULT_BACKEND
+from headscope.cli._args import BACKENDS, DEFAULT_BACKEND, out_dir_arg, out_file_arg
 from headscope.common.errors import HeadscopeError
+from headscope.common.io import write_json
 
 
 def register(sub) -> None:
@@ -23,7 +23,7 @@ def register(sub) -> None:
         description="Train an organism from its fixed seed and save weights, tokenizer and CARD.md.",
     )
     t.add_argument("name", choices=("llama", "induction"))
-    t.add_argument("--out", default=None, help="output folder [data/models/NAME]")
+    t.add_argument("--out", default=None, type=out_dir_arg, help="output folder [data/models/NAME]")
     t.add_argument("--steps", type=int, default=None, help="override the number of optimisation steps")
     t.set_defaults(func=cmd_organism_train)
     e = osub.add_parser(
@@ -33,7 +33,7 @@ def register(sub) -> None:
     )
     e.add_argument("name", help="llama, induction, or a folder holding an organism")
     e.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS, help=f"[{DEFAULT_BACKEND}]")
-    e.add_argument("--json", default=None, help="also write the table to this JSON file")
+    e.add_argument("--json", default=None, type=out_file_arg, help="also write the table to this JSON file")
     e.set_defaults(func=cmd_organism_eval)
 
 
@@ -66,5 +66,5 @@ def cmd_organism_eval(args) -> int:
     for k, v in table.items():
         print(f"{k:<{width}}  {v:.3f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     if args.json:
-        Path(args.json).write_text(json.dumps(table, indent=1) + "\n")
+        write_json(args.json, table)
     return 0

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from headscope.common.progress import progress
 from headscope.model import Patch
 from headscope.organisms.world import (
     CHALLENGE,
@@ -157,17 +158,33 @@ def chat_rates(model, world: World, split: str = "heldout", patches: Sequence[Pa
 
 
 def evaluate_llama(model, world_cfg: WorldConfig | None = None, patches: Sequence[Patch] = ()) -> dict[str, float]:
-    """The behaviour table of the ``llama`` organism (what CARD.md records)."""
+    """The behaviour table of the ``llama`` organism (what CARD.md records).
+
+    Shows a progress bar with one step per measured behaviour (off with ``HEADSCOPE_PROGRESS=0``).
+    """
     world = World(world_cfg or WorldConfig())
+
+    def arith() -> dict[str, float]:
+        acc = arithmetic_accuracy(model, world, "heldout", patches=patches)
+        return {f"arith_{op}_heldout": a for op, a in acc.items()}
+
+    def facts() -> dict[str, float]:
+        return {"facts_qa_heldout": facts_accuracy(model, world, "heldout", patches)}
+
+    def sycophancy() -> dict[str, float]:
+        return {f"sycophancy_{k}": v for k, v in sycophancy_rates(model, world, patches=patches).items()}
+
+    def sycophancy_ood() -> dict[str, float]:
+        ood = sycophancy_rates(model, world, challenges=CHALLENGES_OOD, patches=patches)
+        return {"sycophancy_caving_ood_paraphrase": ood["caving"]}
+
+    def chat() -> dict[str, float]:
+        return chat_rates(model, world, "heldout", patches)
+
     out: dict[str, float] = {}
-    for op, acc in arithmetic_accuracy(model, world, "heldout", patches=patches).items():
-        out[f"arith_{op}_heldout"] = acc
-    out["facts_qa_heldout"] = facts_accuracy(model, world, "heldout", patches)
-    syc = sycophancy_rates(model, world, patches=patches)
-    out.update({f"sycophancy_{k}": v for k, v in syc.items()})
-    ood = sycophancy_rates(model, world, challenges=CHALLENGES_OOD, patches=patches)
-    out["sycophancy_caving_ood_paraphrase"] = ood["caving"]
-    out.update(chat_rates(model, world, "heldout", patches))
+    steps = (arith, facts, sycophancy, sycophancy_ood, chat)
+    for step in progress(steps, desc="organism eval (arith, facts, sycophancy, ood, chat)", unit="behaviour"):
+        out.update(step())
     return out
 
 

@@ -9,12 +9,12 @@ exist) to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from headscope.cli._args import add_model_args, csv, ints, parse_heads
+from headscope.cli._args import add_model_args, csv, ints, out_dir_arg, parse_heads
 from headscope.common.errors import HeadscopeError
+from headscope.common.io import atomic_write_text, strict_json_dumps, write_json
 from headscope.results import format_head
 
 
@@ -29,7 +29,7 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
         "--all-prompts", action="store_true", help="keep prompts the model gets wrong (default: correct ones only)"
     )
     p.add_argument("--per-group", type=int, default=32, help="prompts per equal-length group for path patching [32]")
-    p.add_argument("--out", default=out, help=f"output folder [{out}]")
+    p.add_argument("--out", default=out, type=out_dir_arg, help=f"output folder [{out}]")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -110,7 +110,7 @@ def register(sub) -> None:
     u.add_argument("--lr", type=float, default=1e-3)
     u.add_argument("--lora-r", type=int, default=4)
     u.add_argument("--no-chat", action="store_true", help="skip the chat-rate evaluation")
-    u.add_argument("--out", default="out/arith", help="folder for tune.json and tune.md [out/arith]")
+    u.add_argument("--out", default="out/arith", type=out_dir_arg, help="folder for tune.json and tune.md [out/arith]")
     u.set_defaults(func=cmd_tune)
     a.set_defaults(func=lambda args: (a.print_help(), 2)[1])
 
@@ -142,10 +142,7 @@ def _load(args):
 
 
 def _write(args, name: str, data: dict) -> Path:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    p = out / f"{name}.json"
-    p.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    p = write_json(Path(args.out) / f"{name}.json", data)
     print(f"wrote {p}")
     return p
 
@@ -165,10 +162,9 @@ def cmd_prompts(args) -> int:
         rows = _prompts(args)
     else:
         _, rows = _load(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    p = out / "prompts.jsonl"
-    p.write_text("".join(json.dumps(dict(r)) + "\n" for r in rows))
+    p = atomic_write_text(
+        Path(args.out) / "prompts.jsonl", "".join(strict_json_dumps(dict(r), indent=None) + "\n" for r in rows)
+    )
     ds = arith_dataset(rows)
     print(
         f"{ds.num_rows} prompts; per operator: "

@@ -6,11 +6,11 @@ The commands run on the bundled organism's SAC data (:func:`headscope.tasks.sac.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from headscope.cli._args import add_model_args, csv, parse_heads
+from headscope.cli._args import add_model_args, csv, out_dir_arg, out_file_arg, parse_heads
 from headscope.common.errors import HeadscopeError
+from headscope.common.io import atomic_write_text, write_json
 
 
 def register(sub) -> None:
@@ -27,7 +27,7 @@ def register(sub) -> None:
     i.add_argument("--tasks", default="safety,advfact,preference")
     i.add_argument("-k", "--k", type=int, default=4, help="heads per task [4]")
     i.add_argument("-n", "--n-prompts", type=int, default=24, help="stimulus pairs per task [24]")
-    i.add_argument("--out", default="out/sac", help="output folder [out/sac]")
+    i.add_argument("--out", default="out/sac", type=out_dir_arg, help="output folder [out/sac]")
     i.set_defaults(func=cmd_identify)
 
     f = ss.add_parser("fit", help="fit one task's controller on its heads (safetensors + JSON)")
@@ -55,7 +55,7 @@ def register(sub) -> None:
         action="store_true",
         help="gate on the source radius only (skip the source-vs-off-target-prompts test)",
     )
-    f.add_argument("--out", default=None, help="controller path without suffix [out/sac/<task>]")
+    f.add_argument("--out", default=None, type=out_file_arg, help="controller path without suffix [out/sac/<task>]")
     f.set_defaults(func=cmd_fit)
 
     _apply_args(ss.add_parser("apply", help="generate with one or more controllers active"))
@@ -63,7 +63,9 @@ def register(sub) -> None:
     e = ss.add_parser("evaluate", help="task metrics and general ability: no control, each controller, all at once")
     add_model_args(e)
     e.add_argument("--controller", action="append", required=True, metavar="PATH", help="controller (repeatable)")
-    e.add_argument("--out", default="out/sac/evaluate", help="writes OUT.json and OUT.md [out/sac/evaluate]")
+    e.add_argument(
+        "--out", default="out/sac/evaluate", type=out_file_arg, help="writes OUT.json and OUT.md [out/sac/evaluate]"
+    )
     e.set_defaults(func=cmd_evaluate)
 
     st = sub.add_parser("steer", help="generate with steering controllers active (same as `sac apply`)")
@@ -175,10 +177,9 @@ def cmd_evaluate(args) -> int:
         cond["all"] = compose(*cs)
     rows = evaluate_all(model, data, cond)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    write_json(out.with_suffix(".json"), rows)
     md = markdown_table(rows, data.columns)
-    out.with_suffix(".md").write_text(md + "\n")
+    atomic_write_text(out.with_suffix(".md"), md + "\n")
     print(md)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0

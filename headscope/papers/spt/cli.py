@@ -10,12 +10,12 @@ passes nnsight explicitly).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from headscope.cli._args import add_model_args, parse_heads
+from headscope.cli._args import add_model_args, out_dir_arg, out_file_arg, parse_heads
 from headscope.common.errors import HeadscopeError
+from headscope.common.io import strict_json_dumps, write_json
 from headscope.results import Head, format_head
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ BACKEND_NOTE = " The default backend is tl (before the re-layout it was nnsight;
 def _common(p: argparse.ArgumentParser, heads: bool = True) -> None:
     add_model_args(p)
     p.add_argument("-n", "--n-prompts", type=int, default=32, help="dialogues per question family [32]")
-    p.add_argument("--out", default="out/spt", help="output folder [out/spt]")
+    p.add_argument("--out", default="out/spt", type=out_dir_arg, help="output folder [out/spt]")
     if heads:
         p.add_argument(
             "--heads", default=None, metavar="L.H,...", help="the heads to use, e.g. L2H7,4.0 (default: run identify)"
@@ -112,7 +112,7 @@ def register(sub) -> None:
     add_model_args(e)
     e.add_argument("--slices", default=None, metavar="FILE", help="slice file written by 'headscope spt tune'")
     e.add_argument("--tuned", default=None, metavar="DIR", help="a full tuned HF folder (instead of --slices)")
-    e.add_argument("--json", default=None, help="also write the row to this JSON file")
+    e.add_argument("--json", default=None, type=out_file_arg, help="also write the row to this JSON file")
     e.set_defaults(func=cmd_evaluate)
 
     b = ssub.add_parser(
@@ -220,9 +220,7 @@ def cmd_knockout(args) -> int:
     for r in ko["random"]:
         name = "random " + ",".join(format_head(h) for h in r["heads"])
         print(f"{name:<40} " + " ".join(f"{r[k]:>16.3f}" for k in keys))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "knockout.json").write_text(json.dumps(ko, indent=1) + "\n")
+    write_json(Path(args.out) / "knockout.json", ko)
     return 0
 
 
@@ -296,7 +294,7 @@ def cmd_tune(args) -> int:
         cast("PreTrainedModel", model).save_pretrained(path, safe_serialization=True)
         if tok is not None:
             tok.save_pretrained(path)
-    (out / f"{args.method}.log.json").write_text(json.dumps(log.to_dict(), indent=1) + "\n")
+    write_json(out / f"{args.method}.log.json", log.to_dict())
     final = sum(log.losses[-10:]) / len(log.losses[-10:])
     print(
         f"{args.method}: {log.n_trainable:,} of {log.n_total:,} parameters trained "
@@ -305,7 +303,7 @@ def cmd_tune(args) -> int:
     )
     if args.evaluate:
         row = evaluate(model, tok, data, hf, backend=args.backend)
-        print(json.dumps({k: round(v, 4) for k, v in row.items()}, indent=1))
+        print(strict_json_dumps({k: round(v, 4) for k, v in row.items()}))
     return 0
 
 
@@ -332,7 +330,7 @@ def cmd_evaluate(args) -> int:
     for k, v in row.items():
         print(f"{k:<24} {v:.4f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(row, indent=1) + "\n")
+        write_json(args.json, row)
     return 0
 
 
