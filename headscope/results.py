@@ -19,7 +19,7 @@ from torch import Tensor
 
 from headscope.common.errors import HeadscopeError
 from headscope.common.io import atomic_write_bytes, nan_for_null, write_json
-from headscope.common.plotting import heatmap, plotly_text, save_figure
+from headscope.common.plotting import head_map_trace, heatmap, plotly_text, save_figure, symmetric_limit
 
 Head = tuple[int, int]
 _HEAD_FORMS = (re.compile(r"^[Ll](\d+)[Hh](\d+)$"), re.compile(r"^(\d+)[.:](\d+)$"))
@@ -185,19 +185,26 @@ class HeadResult:
         main = plotly_text(main)
         return main + (f"<br><sup>{plotly_text(' · '.join(facts))}</sup>" if facts else "")
 
-    def figure(self, title: str | None = None, pos: int | None = None):
+    def figure(self, title: str | None = None, pos: int | None = None, layout: str = "auto"):
         """Plotly figure of the result.
 
         - ``(layer, head)``: a layer × head heatmap;
-        - ``(layer, pos, head)``: one (layer·head) × position heatmap, a row per head (any
-          number of positions and heads); with ``pos=`` the layer × head map at that position;
+        - ``(layer, pos, head)``: ``layout="rows"``: one (layer·head) × position heatmap, a
+          row per head; ``"slider"``: one layer × head map with a slider over positions;
+          ``"auto"``: rows up to 256 heads, the slider beyond (both work for any number of
+          positions); with ``pos=`` the layer × head map at that one position;
         - ``(layer, pos)``: a layer × position heatmap; ``(layer,)``: one column.
 
         The title names model, task, metric and method where ``info`` has them.
         """
+        if layout not in ("auto", "rows", "slider"):
+            raise HeadscopeError(f"unknown figure layout {layout!r}; use auto, rows or slider")
         full = self.title(title)
         metric = self.info.get("metric_name", "score")
         if self.axes == ("layer", "pos", "head") and pos is None:
+            n_heads = self.scores.shape[0] * self.scores.shape[2]
+            if layout == "slider" or (layout == "auto" and n_heads > 256):
+                return self._slider_figure(full)
             return self._per_position_figure(full)
         if "head" in self.axes:
             return heatmap(self.by_head(pos), title=full, colorbar_title=metric)
@@ -238,6 +245,42 @@ class HeadResult:
         for layer in range(1, L):  # a line between layers (categories sit at 0, 1, ...)
             fig.add_hline(y=layer * H - 0.5, line_width=1, line_color="#555")
         fig.update_xaxes(tickangle=-90 if P > 12 else 0)
+        return fig
+
+    def _slider_figure(self, title: str):
+        """Layer × head heatmap of one position at a time, chosen with a slider (one trace
+        per position; one symmetric colour scale over all of them)."""
+        import plotly.graph_objects as go
+
+        L, P, H = self.scores.shape
+        labels = self.labels.get("pos") or [""] * P
+        names = [plotly_text(f"{i}:{t}" if t else str(i)) for i, t in enumerate(labels)]
+        lim = symmetric_limit(self.scores)
+        metric = plotly_text(self.info.get("metric_name", "score"))
+        fig = go.Figure()
+        for p in range(P):
+            fig.add_trace(
+                head_map_trace(
+                    self.scores[:, p],
+                    lim,
+                    visible=p == 0,
+                    colorbar=dict(title=metric),
+                    name=names[p],
+                    hovertemplate=f"L%{{y}}H%{{x}} at {names[p]}<br>{metric}: %{{z:.4f}}<extra></extra>",
+                )
+            )
+        steps = [
+            dict(method="update", label=names[p], args=[{"visible": [q == p for q in range(P)]}]) for p in range(P)
+        ]
+        fig.update_layout(
+            title=title,
+            template="plotly_white",
+            xaxis=dict(title="head", type="category"),
+            yaxis=dict(title="layer", type="category", autorange="reversed"),
+            sliders=[dict(active=0, currentvalue=dict(prefix="position "), pad=dict(t=50), steps=steps)],
+            width=min(2000, max(700, 260 + 24 * H)),
+            height=min(2400, max(550, 300 + 20 * L)),
+        )
         return fig
 
     def save_figure(self, path: str | Path, png: bool = False) -> list[Path]:

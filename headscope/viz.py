@@ -10,13 +10,20 @@ import math
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
-import torch
 from jaxtyping import Int
 from plotly.subplots import make_subplots
 from torch import Tensor
 
 from headscope.common.errors import HeadscopeError
-from headscope.common.plotting import heatmap, line_plot, plotly_text, subplot_grid, subplot_spacing
+from headscope.common.plotting import (
+    head_map_trace,
+    heatmap,
+    line_plot,
+    plotly_text,
+    subplot_grid,
+    subplot_spacing,
+    symmetric_limit,
+)
 from headscope.results import HeadResult, format_head
 
 
@@ -31,7 +38,7 @@ def side_by_side(results: dict[str, HeadResult], title: str = "", max_cols: int 
     """Several layer × head maps in a grid (``max_cols`` per row), one shared symmetric colour scale."""
     names = list(results)
     mats = [results[n].by_head() for n in names]
-    lim = max(float(torch.nan_to_num(m, posinf=0.0, neginf=0.0).abs().max()) for m in mats) or 1.0
+    lim = max(symmetric_limit(m) for m in mats)
     n_rows, n_cols = subplot_grid(len(names), max_cols)
     fig = make_subplots(
         rows=n_rows,
@@ -43,15 +50,9 @@ def side_by_side(results: dict[str, HeadResult], title: str = "", max_cols: int 
     for i, m in enumerate(mats):
         r, c = divmod(i, n_cols)
         fig.add_trace(
-            go.Heatmap(
-                z=m.numpy(),
-                x=[str(h) for h in range(m.shape[1])],
-                y=[str(L) for L in range(m.shape[0])],
-                colorscale="RdBu",
-                reversescale=True,
-                zmin=-lim,
-                zmax=lim,
-                zmid=0,
+            head_map_trace(
+                m,
+                lim,
                 showscale=i == 0,
                 hovertemplate="L%{y}H%{x}: %{z:.4f}<extra></extra>",
             ),

@@ -56,6 +56,30 @@ def subplot_grid(n: int, max_cols: int = 6) -> tuple[int, int]:
     return -(-n // cols), cols
 
 
+def head_map_trace(values, lim: float, **kwargs) -> go.Heatmap:
+    """A layer × head ``go.Heatmap`` trace for a panel of a larger figure: categorical
+    head/layer ticks, RdBu centred on 0 within ``±lim``; ``kwargs`` go to the trace."""
+    z = _to_numpy(values)
+    return go.Heatmap(
+        z=z,
+        x=[str(h) for h in range(z.shape[1])],
+        y=[str(layer) for layer in range(z.shape[0])],
+        colorscale="RdBu",
+        reversescale=True,
+        zmin=-lim,
+        zmax=lim,
+        zmid=0,
+        **kwargs,
+    )
+
+
+def symmetric_limit(values) -> float:
+    """Largest finite ``|value|`` (1.0 when there is none or it is 0): the ends of a diverging scale."""
+    z = _to_numpy(values)
+    finite = np.abs(z[np.isfinite(z)])
+    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+
+
 def _to_numpy(values) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         return values.detach().float().cpu().numpy()
@@ -93,8 +117,7 @@ def heatmap(
     text = [[hover_name.format(x=xs[j], y=ys[i]) for j in range(n_x)] for i in range(n_y)]
     kw: dict = {}
     if diverging:
-        lim = float(np.abs(z[np.isfinite(z)]).max()) if np.isfinite(z).any() else 1.0
-        lim = lim if lim > 0 else 1.0
+        lim = symmetric_limit(z)
         kw = dict(colorscale="RdBu", zmid=0.0, zmin=-lim, zmax=lim, reversescale=True)
     else:
         kw = dict(colorscale="Viridis")

@@ -73,6 +73,23 @@ def test_per_position_figure_any_length_without_model():
         assert fig.layout.width <= 4000
 
 
+def test_slider_layout_one_map_per_position():
+    P = 70
+    r = HeadResult(torch.randn(3, P, 5), ("layer", "pos", "head"), {"pos": ["<s>"] + [f"t{i}" for i in range(P - 1)]})
+    fig = r.figure(layout="slider")
+    assert len(fig.data) == P and [tr.visible for tr in fig.data[:2]] == [True, False]
+    for p in (0, 33, P - 1):
+        np.testing.assert_allclose(np.asarray(fig.data[p].z, dtype=float), r.scores[:, p].numpy(), rtol=1e-6)
+        step = fig.layout.sliders[0].steps[p]
+        assert step.args[0]["visible"] == [q == p for q in range(P)]
+    assert fig.layout.sliders[0].steps[0].label == "0:&lt;s&gt;"
+    assert list(fig.data[0].y) == ["0", "1", "2"]
+    big = HeadResult(torch.randn(32, 4, 32), ("layer", "pos", "head"))
+    assert len(big.figure().data) == 4  # auto: more than 256 heads → slider
+    with pytest.raises(HeadscopeError, match="unknown figure layout"):
+        r.figure(layout="grid")
+
+
 def test_two_layer_head_map_has_integer_ticks():
     fig = HeadResult(torch.randn(2, 4), ("layer", "head"), {}, {"method": "x"}).figure()
     assert list(fig.data[0].y) == ["0", "1"] and fig.layout.yaxis.type == "category"
