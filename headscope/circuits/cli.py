@@ -12,6 +12,7 @@ import sys
 
 from headscope.cli._args import out_file_arg
 from headscope.common.io import write_json
+from headscope.common.progress import progress
 
 
 def register(sub) -> None:
@@ -46,7 +47,7 @@ def cmd_circuits_check(args) -> int:
         for s in specs:
             s.device = args.device
     reports = []
-    for s in specs:
+    for s in progress(specs, desc="circuits check", unit="spec"):
         r = check(s)
         reports.append(r)
         print(r.table())

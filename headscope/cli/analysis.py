@@ -97,7 +97,7 @@ def cmd_attribute(args) -> int:
         _write(res, args, run_stem(args, b.name, "dla"))
     else:
         ks = ints(args.ks, "--ks")
-        ranking = patch_heads(model, b.clean, b.corrupt, b.metric_fn(), show_progress=False).top(max(ks))
+        ranking = patch_heads(model, b.clean, b.corrupt, b.metric_fn()).top(max(ks))
         curve = attr.knockout_curve(
             model,
             b.clean,

@@ -15,6 +15,7 @@ from pathlib import Path
 from headscope.cli._args import add_model_args, csv, ints, out_dir_arg, parse_heads
 from headscope.common.errors import HeadscopeError
 from headscope.common.io import atomic_write_text, strict_json_dumps, write_json
+from headscope.common.progress import log
 from headscope.results import format_head
 
 
@@ -132,10 +133,12 @@ def _prompts(args, model=None) -> list:
 def _load(args):
     from headscope.loading import load_model
 
-    _prompts(args)  # validate the selection before loading the model
+    n = len(_prompts(args))  # validate the selection before loading the model
     if args.per_group < 1:
         raise HeadscopeError(f"--per-group must be >= 1, got {args.per_group}")
     model = load_model(args.model, backend=args.backend, device=args.device)
+    if not args.all_prompts:
+        log(f"model {args.model}: finding which of the {n} prompts it answers correctly")
     rows = _prompts(args, model)
     print(f"model {args.model}: {len(rows)} prompts ({args.ops}; {args.styles})", file=sys.stderr)
     return model, rows
