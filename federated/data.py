@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from headscope.common import HeadscopeError
+from headscope.common import HeadscopeError, log
 
 DATASETS = ("digits", "mnist1d", "mnist", "cifar10")
 
@@ -182,6 +183,11 @@ def load_dataset(name: str, root: str | None = None, seed: int = 0, server_fract
     )
 
 
+def _is_redraw(w: warnings.WarningMessage) -> bool:
+    """Whether ``w`` is flwr-datasets' warning that a Dirichlet draw left a client too small."""
+    return "min_partition_size" in str(w.message)
+
+
 def dirichlet_partition(
     labels: np.ndarray | Tensor,
     num_clients: int,
@@ -224,13 +230,24 @@ def dirichlet_partition(
         seed=seed,
     )
     part.dataset = ds
-    try:
-        out = [np.sort(np.asarray(part.load_partition(i)["idx"], dtype=np.int64)) for i in range(num_clients)]
-    except ValueError as e:
-        raise HeadscopeError(
-            f"could not draw a Dirichlet(α={alpha}) partition with ≥{min_partition_size} samples per client "
-            f"for {num_clients} clients ({e}); raise alpha or use fewer clients"
-        ) from e
+    # The partitioner redraws (up to 11 times) while a client has too few samples and warns at
+    # every redraw; those warnings are collected here and summed up in one line (or the error).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out = [np.sort(np.asarray(part.load_partition(i)["idx"], dtype=np.int64)) for i in range(num_clients)]
+        except ValueError as e:
+            raise HeadscopeError(
+                f"could not draw a Dirichlet(α={alpha}) partition with ≥{min_partition_size} samples on each of "
+                f"{num_clients} clients in {sum(_is_redraw(w) for w in caught)} draws; "
+                "raise alpha (e.g. 0.1) or use fewer clients"
+            ) from e
+    for w in caught:  # any other warning goes on as usual
+        if not _is_redraw(w):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    redraws = sum(_is_redraw(w) for w in caught)
+    if redraws:
+        log(f"Dirichlet(α={alpha}): {redraws} redraw(s) until every client had ≥{min_partition_size} samples")
     return out
 
 

@@ -14,6 +14,7 @@ which the DDIM schedulers are built.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +26,16 @@ from torch import Tensor
 from headscope.common import HeadscopeError
 
 BUNDLED_DDPM = Path(__file__).resolve().parents[1] / "data" / "models" / "ddpm"
+# What diffusers raises for a folder with missing, truncated or foreign files (OSError for
+# absent weights, ValueError for bad JSON or configs, RuntimeError/KeyError for bad tensors).
+_LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError)
+_SD_FOLDER = "pass a complete Stable-Diffusion-style folder (model_index.json; vae/, unet/ with weights; scheduler/)"
+
+
+def _reason(e: BaseException, limit: int = 160) -> str:
+    """An exception's message on one line, shortened to ``limit`` characters."""
+    msg = " ".join(str(e).split()) or type(e).__name__
+    return msg if len(msg) <= limit else msg[: limit - 1] + "…"
 
 
 class Denoiser(Protocol):
@@ -94,11 +105,19 @@ class LatentDenoiser:
         """Load a local Stable-Diffusion-style checkpoint folder (never downloads)."""
         from diffusers import DiffusionPipeline
 
-        if not Path(path).is_dir():
+        if not (Path(path) / "model_index.json").is_file():
             raise HeadscopeError(
                 f"{str(path)!r} is not a local diffusers checkpoint folder; pass the folder holding model_index.json"
             )
-        pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
+        for sub in ("unet", "vae"):
+            if not any((Path(path) / sub).glob("diffusion_pytorch_model*")):
+                raise HeadscopeError(f"{str(path)!r} has no {sub}/diffusion_pytorch_model.* weights; {_SD_FOLDER}")
+        try:
+            pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
+        except _LOAD_ERRORS as e:
+            raise HeadscopeError(
+                f"could not load the diffusers pipeline at {str(path)!r} ({_reason(e)}); {_SD_FOLDER}"
+            ) from e
         emb = None
         if getattr(pipe, "text_encoder", None) is not None:
             ids = pipe.tokenizer(
@@ -140,13 +159,21 @@ def load_pixel_model(path: str | os.PathLike | None = None, device: str | torch.
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = Path(path) if path is not None else BUNDLED_DDPM
+    fix = "train one with `headscope gen train --out DIR` or pass the folder of a diffusers DDPMPipeline"
     if not (p / "unet" / "config.json").is_file():
+        raise HeadscopeError(f"no pixel DDPM at {str(p)!r} (expected unet/config.json and scheduler/); {fix}")
+    if not any((p / "unet").glob("diffusion_pytorch_model*")):
         raise HeadscopeError(
-            f"no pixel DDPM at {str(p)!r} (expected unet/config.json and scheduler/); "
-            "train one with `headscope gen train --out DIR` or pass the folder of a diffusers DDPMPipeline"
+            f"{str(p / 'unet')!r} has a config.json but no weights (diffusion_pytorch_model.safetensors/.bin); {fix}"
         )
-    unet = UNet2DModel.from_pretrained(p, subfolder="unet", local_files_only=True).to(device)
-    import json
-
-    sched_cfg = json.loads((p / "scheduler" / "scheduler_config.json").read_text())
+    sched_path = p / "scheduler" / "scheduler_config.json"
+    if not sched_path.is_file():
+        raise HeadscopeError(f"no noise schedule at {str(sched_path)!r}; {fix}")
+    try:
+        unet = UNet2DModel.from_pretrained(p, subfolder="unet", local_files_only=True).to(device)
+        sched_cfg = json.loads(sched_path.read_text())
+    except _LOAD_ERRORS as e:
+        raise HeadscopeError(f"could not load the pixel DDPM at {str(p)!r} ({_reason(e)}); {fix}") from e
+    if not isinstance(sched_cfg, dict):
+        raise HeadscopeError(f"{str(sched_path)!r} is not a scheduler config (a JSON object); {fix}")
     return PixelDenoiser(unet, sched_cfg)

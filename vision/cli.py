@@ -142,6 +142,7 @@ def _spectralkan_train(args: argparse.Namespace) -> int:
     import torch
 
     from headscope.common import log
+    from vision.checkpoint import save_checkpoint
     from vision.spectralkan import build_change_model, change_map, evaluate, prepare_scene, train_change_model
 
     _positive("epochs", args.epochs)
@@ -176,7 +177,7 @@ def _spectralkan_train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "epochs": args.epochs,
     }
-    torch.save({"config": config, "state_dict": model.state_dict()}, out / "model.pt")
+    save_checkpoint(out / "model.pt", "spectralkan", config, model)
     cmap = change_map(model, prep)
     n_params = sum(p.numel() for p in model.parameters())
     _write_change_outputs(
@@ -198,15 +199,19 @@ def _spectralkan_train(args: argparse.Namespace) -> int:
 
 def _spectralkan_eval(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
+    from vision.checkpoint import load_checkpoint, load_weights
     from vision.spectralkan import build_change_model, change_map, change_metrics, prepare_scene
 
     ckpt = Path(args.checkpoint)
-    if not ckpt.is_file():
-        raise HeadscopeError(f"checkpoint {ckpt} not found; train one with `headscope vision spectralkan train`")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    train_cmd = "headscope vision spectralkan train"
+    state = load_checkpoint(ckpt, "spectralkan", train_cmd, required=("model", "bands", "patch"))
     cfg = state["config"]
+    if not all(isinstance(cfg[k], int) and cfg[k] > 0 for k in ("bands", "patch")):
+        raise HeadscopeError(
+            f"{ckpt}: config bands={cfg['bands']!r}, patch={cfg['patch']!r} are not positive integers; "
+            f"pass the .pt file written by `{train_cmd}`"
+        )
     scene = _load_scene(args)
     if scene.bands != cfg["bands"]:
         raise HeadscopeError(
@@ -214,7 +219,7 @@ def _spectralkan_eval(args: argparse.Namespace) -> int:
             "use a model trained on this sensor"
         )
     model = build_change_model(cfg["model"], cfg["bands"], cfg["patch"])
-    model.load_state_dict(state["state_dict"])
+    load_weights(model, state["state_dict"], ckpt, train_cmd)
     prep = prepare_scene(scene, patch=cfg["patch"], train_fraction=cfg.get("fraction", 0.01), seed=cfg.get("seed", 0))
     cmap = change_map(model, prep)
     lab = scene.label >= 0
@@ -290,6 +295,7 @@ def _lsnet_train(args: argparse.Namespace) -> int:
     import torch
 
     from headscope.common import log
+    from vision.checkpoint import save_checkpoint
     from vision.data.underwater import HELD_OUT_PHOTOS, TRAIN_PHOTOS, PairedFolder, synthetic_pairs
     from vision.lsnet import LSNet, train_lsnet
     from vision.metrics import psnr, ssim
@@ -327,7 +333,7 @@ def _lsnet_train(args: argparse.Namespace) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": {"space_to_depth": "pixel"}, "state_dict": model.state_dict()}, out / "lsnet.pt")
+    save_checkpoint(out / "lsnet.pt", "lsnet", {"space_to_depth": "pixel"}, model)
     _write_json(out / "metrics.json", metrics)
     _before_after(
         te_in[0],
@@ -345,20 +351,18 @@ def _lsnet_train(args: argparse.Namespace) -> int:
 
 
 def _lsnet_enhance(args: argparse.Namespace) -> int:
-    import torch
-
     from headscope.common import progress
+    from vision.checkpoint import load_checkpoint, load_weights
     from vision.data.underwater import _EXT, load_image
     from vision.lsnet import LSNet
 
     ckpt = Path(args.checkpoint)
-    if not ckpt.is_file():
-        raise HeadscopeError(f"checkpoint {ckpt} not found; train one with `headscope vision lsnet train`")
     if args.size % 2 or args.size <= 0:
         raise HeadscopeError(f"--size must be a positive even number, got {args.size}")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    model = LSNet(space_to_depth=state.get("config", {}).get("space_to_depth", "pixel"))
-    model.load_state_dict(state["state_dict"])
+    train_cmd = "headscope vision lsnet train"
+    state = load_checkpoint(ckpt, "lsnet", train_cmd)
+    model = LSNet(space_to_depth=state["config"].get("space_to_depth", "pixel"))
+    load_weights(model, state["state_dict"], ckpt, train_cmd)
     src = Path(args.input)
     if src.is_dir():
         files = sorted(p for p in src.iterdir() if p.suffix.lower() in _EXT)

@@ -84,3 +84,22 @@ def test_bench_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| fedavg |" in out and "α=0.5" in out and "α=1" in out
     assert len(json.loads((tmp_path / "results.json").read_text())) == 4
+
+
+def test_tiny_alpha_is_one_clean_line_without_partitioner_warnings(capsys):
+    """Dir(0.01) over 10 digits clients leaves a client with < 2 samples in every draw (seed 0): exit 2, one line.
+
+    flwr-datasets warns at each of its 11 draws; none of that may reach the user.
+    """
+    import warnings
+
+    from headscope.cli import main
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = main(["fl", "run", "fedavg", "--alpha", "0.01", "--clients", "10", "--local-epochs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not [w for w in caught if "min_partition_size" in str(w.message)]  # (outside pytest: on stderr)
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("headscope: error:") and "Dirichlet(α=0.01)" in err[0] and "raise alpha" in err[0]
+    assert "in 11 draws" in err[0]

@@ -89,3 +89,39 @@ def test_headscope_main_prints_one_line_and_exits_2(tmp_path, two_pngs, capsys) 
     rc = main(["gen", "interpolate", str(a), str(tmp_path / "nope.png")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "does not exist" in err[0]
+
+
+def _ddpm_copy(src: str, dst, *, weights: bool, scheduler: bool = True):
+    """A copy of the DDPM folder ``src`` at ``dst``, without its weights and/or scheduler when asked."""
+    import shutil
+    from pathlib import Path
+
+    skip = [] if weights else ["diffusion_pytorch_model*"]
+    skip += [] if scheduler else ["scheduler*"]
+    shutil.copytree(Path(src), dst, ignore=shutil.ignore_patterns(*skip))
+    return dst
+
+
+@pytest.mark.parametrize(
+    "broken, match",
+    [("no weights", "no weights"), ("no scheduler", "no noise schedule"), ("corrupt weights", "could not load")],
+)
+def test_ddpm_folder_without_usable_weights_is_one_line(tmp_path, two_pngs, pixel_model_path, capsys, broken, match):
+    """A DDPM folder with unet/config.json but missing/corrupt weights or no scheduler: exit 2, one line naming it."""
+    from headscope.cli import main
+
+    model = _ddpm_copy(
+        pixel_model_path, tmp_path / "ddpm", weights=broken != "no weights", scheduler=broken != "no scheduler"
+    )
+    unet_files = sorted((model / "unet").iterdir())
+    assert [f.name for f in unet_files if f.name.startswith("diffusion_pytorch_model")] == (
+        [] if broken == "no weights" else ["diffusion_pytorch_model.safetensors"]
+    )
+    if broken == "corrupt weights":
+        (model / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors" * 64)
+    a, b = two_pngs
+    capsys.readouterr()
+    rc = main(["gen", "interpolate", str(a), str(b), "--model", str(model), "--steps", "4"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("headscope: error:") and match in err[0] and str(model) in err[0]

@@ -135,3 +135,13 @@ def test_sampling_takes_one_percent_per_class_and_disjoint() -> None:
     assert not set(map(tuple, tr)) & set(map(tuple, te))
     np.testing.assert_array_equal(label[tr[:, 0], tr[:, 1]], ytr)
     np.testing.assert_array_equal(label[te[:, 0], te[:, 1]], yte)
+
+
+def test_loader_rejects_nan_and_inf_naming_the_file(tmp_path: Path) -> None:
+    t1, *_ = _write(tmp_path, "hermiston", np.random.default_rng(0))
+    assert load_hsi("hermiston", tmp_path).t1.shape == t1.shape  # finite: loads
+    t1[0, 0, 0], t1[1, 2, 3] = np.inf, np.nan
+    mat = {"T1": t1, "T2": np.ones_like(t1), "Binary": np.zeros((H, W), np.uint8)}
+    savemat(str(tmp_path / "USA_Change_Dataset.mat"), mat)
+    with pytest.raises(HeadscopeError, match=r"USA_Change_Dataset.mat\['T1'\] holds 2 NaN/inf values"):
+        load_hsi("hermiston", tmp_path)

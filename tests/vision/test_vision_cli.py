@@ -187,3 +187,115 @@ def test_lsnet_bad_input(tmp_path: Path) -> None:
                 str(tmp_path),
             ]
         )
+
+
+# ----------------------------------------------------------------------------- bad files through `headscope` main
+
+
+def _main_err(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, list[str]]:
+    """Run ``headscope`` (the real entry point) and return its exit status and stderr lines."""
+    from headscope.cli import main
+
+    capsys.readouterr()
+    rc = main(argv)
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+def _checkpoints(tmp_path: Path) -> dict[str, Path]:
+    """Every kind of wrong file, next to a right one of each kind (written the way `train` writes them)."""
+    from vision.checkpoint import save_checkpoint
+    from vision.lsnet import LSNet
+    from vision.spectralkan import build_change_model
+
+    skan_cfg = {"model": "spectralkan", "bands": 6, "patch": 3}
+    files = {
+        "lsnet": save_checkpoint(tmp_path / "lsnet.pt", "lsnet", {"space_to_depth": "pixel"}, LSNet()),
+        "spectralkan": save_checkpoint(
+            tmp_path / "skan.pt", "spectralkan", skan_cfg, build_change_model("spectralkan", 6, 3)
+        ),
+    }
+    files["corrupt"] = tmp_path / "corrupt.pt"
+    files["corrupt"].write_bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    files["truncated"] = tmp_path / "truncated.pt"
+    files["truncated"].write_bytes(files["lsnet"].read_bytes()[:300])
+    files["tensor"] = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), files["tensor"])
+    # the right kinds, but weights of another shape (hand-edited, or saved from another architecture)
+    sd = LSNet().state_dict()
+    name = next(k for k, v in sd.items() if v.ndim == 4)
+    sd[name] = torch.zeros(*sd[name].shape[:-1], sd[name].shape[-1] + 2)
+    files["lsnet_shape"] = tmp_path / "lsnet_shape.pt"
+    torch.save({"kind": "lsnet", "config": {"space_to_depth": "pixel"}, "state_dict": sd}, files["lsnet_shape"])
+    files["skan_shape"] = tmp_path / "skan_shape.pt"
+    torch.save(
+        {"config": skan_cfg, "state_dict": build_change_model("spectralkan", 6, 5).state_dict()}, files["skan_shape"]
+    )
+    # a checkpoint from before `kind` was saved: recognised by its keys
+    files["skan_legacy"] = tmp_path / "skan_legacy.pt"
+    torch.save(
+        {"config": skan_cfg, "state_dict": build_change_model("spectralkan", 6, 3).state_dict()}, files["skan_legacy"]
+    )
+    return files
+
+
+LSNET_BAD = [
+    ("corrupt", "corrupt or not a checkpoint of tensors"),
+    ("truncated", "corrupt, truncated or not a PyTorch checkpoint"),
+    ("tensor", "holds Tensor, not a lsnet checkpoint"),
+    ("spectralkan", "is a spectralkan checkpoint, not a lsnet one"),
+    ("skan_legacy", "do not fit the LSNet"),
+    ("lsnet_shape", "1 of another shape"),
+]
+SKAN_BAD = [
+    ("corrupt", "corrupt or not a checkpoint of tensors"),
+    ("tensor", "holds Tensor"),
+    ("lsnet", "is a lsnet checkpoint, not a spectralkan one"),
+    ("skan_shape", "of another shape"),
+]
+
+
+@pytest.mark.parametrize(("which", "match"), LSNET_BAD, ids=[w for w, _ in LSNET_BAD])
+def test_lsnet_enhance_bad_checkpoint_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, which: str, match: str
+) -> None:
+    ck = _checkpoints(tmp_path)
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(img)
+    argv = ["vision", "lsnet", "enhance", "--checkpoint", str(ck[which]), "--input", str(img), "--size", "16"]
+    rc, err = _main_err([*argv, "--out", str(tmp_path / "en")], capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("headscope: error:") and match in err[0] and str(ck[which]) in err[0]
+    assert "lsnet train" in err[0] and not (tmp_path / "en").exists()
+    # the right checkpoint goes through the same path
+    rc, _ = _main_err([*argv[:4], str(ck["lsnet"]), *argv[5:], "--out", str(tmp_path / "ok")], capsys)
+    assert rc == 0 and Image.open(tmp_path / "ok" / "x.png").size == (16, 16)
+
+
+@pytest.mark.parametrize(("which", "match"), SKAN_BAD, ids=[w for w, _ in SKAN_BAD])
+def test_spectralkan_eval_bad_checkpoint_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, which: str, match: str
+) -> None:
+    ck = _checkpoints(tmp_path)
+    argv = ["vision", "spectralkan", "eval", "--size", "12", "--bands", "6", "--out", str(tmp_path / "ev")]
+    rc, err = _main_err([*argv, "--checkpoint", str(ck[which])], capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("headscope: error:") and match in err[0] and str(ck[which]) in err[0]
+    assert "spectralkan train" in err[0] and not (tmp_path / "ev").exists()
+    for good in ("spectralkan", "skan_legacy"):
+        assert _main_err([*argv, "--checkpoint", str(ck[good])], capsys)[0] == 0
+
+
+def test_nan_hyperspectral_cube_is_rejected_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A .mat date full of NaN used to train to OA 0.70, Kappa 0 (a constant map); now: exit 2, one line naming it."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+    t2 = rng.random((12, 12, 6))
+    t2[:, :, 2] = np.nan  # one dead band
+    savemat(str(tmp_path / "farm06.mat"), {"imgh": rng.random((12, 12, 6))})
+    savemat(str(tmp_path / "farm07.mat"), {"imghl": t2})
+    savemat(str(tmp_path / "label.mat"), {"label": (rng.random((12, 12)) < 0.3).astype(np.uint8)})
+    argv = ["vision", "spectralkan", "train", "--dataset", "farmland", "--root", str(tmp_path), "--epochs", "1"]
+    rc, err = _main_err([*argv, "--fraction", "0.2", "--out", str(tmp_path / "o")], capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert "farm07.mat['imghl'] holds 144 NaN/inf values (16.7% of it)" in err[0] and not (tmp_path / "o").exists()

@@ -172,11 +172,23 @@ def _key(mat: dict[str, Any], key: str, path: Path) -> np.ndarray:
     return np.asarray(mat[key])
 
 
+def _finite(img: np.ndarray, filename: str, key: str) -> np.ndarray:
+    """``img`` unchanged, or a HeadscopeError when it holds NaN or ±inf (they would train a constant classifier)."""
+    bad = ~np.isfinite(img)
+    if bad.any():
+        raise HeadscopeError(
+            f"{filename}['{key}'] holds {int(bad.sum())} NaN/inf values ({float(bad.mean()):.1%} of it); "
+            "fill them (e.g. interpolate the bad bands, or drop those bands from both dates) and re-save the file"
+        )
+    return img
+
+
 def load_hsi(name: str, root: str | os.PathLike) -> BiTemporalScene:
     """Load one of ``DATASETS`` from the folder (or single ``.mat``) ``root``.
 
     Labels are mapped to 1 changed / 0 unchanged / -1 unlabelled (values that are
-    neither the dataset's changed nor unchanged code).
+    neither the dataset's changed nor unchanged code). Images holding NaN or ±inf are
+    rejected with a HeadscopeError naming the file.
     """
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in DATASETS:
@@ -193,8 +205,8 @@ def load_hsi(name: str, root: str | os.PathLike) -> BiTemporalScene:
             cache[p] = _load_mat(p)
         return _key(cache[p], k, p)
 
-    t1 = get(f1, k1).astype(np.float32)
-    t2 = get(f2, k2).astype(np.float32)
+    t1 = _finite(get(f1, k1).astype(np.float32), f1, k1)
+    t2 = _finite(get(f2, k2).astype(np.float32), f2, k2)
     raw = get(fl, kl)
     if raw.ndim == 3 and raw.shape[2] == 1:
         raw = raw[..., 0]
