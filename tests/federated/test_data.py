@@ -132,3 +132,18 @@ def test_mnist1d_is_generated_offline():
     assert d.input_shape == (40,) and d.num_classes == 10
     assert len(d.x_train) + len(d.x_server) == 4000 and len(d.x_test) == 1000
     assert FLConfig().model_kind(d.input_shape) == "mlp"
+
+
+def test_redraws_are_one_log_line_not_warnings(capsys):
+    """Dir(0.1) over 20 clients of 300 samples needs redraws (seed 0: 5) before every client has 2 samples."""
+    import warnings
+
+    y = np.repeat(np.arange(10), 30)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parts = dirichlet_partition(y, 20, 0.1, seed=0)
+    assert not [w for w in caught if "min_partition_size" in str(w.message)]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "Dirichlet(α=0.1): 5 redraw(s) until every client had ≥2 samples"
+    ]
+    assert min(map(len, parts)) >= 2 and np.array_equal(np.sort(np.concatenate(parts)), np.arange(len(y)))
