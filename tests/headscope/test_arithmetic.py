@@ -348,9 +348,9 @@ def test_cli_prompts_and_inspect_run(tmp_path, capsys):
     from headscope.cli import main
 
     assert main(["arith", "prompts", "--all-prompts", "--ops", "div", "--styles", "qa", "--out", str(tmp_path)]) == 0
-    rows = [json.loads(line) for line in (tmp_path / "prompts.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "llama_arith_prompts_tl_seed0.jsonl").read_text().splitlines()]
     assert len(rows) == 4 * 81 and rows[0]["op_text"] == "quotient"
     argv = ["arith", "inspect", "--heads", "L0H0,0.6", "--ops", "add", "--styles", "equation", "--out", str(tmp_path)]
     assert main(argv) == 0
-    ins = json.loads((tmp_path / "inspect.json").read_text())
+    ins = json.loads((tmp_path / "llama_arith_inspect_tl_seed0.json").read_text())
     assert ins["key_heads"] == [[0, 0], [0, 6]] and "L0H0: attention onto operands" in capsys.readouterr().out

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -222,3 +223,66 @@ def test_help_lists_every_command_with_its_modules_help(capsys):
     for _, listed in groups:
         for name in listed:
             assert name in out
+
+
+def test_paper_cli_runs_with_two_seeds_into_one_folder_keep_both(tmp_path, capsys):
+    """`arith prompts` (no model with --all-prompts): each seed writes its own file; a rerun with a run id too."""
+    base = ["arith", "prompts", "--all-prompts", "--ops", "div", "--styles", "qa", "--out", str(tmp_path)]
+    for extra in (["--seed", "0"], ["--seed", "1"], ["--seed", "1", "--run-id", "b"]):
+        assert main([*base, *extra]) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "llama_arith_prompts_tl_seed0.jsonl",
+        "llama_arith_prompts_tl_seed1.jsonl",
+        "llama_arith_prompts_tl_seed1_b.jsonl",
+    ]
+    out = capsys.readouterr().out
+    for n in names:
+        assert f"wrote {tmp_path / n}" in out
+        assert len((tmp_path / n).read_text().splitlines()) == 4 * 81  # every one a full, strict JSON Lines file
+        assert all(_strict(line) for line in (tmp_path / n).read_text().splitlines())
+
+
+def test_sac_fit_default_reads_identify_of_the_same_run(tmp_path, monkeypatch):
+    """`sac identify` then `sac fit` with the same --model/--backend/--run-id chain with no --identify."""
+    from headscope.papers.sac.cli import identify_dir
+
+    monkeypatch.chdir(tmp_path)
+    ns = argparse.Namespace(model="llama", backend="nnsight", run_id="r1")
+    assert identify_dir(ns) == Path("out/sac/llama_sac_identify_nnsight_r1")
+    assert identify_dir(ns, tmp_path) == tmp_path / "llama_sac_identify_nnsight_r1"
+    assert main(["sac", "identify", "--tasks", "advfact", "-k", "2", "-n", "4", "--run-id", "r1"]) == 0
+    ident = tmp_path / "out/sac/llama_sac_identify_tl_r1/identify.json"
+    want = [list(h) for h in _strict(ident.read_text())["heads"]["advfact"]]
+    assert main(["sac", "fit", "--task", "advfact", "--run-id", "r1"]) == 0
+    from headscope.steering import Controller
+
+    ctl = Controller.load(tmp_path / "out/sac/llama_sac_fit_advfact_tl_r1")
+    assert [list(h) for h in ctl.heads()] == want
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (
+            ["sac", "fit", "--task", "advfact", "--backend", "nnsight"],
+            [
+                "out/sac/llama_sac_identify_nnsight/identify.json",
+                "`headscope sac identify --model llama --backend nnsight`",
+            ],
+        ),
+        (
+            ["sac", "fit", "--task", "advfact", "--run-id", "x"],
+            ["out/sac/llama_sac_identify_tl_x/identify.json", "--run-id x`"],
+        ),
+    ],
+)
+def test_sac_fit_missing_default_identify_names_file_and_command(
+    argv, needles, tmp_path, monkeypatch, capsys, no_model
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("headscope: error:"), err
+    for n in needles:
+        assert n in err[0], err[0]

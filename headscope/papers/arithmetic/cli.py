@@ -3,7 +3,9 @@
 Each command builds the organism's prompt rows (:func:`headscope.tasks.arithmetic.arith_prompts`:
 every template of the chosen operators and styles, kept only where the model answers
 correctly), runs one step of the paper and writes JSON (and figures/Markdown where they
-exist) to ``--out``.
+exist) to ``--out``, named by :func:`headscope.cli._args.run_stem` (model, ``arith``, the step,
+backend, seed and ``--run-id``), e.g. ``out/arith/llama_arith_knockout_tl_seed0.json``, so runs
+with another seed, backend or model write beside each other.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from headscope.cli._args import add_model_args, csv, ints, out_dir_arg, parse_heads
+from headscope.cli._args import add_model_args, add_output_args, csv, ints, out_dir_arg, parse_heads, run_stem
 from headscope.common.errors import HeadscopeError
 from headscope.common.io import atomic_write_text, strict_json_dumps, write_json
 from headscope.common.progress import log
@@ -30,8 +32,7 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
         "--all-prompts", action="store_true", help="keep prompts the model gets wrong (default: correct ones only)"
     )
     p.add_argument("--per-group", type=int, default=32, help="prompts per equal-length group for path patching [32]")
-    p.add_argument("--out", default=out, type=out_dir_arg, help=f"output folder [{out}]")
-    p.add_argument("--seed", type=int, default=0)
+    add_output_args(p, out, top=False, png=False)
 
 
 def register(sub) -> None:
@@ -111,7 +112,13 @@ def register(sub) -> None:
     u.add_argument("--lr", type=float, default=1e-3)
     u.add_argument("--lora-r", type=int, default=4)
     u.add_argument("--no-chat", action="store_true", help="skip the chat-rate evaluation")
-    u.add_argument("--out", default="out/arith", type=out_dir_arg, help="folder for tune.json and tune.md [out/arith]")
+    u.add_argument(
+        "--out",
+        default="out/arith",
+        type=out_dir_arg,
+        help="folder for MODEL_arith_tune_BACKEND.json and .md [out/arith]",
+    )
+    u.add_argument("--run-id", default=None, help="label added to the output file names")
     u.set_defaults(func=cmd_tune)
     a.set_defaults(func=lambda args: (a.print_help(), 2)[1])
 
@@ -144,8 +151,13 @@ def _load(args):
     return model, rows
 
 
-def _write(args, name: str, data: dict) -> Path:
-    p = write_json(Path(args.out) / f"{name}.json", data)
+def _stem(args, *step: object) -> Path:
+    """``--out``/MODEL_arith_STEP..._BACKEND_seedN[_RUNID]: where one step of this run writes."""
+    return Path(args.out) / run_stem(args, "arith", *step)
+
+
+def _write(args, step: str, data: dict, *more: object) -> Path:
+    p = write_json(_stem(args, step, *more).with_suffix(".json"), data)
     print(f"wrote {p}")
     return p
 
@@ -166,7 +178,8 @@ def cmd_prompts(args) -> int:
     else:
         _, rows = _load(args)
     p = atomic_write_text(
-        Path(args.out) / "prompts.jsonl", "".join(strict_json_dumps(dict(r), indent=None) + "\n" for r in rows)
+        _stem(args, "prompts").with_suffix(".jsonl"),
+        "".join(strict_json_dumps(dict(r), indent=None) + "\n" for r in rows),
     )
     ds = arith_dataset(rows)
     print(
@@ -182,7 +195,7 @@ def cmd_identify(args) -> int:
 
     model, rows = _load(args)
     sel = _identify(args, model, rows)
-    files = sel.save(Path(args.out) / "identify")
+    files = sel.save(_stem(args, "identify"))
     print(
         f"{len(sel.heads)} of {sel.scores.scores.numel()} heads at or below {100 * args.threshold:.0f}% "
         f"(share {100 * sel.share:.1f}%): {', '.join(format_head(h) for h in sel.heads) or 'none'}"
@@ -213,7 +226,7 @@ def cmd_knockout(args) -> int:
         print(f"{k:>3} {t:>7.3f} {m:>8.3f} ± {s:.3f}")
     _write(args, "knockout", ko)
     for f in save_figure(
-        knockout_plot(ko, f"{args.model}: knockout of arithmetic heads", "accuracy"), Path(args.out) / "knockout"
+        knockout_plot(ko, f"{args.model}: knockout of arithmetic heads", "accuracy"), _stem(args, "knockout")
     ):
         print(f"wrote {f}")
     return 0
@@ -251,7 +264,7 @@ def cmd_transfer(args) -> int:
     print(f"{'(none)':<13} " + " ".join(f"{tr['baseline'][t]:>10.3f}" for t in src))
     for s in src:
         print(f"{s:<13} " + " ".join(f"{tr['accuracy'][s][t]:>10.3f}" for t in src))
-    _write(args, f"transfer_{args.by}", tr)
+    _write(args, "transfer", tr, args.by)
     return 0
 
 
@@ -276,6 +289,7 @@ def cmd_tune(args) -> int:
         rows = ar.filter_correct(hm, arith_prompts())
         heads = ar.identify(hm, rows, max_per_group=32).top(args.k)
     base, tok, _ = load_hf(args.model, "cpu")
+    out = _stem(args, "tune")
     res = ar.tune(
         base,
         tok,
@@ -284,9 +298,9 @@ def cmd_tune(args) -> int:
         methods=methods,
         cfg=cfg,
         lora_r=args.lora_r,
-        out=Path(args.out) / "tune",
+        out=out,
         name=args.model,
     )
     print(ar.tune_table(res))
-    print(f"wrote {Path(args.out) / 'tune.json'} and {Path(args.out) / 'tune.md'}")
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0

@@ -1,6 +1,10 @@
 """CLI: ``headscope sac identify|fit|apply|evaluate`` and ``headscope steer generate``.
 
 The commands run on the bundled organism's SAC data (:func:`headscope.tasks.sac.organism_sac`).
+Outputs are named by :func:`headscope.cli._args.run_stem` (model, ``sac``, the step, backend and
+``--run-id``): ``identify`` writes the folder ``out/sac/llama_sac_identify_tl/`` and ``fit`` reads
+its ``identify.json`` by default when given the same ``--model``/``--backend``/``--run-id``, and
+writes ``out/sac/llama_sac_fit_TASK_tl.{safetensors,json}``.
 """
 
 from __future__ import annotations
@@ -8,9 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from headscope.cli._args import add_model_args, csv, out_dir_arg, out_file_arg, parse_heads
+from headscope.cli._args import add_model_args, csv, out_dir_arg, out_file_arg, parse_heads, run_stem
 from headscope.common.errors import HeadscopeError
 from headscope.common.io import atomic_write_text, write_json
+
+OUT = "out/sac"
 
 
 def register(sub) -> None:
@@ -27,7 +33,10 @@ def register(sub) -> None:
     i.add_argument("--tasks", default="safety,advfact,preference")
     i.add_argument("-k", "--k", type=int, default=4, help="heads per task [4]")
     i.add_argument("-n", "--n-prompts", type=int, default=24, help="stimulus pairs per task [24]")
-    i.add_argument("--out", default="out/sac", type=out_dir_arg, help="output folder [out/sac]")
+    i.add_argument(
+        "--out", default=OUT, type=out_dir_arg, help=f"writes into OUT/MODEL_sac_identify_BACKEND[_RUNID]/ [{OUT}]"
+    )
+    _run_id(i)
     i.set_defaults(func=cmd_identify)
 
     f = ss.add_parser("fit", help="fit one task's controller on its heads (safetensors + JSON)")
@@ -36,8 +45,10 @@ def register(sub) -> None:
     f.add_argument("--heads", default=None, metavar="L.H,...", help="heads, e.g. 0.2,L3H6 (default: from --identify)")
     f.add_argument(
         "--identify",
-        default="out/sac/identify.json",
-        help="identify.json to take the heads from [out/sac/identify.json]",
+        default=None,
+        metavar="FILE",
+        help=f"identify.json to take the heads from [{OUT}/MODEL_sac_identify_BACKEND[_RUNID]/identify.json, "
+        "written by `sac identify` with the same --model, --backend and --run-id]",
     )
     f.add_argument(
         "--kind",
@@ -55,7 +66,13 @@ def register(sub) -> None:
         action="store_true",
         help="gate on the source radius only (skip the source-vs-off-target-prompts test)",
     )
-    f.add_argument("--out", default=None, type=out_file_arg, help="controller path without suffix [out/sac/<task>]")
+    f.add_argument(
+        "--out",
+        default=None,
+        type=out_file_arg,
+        help=f"controller path without suffix [{OUT}/MODEL_sac_fit_TASK_BACKEND[_RUNID]]",
+    )
+    _run_id(f)
     f.set_defaults(func=cmd_fit)
 
     _apply_args(ss.add_parser("apply", help="generate with one or more controllers active"))
@@ -64,14 +81,41 @@ def register(sub) -> None:
     add_model_args(e)
     e.add_argument("--controller", action="append", required=True, metavar="PATH", help="controller (repeatable)")
     e.add_argument(
-        "--out", default="out/sac/evaluate", type=out_file_arg, help="writes OUT.json and OUT.md [out/sac/evaluate]"
+        "--out",
+        default=None,
+        type=out_file_arg,
+        help=f"writes OUT.json and OUT.md [{OUT}/MODEL_sac_evaluate_BACKEND[_RUNID]]",
     )
+    _run_id(e)
     e.set_defaults(func=cmd_evaluate)
 
     st = sub.add_parser("steer", help="generate with steering controllers active (same as `sac apply`)")
     sts = st.add_subparsers(dest="steer_command", metavar="STEP")
     st.set_defaults(func=lambda args: _usage(st))
     _apply_args(sts.add_parser("generate", help="generate with controllers"))
+
+
+def _run_id(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-id", default=None, help="label added to the output names (e.g. an experiment name)")
+
+
+def identify_dir(args, out: str | Path | None = None) -> Path:
+    """The folder ``sac identify`` writes for these arguments (``--out`` or ``OUT``)/MODEL_sac_identify_BACKEND..."""
+    return Path(out if out is not None else OUT) / run_stem(args, "sac", "identify")
+
+
+def _identify_file(args) -> Path:
+    """``--identify``, else this run's ``identify.json``; a missing default names the command that writes it."""
+    if args.identify is not None:
+        return Path(args.identify)
+    p = identify_dir(args) / "identify.json"
+    if not p.exists():
+        rid = f" --run-id {args.run_id}" if args.run_id else ""
+        raise HeadscopeError(
+            f"{p} not found; it is written by `headscope sac identify --model {args.model} --backend {args.backend}"
+            f"{rid}` (or pass --identify FILE or --heads L.H,...)"
+        )
+    return p
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -104,7 +148,7 @@ def cmd_identify(args) -> int:
     if args.n_prompts < 2:
         raise HeadscopeError(f"--n-prompts must be >= 2, got {args.n_prompts}")
     sel = identify(_load(args), data, k=args.k, n=args.n_prompts)
-    d = save(sel, args.out)
+    d = save(sel, identify_dir(args, args.out))
     for t, s in sel.items():
         print(f"{t:<11} " + " ".join(f"L{L}H{h}" for L, h in s.heads))
     for k, v in overlap(sel).items():
@@ -120,7 +164,7 @@ def cmd_fit(args) -> int:
 
     data = organism_sac()
     task = data.task(args.task)
-    heads = parse_heads(args.heads) or load_heads(args.identify, args.task)
+    heads = parse_heads(args.heads) or load_heads(_identify_file(args), args.task)
     model = _load(args)
     bad = [h for h in heads if not (0 <= h[0] < model.n_layers and 0 <= h[1] < model.n_heads)]
     if bad:
@@ -130,7 +174,7 @@ def cmd_fit(args) -> int:
     gate = args.gate or None
     bg = background_groups(data, args.task) if gate is not None and not args.no_background else None
     c = fit(model, task, heads, kind=args.kind, alpha=args.alpha, policy=args.policy, gate=gate, background=bg)
-    st, js = c.save(args.out or f"out/sac/{args.task}")
+    st, js = c.save(args.out or Path(OUT) / run_stem(args, "sac", "fit", args.task))
     print(
         f"{args.task}: {c.kind} controller on "
         + " ".join(f"L{L}H{h}" for L, h in c.heads())
@@ -176,7 +220,7 @@ def cmd_evaluate(args) -> int:
     if len(cs) > 1:
         cond["all"] = compose(*cs)
     rows = evaluate_all(model, data, cond)
-    out = Path(args.out)
+    out = Path(args.out or Path(OUT) / run_stem(args, "sac", "evaluate"))
     write_json(out.with_suffix(".json"), rows)
     md = markdown_table(rows, data.columns)
     atomic_write_text(out.with_suffix(".md"), md + "\n")

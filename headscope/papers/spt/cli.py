@@ -5,6 +5,10 @@ Every command runs on the bundled organism's sycophancy data
 default ``tl`` (before the re-layout ``headscope spt`` defaulted to nnsight; pass
 ``--backend nnsight`` for that; experiments/spt_table.py, which writes docs/results/spt.*,
 passes nnsight explicitly).
+
+Files go to ``--out`` under :func:`headscope.cli._args.run_stem` names (model, ``spt``, the step,
+backend, seed and ``--run-id``), e.g. ``out/spt/llama_spt_tune_spt_tl_seed0.safetensors``, so runs
+with another seed, backend or model write beside each other.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from headscope.cli._args import add_model_args, out_dir_arg, out_file_arg, parse_heads
+from headscope.cli._args import add_model_args, add_output_args, out_file_arg, parse_heads, run_stem
 from headscope.common.errors import HeadscopeError
 from headscope.common.io import strict_json_dumps, write_json
 from headscope.results import Head, format_head
@@ -27,12 +31,18 @@ BACKEND_NOTE = " The default backend is tl (before the re-layout it was nnsight;
 def _common(p: argparse.ArgumentParser, heads: bool = True) -> None:
     add_model_args(p)
     p.add_argument("-n", "--n-prompts", type=int, default=32, help="dialogues per question family [32]")
-    p.add_argument("--out", default="out/spt", type=out_dir_arg, help="output folder [out/spt]")
+    add_output_args(p, "out/spt", top=False, png=False)
     if heads:
         p.add_argument(
             "--heads", default=None, metavar="L.H,...", help="the heads to use, e.g. L2H7,4.0 (default: run identify)"
         )
-    p.add_argument("--seed", type=int, default=0)
+
+
+def _stem(args, *step: object) -> Path:
+    """``--out``/MODEL_spt_STEP..._BACKEND_seedN[_RUNID] (the folder is created): where one step writes."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out / run_stem(args, "spt", *step)
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -119,7 +129,8 @@ def register(sub) -> None:
         "table",
         help="identify, then tune every method on the same data and budget; results table",
         description="The paper's comparison: SPT, random heads, full SFT, LoRA r16, LoRA on the selected heads' "
-        "layers; writes OUT/spt_table.json and OUT/spt_table.md. About 15 minutes on one CPU thread." + BACKEND_NOTE,
+        "layers; writes OUT/MODEL_spt_table_BACKEND_seedN.json and .md. About 15 minutes on one CPU thread."
+        + BACKEND_NOTE,
     )
     _common(b)
     _train_args(b)
@@ -184,11 +195,10 @@ def cmd_identify(args) -> int:
         f"selected: {', '.join(format_head(h) for h in res.heads)} — {len(res.heads)} of "
         f"{model.n_layers * model.n_heads} heads ({100 * res.share:.1f}%)"
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    res.save(out / "identify", figure=False)
-    res.scores.save_figure(out / "identify.html")
-    print(f"wrote {out / 'identify.json'} and {out / 'identify.html'}")
+    stem = _stem(args, "identify")
+    res.save(stem, figure=False)
+    res.scores.save_figure(stem.with_suffix(".html"))
+    print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.html')}")
     return 0
 
 
@@ -220,7 +230,7 @@ def cmd_knockout(args) -> int:
     for r in ko["random"]:
         name = "random " + ",".join(format_head(h) for h in r["heads"])
         print(f"{name:<40} " + " ".join(f"{r[k]:>16.3f}" for k in keys))
-    write_json(Path(args.out) / "knockout.json", ko)
+    print(f"wrote {write_json(_stem(args, 'knockout').with_suffix('.json'), ko)}")
     return 0
 
 
@@ -241,9 +251,8 @@ def cmd_attention(args) -> int:
         f"selected mean {att['selected_mean']:.3f}; average head {att['average_head']:.3f}; "
         f"other heads {att['other_mean']:.3f}"
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    att["scores"].save_figure(out / "attention.html")
+    for f in att["scores"].save_figure(_stem(args, "attention").with_suffix(".html")):
+        print(f"wrote {f}")
     return 0
 
 
@@ -279,22 +288,21 @@ def cmd_tune(args) -> int:
         heads = _heads_or_identify(args, wrap(hf, tok, args.backend, copy_model=True), data)
     examples = tuning_data(data, args.n_examples, seed=args.seed)
     model, log = tune(hf, tok, args.method, heads, examples, cfg, seed=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    stem = _stem(args, "tune", args.method)
     if args.method in ("spt", "random_heads"):
         used = [tuple(h) for h in log.info.get("random_heads", heads)] if args.method == "random_heads" else heads
         path = save_slices(
             model,
             head_slices(model, used),
-            out / f"{args.method}.safetensors",
+            stem.with_suffix(".safetensors"),
             {"method": args.method, "heads": [list(h) for h in used], "base": args.model},
         )
     else:
-        path = out / args.method
+        path = stem
         cast("PreTrainedModel", model).save_pretrained(path, safe_serialization=True)
         if tok is not None:
             tok.save_pretrained(path)
-    write_json(out / f"{args.method}.log.json", log.to_dict())
+    write_json(stem.with_suffix(".log.json"), log.to_dict())
     final = sum(log.losses[-10:]) / len(log.losses[-10:])
     print(
         f"{args.method}: {log.n_trainable:,} of {log.n_total:,} parameters trained "
@@ -341,12 +349,11 @@ def cmd_table(args) -> int:
 
     cfg, data, hf, tok = _tuning_setup(args)
     heads = _heads_or_identify(args, wrap(hf, tok, args.backend, copy_model=True), data)
+    stem = _stem(args, "table")
     rows = run_table(
-        hf, tok, heads, data, cfg, n_examples=args.n_examples, seed=args.seed, save_dir=args.out, backend=args.backend
+        hf, tok, heads, data, cfg, n_examples=args.n_examples, seed=args.seed, save_dir=stem, backend=args.backend
     )
-    js, md = write_results(
-        rows, {"heads": [list(h) for h in heads], "config": vars(args) | {"func": None}}, Path(args.out) / "spt_table"
-    )
+    js, md = write_results(rows, {"heads": [list(h) for h in heads], "config": vars(args) | {"func": None}}, stem)
     print(md.read_text())
     print(f"wrote {js} and {md}")
     return 0
