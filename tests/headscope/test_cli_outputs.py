@@ -286,3 +286,14 @@ def test_sac_fit_missing_default_identify_names_file_and_command(
     assert len(err) == 1 and err[0].startswith("headscope: error:"), err
     for n in needles:
         assert n in err[0], err[0]
+
+
+def test_heads_show_24_heads_writes_the_pattern_figure(tmp_path, capsys):
+    """`heads --show` with 24 heads (a grid that once broke plotly's subplot spacing) writes its figure."""
+    show = ",".join(f"L{L}H{h}" for L in range(3) for h in range(8))
+    assert main(["heads", "--model", "llama", "--show", show, "--out", str(tmp_path)]) == 0
+    html = [p for p in tmp_path.iterdir() if "patterns" in p.name and p.suffix == ".html"]
+    assert len(html) == 1 and html[0].stat().st_size > 10_000
+    assert main(["heads", "--model", "llama", "--show", "L9H9", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "L9H9" in err[0]
