@@ -134,10 +134,12 @@ def test_mismatched_pairs_rejected(llama_tl, arith):
         patch_heads(llama_tl, arith.clean, arith.corrupt, arith.metric_fn(), mode="sideways")
 
 
-def test_per_position_figure_has_a_panel_per_token(llama_tl, arith):
+def test_per_position_figure_has_a_column_per_token(llama_tl, arith):
+    """One (layer·head) × position map: row L·H + h, column p holds scores[L, p, h]."""
     r = patch_heads(llama_tl, arith.clean, arith.corrupt, arith.metric_fn(), per_position=True, show_progress=False)
     fig = r.figure()
-    P = arith.clean.shape[1]
-    assert len(fig.data) == P
-    for p, trace in enumerate(fig.data):
-        assert torch.allclose(torch.tensor(trace.z, dtype=torch.float32), r.scores[:, p])
+    L, P, H = r.scores.shape
+    (trace,) = fig.data
+    z = torch.tensor(trace.z, dtype=torch.float32)
+    assert z.shape == (L * H, P)
+    assert torch.allclose(z, r.scores.permute(0, 2, 1).reshape(L * H, P), equal_nan=True)
