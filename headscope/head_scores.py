@@ -32,9 +32,10 @@ from headscope.results import HeadResult
 Target = Callable[[int, int], int | None]
 
 
-def attention_to(pattern: Float[Tensor, " batch head q k"], target: Target) -> Float[Tensor, " head"]:
+def attention_to(pattern: Float[Tensor, " batch head q k"], target: Target, per_input: bool = False) -> Tensor:
     """Mean attention from each query ``q`` to key ``target(q, T)`` (queries whose target
-    is None are skipped), averaged over the batch: ``[n_heads]``."""
+    is None are skipped), averaged over the batch: ``[n_heads]``; with ``per_input`` one
+    row per input, ``[batch, n_heads]`` (its mean over the batch is the averaged score)."""
     T = pattern.shape[-1]
     qs, ks = [], []
     for q in range(T):
@@ -45,19 +46,21 @@ def attention_to(pattern: Float[Tensor, " batch head q k"], target: Target) -> F
     if not qs:
         raise HeadscopeError("no query position has a target key for this attention pattern; use longer inputs")
     qi, ki = torch.tensor(qs), torch.tensor(ks)
-    return pattern[:, :, qi, ki].mean(dim=(0, 2))
+    per = pattern[:, :, qi, ki].mean(dim=2)
+    return per if per_input else per.mean(dim=0)
 
 
 @torch.no_grad()
 def repeat_scores(
-    model: HeadModel, tokens: Int[Tensor, " batch pos"], seq: int, bos_target: bool = True
+    model: HeadModel, tokens: Int[Tensor, " batch pos"], seq: int, bos_target: bool = True, per_input: bool = False
 ) -> dict[str, Tensor]:
     """Previous-token and induction scores ``[n_layers, n_heads]`` on ``tokens = [BOS] r r``.
 
     ``seq`` is the length of ``r``. Previous-token: mean attention from each query to the
     position before it (from query 1 when ``bos_target``, else from query 2, so that BOS
     is never a target); induction: mean attention from each query of the second copy to
-    the token after its earlier occurrence (``q − seq + 1``).
+    the token after its earlier occurrence (``q − seq + 1``). ``per_input``: scores per
+    input row, ``[batch, n_layers, n_heads]`` (for confidence intervals over inputs).
     """
     _, cache = model.run_with_heads(tokens, sites=(), pattern=True)
     first = 1 if bos_target else 2
@@ -69,9 +72,10 @@ def repeat_scores(
         return q - seq + 1 if q > seq else None
 
     L = range(model.n_layers)
+    d = 1 if per_input else 0
     return {
-        "previous_token": torch.stack([attention_to(cache.pattern[i].cpu(), prev) for i in L]),
-        "induction": torch.stack([attention_to(cache.pattern[i].cpu(), ind) for i in L]),
+        "previous_token": torch.stack([attention_to(cache.pattern[i].cpu(), prev, per_input) for i in L], dim=d),
+        "induction": torch.stack([attention_to(cache.pattern[i].cpu(), ind, per_input) for i in L], dim=d),
     }
 
 

@@ -22,6 +22,7 @@ Conventions:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -165,15 +166,17 @@ def bootstrap_ci(
     def stat(x, axis=-1):
         return statistic(x, axis=axis)
 
-    res = bootstrap(
-        (a,),
-        stat,
-        n_resamples=n_resamples,
-        confidence_level=level,
-        method=method,
-        rng=np.random.default_rng(seed),
-        vectorized=True,
-    )
+    with warnings.catch_warnings():  # a degenerate BCa falls back to percentile below
+        warnings.simplefilter("ignore")
+        res = bootstrap(
+            (a,),
+            stat,
+            n_resamples=n_resamples,
+            confidence_level=level,
+            method=method,
+            rng=np.random.default_rng(seed),
+            vectorized=True,
+        )
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     if not (math.isfinite(lo) and math.isfinite(hi)):  # BCa can fail on near-degenerate samples
         res = bootstrap(

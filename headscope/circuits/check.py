@@ -2,7 +2,10 @@
 
 ``check(path)`` reruns every analysis of a spec (:mod:`headscope.circuits.methods`) and
 reports, per expected head, the measured score, its rank among all heads (by
-``|score|``, 1 = strongest) and whether every expectation holds.
+``|score|``, 1 = strongest) and whether every expectation holds — and, as every results
+table does (docs/design.md §6), the score's 95% interval over the prompts/inputs it was
+computed on (n), and a placebo p-value: how often a head the spec does not name scores
+at least as strongly (``|score|``; ``(1 + #) / (1 + m)`` over the m other heads).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -19,6 +23,7 @@ from torch import Tensor
 from headscope.circuits.spec import METHODS, CheckSpec, CircuitSpec, Expectation, HeadSpec, load_spec
 from headscope.common.errors import HeadscopeError
 from headscope.results import HeadResult
+from headscope.stats import Estimate, bootstrap_ci, placebo_p
 
 
 # --------------------------------------------------------------------------------------
@@ -32,6 +37,8 @@ class HeadCheck:
     score: float
     rank: int
     failed: list[Expectation]
+    ci: Estimate | None = None
+    p: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -91,11 +98,20 @@ class CircuitReport:
                 + "]"
             )
             rw = max([4] + [len(h.spec.role) for h in c.heads])
-            lines.append(f"  {'head':<7} {'role':<{rw}} {'score':>9} {'rank':>5}  {'expect':<28} result")
+            lines.append(
+                f"  {'head':<7} {'role':<{rw}} {'score':>9} {'95% CI':>20} {'n':>4} {'rank':>5} {'p':>6}  "
+                f"{'expect':<28} result"
+            )
             for h in c.heads:
                 exp = ", ".join(str(e) for e in h.spec.expect)
                 res = "pass" if h.passed else "FAIL (" + ", ".join(str(e) for e in h.failed) + ")"
-                lines.append(f"  {h.spec.label:<7} {h.spec.role:<{rw}} {h.score:>9.4f} {h.rank:>5}  {exp:<28} {res}")
+                ci = f"[{h.ci.lo:.4f}, {h.ci.hi:.4f}]" if h.ci else "–"
+                n_txt = str(h.ci.n) if h.ci else "–"
+                p = f"{h.p:.3f}" if h.p is not None else "–"
+                lines.append(
+                    f"  {h.spec.label:<7} {h.spec.role:<{rw}} {h.score:>9.4f} {ci:>20} {n_txt:>4} {h.rank:>5} {p:>6}  "
+                    f"{exp:<28} {res}"
+                )
         n = sum(len(c.heads) for c in self.checks)
         ok = sum(h.passed for c in self.checks for h in c.heads)
         lines.append(f"{self.status} ({ok}/{n} heads) in {self.seconds:.1f} s")
@@ -119,6 +135,8 @@ class CircuitReport:
                             "head": h.spec.label,
                             "role": h.spec.role,
                             "score": h.score,
+                            "ci": h.ci.to_dict() if h.ci else None,
+                            "p_placebo": h.p,
                             "rank": h.rank,
                             "expect": [str(e) for e in h.spec.expect],
                             "passed": h.passed,
@@ -167,12 +185,76 @@ def run_check(model, check: CheckSpec) -> CheckReport:
             )
     t0 = time.perf_counter()
     scores, info = _as_layer_head(METHODS[check.method](model, check), model, check)
+    per_input = info.pop("per_input", None)
     ranks = ranks_by_abs(scores)
+    named = {(h.layer, h.head) for h in check.heads}
+    others = [
+        float(scores[L, H].abs())
+        for L in range(scores.shape[0])
+        for H in range(scores.shape[1])
+        if (L, H) not in named and not bool(torch.isnan(scores[L, H]))
+    ]
+    intervals: dict[tuple[int, int], Estimate] = {}
+    if per_input is not None:
+        for h in check.heads:
+            intervals[h.layer, h.head] = bootstrap_ci(per_input[:, h.layer, h.head].double().numpy())
+    elif check.method == "patching":
+        intervals = patching_interval(model, check)
     heads = []
     for h in check.heads:
         sc, rk = float(scores[h.layer, h.head]), int(ranks[h.layer, h.head])
-        heads.append(HeadCheck(h, sc, rk, [e for e in h.expect if not e.holds(rk, sc)]))
+        p = placebo_p(abs(sc), others, "greater") if others else None
+        heads.append(
+            HeadCheck(h, sc, rk, [e for e in h.expect if not e.holds(rk, sc)], intervals.get((h.layer, h.head)), p)
+        )
     return CheckReport(check, scores, heads, time.perf_counter() - t0, info)
+
+
+@torch.no_grad()
+def patching_interval(model, check: CheckSpec) -> dict[tuple[int, int], Estimate]:
+    """95% bootstrap intervals over prompts of each named head's activation-patching score.
+
+    The sweep's score of head h is ``(m̄_h − m̄_corrupt) / (m̄_clean − m̄_corrupt)`` (minus 1
+    when noising), each ``m̄`` a mean logit difference over the n prompts. Here the head
+    is patched alone (one :class:`~headscope.model.Patch` per head, all positions or the
+    check's ``pos``), per-prompt logit differences are kept, and the same ratio is
+    recomputed on resampled prompt sets (BCa). Per-position checks without ``pos`` (scores
+    summed over positions) get no interval.
+    """
+    from headscope.common.metrics import logit_diff
+    from headscope.model import Patch
+
+    per_pos = bool(check.opt("per_position", False))
+    pos = check.opt("pos")
+    if per_pos and pos is None:
+        return {}
+    mode = check.opt("mode", "denoise")
+    batch = check.make_task().prepare(model)
+    ans, wrong = batch.answer, batch.wrong
+    cl_logits, cl_cache = model.run_with_heads(batch.clean, sites=("z",))
+    co_logits, co_cache = model.run_with_heads(batch.corrupt, sites=("z",))
+
+    def ld(logits: Tensor) -> np.ndarray:
+        return logit_diff(logits, ans.to(logits.device), wrong.to(logits.device), reduce=False).double().cpu().numpy()
+
+    m_cl, m_co = ld(cl_logits), ld(co_logits)
+    src, dst = (cl_cache, batch.corrupt) if mode == "denoise" else (co_cache, batch.clean)
+    shift = 1.0 if mode == "noise" else 0.0
+    out: dict[tuple[int, int], Estimate] = {}
+    for h in check.heads:
+        z = src.z[h.layer][:, :, h.head]
+        if per_pos:
+            z = z[:, int(pos)]
+        patch = Patch(h.layer, "z", head=h.head, pos=int(pos) if per_pos else None, mode="replace", value=z)
+        m_p = ld(model.run_patched(dst, [patch]))
+
+        def ratio(ix: np.ndarray, axis: int = -1, m_p: np.ndarray = m_p) -> np.ndarray:
+            i = ix.astype(int)
+            num = m_p[i].mean(axis) - m_co[i].mean(axis)
+            return num / (m_cl[i].mean(axis) - m_co[i].mean(axis)) - shift
+
+        out[h.layer, h.head] = bootstrap_ci(np.arange(len(m_p), dtype=float), ratio)
+    return out
 
 
 def weights_available(model: str) -> tuple[bool, str]:

@@ -1,7 +1,10 @@
 """The analyses a circuit check can name (``method = ...``), kept in :data:`METHODS`.
 
 A method is ``fn(model, check: CheckSpec) -> HeadResult | Tensor[layer, head]``; add
-one with :func:`register_method`. Built in: ``patching`` (activation patching of every
+one with :func:`register_method`. A method whose score is a mean over inputs puts the
+per-input scores ``[n, layer, head]`` in ``info["per_input"]``; the report then gives each
+expected head a bootstrap interval over inputs (activation patching gets its interval
+from :func:`headscope.circuits.check.patching_interval`). Built in: ``patching`` (activation patching of every
 head), ``head_score:previous_token`` / ``head_score:induction`` (targeted attention on
 repeated tokens, :mod:`headscope.head_scores`) and ``attention`` (mean attention onto a
 key position defined from the query).
@@ -76,22 +79,24 @@ def _head_score(kind: str) -> MethodFn:
             if kind == "previous_token":
                 toks = random_input_tokens(model, n, T, seed)
                 _, cache = model.run_with_heads(toks, sites=(), pattern=True)
-                scores = torch.stack(
+                per = torch.stack(
                     [
-                        attention_to(cache.pattern[L], lambda q, T: q - 1 if q >= 2 else None)
+                        attention_to(cache.pattern[L], lambda q, T: q - 1 if q >= 2 else None, per_input=True)
                         for L in range(model.n_layers)
-                    ]
+                    ],
+                    dim=1,
                 )
             else:
                 seq = int(check.opt("seq", (T - 1) // 2))
                 r = random_input_tokens(model, n, seq + 1, seed)
                 toks = torch.cat([r, r[:, 1:]], dim=1)
-                scores = repeat_scores(model, toks, seq, bos_target=False)["induction"]
+                per = repeat_scores(model, toks, seq, bos_target=False, per_input=True)["induction"]
         else:
             from headscope.organisms.evaluate import head_scores_induction
 
-            scores = head_scores_induction(model, n=n, seq=int(check.opt("seq", 20)), seed=seed)[kind]
-        return HeadResult(scores, ("layer", "head"), {}, {"method": f"head_score:{kind}", "model": model.name})
+            per = head_scores_induction(model, n=n, seq=int(check.opt("seq", 20)), seed=seed, per_input=True)[kind]
+        info = {"method": f"head_score:{kind}", "model": model.name, "per_input": per.float().cpu()}
+        return HeadResult(per.mean(0), ("layer", "head"), {}, info)
 
     fn.__name__ = f"head_score_{kind}"
     return fn
@@ -132,5 +137,6 @@ def method_attention(model, check: CheckSpec) -> HeadResult:
         )
     _, cache = model.run_with_heads(toks, sites=(), pattern=True)
     target = _PATTERNS[pat](int(check.opt("offset", 1)))
-    scores = torch.stack([attention_to(cache.pattern[L], target) for L in range(model.n_layers)])
-    return HeadResult(scores, ("layer", "head"), {}, {"method": "attention", "pattern": pat, "model": model.name})
+    per = torch.stack([attention_to(cache.pattern[L], target, per_input=True) for L in range(model.n_layers)], dim=1)
+    info = {"method": "attention", "pattern": pat, "model": model.name, "per_input": per.float().cpu()}
+    return HeadResult(per.mean(0), ("layer", "head"), {}, info)

@@ -201,13 +201,15 @@ LLAMA_REQUIREMENTS = {
 
 
 @torch.no_grad()
-def head_scores_induction(model, n: int = 64, seq: int = 20, seed: int = 0) -> dict[str, torch.Tensor]:
+def head_scores_induction(
+    model, n: int = 64, seq: int = 20, seed: int = 0, per_input: bool = False
+) -> dict[str, torch.Tensor]:
     """Previous-token and induction scores per head on repeated random tokens (the organism's spec measure).
 
     Inputs: ``[BOS] r r`` with ``r`` drawn from the ids above the four special tokens;
     scores: :func:`headscope.head_scores.repeat_scores` (targeted attention, which differs
     from TransformerLens's ``head_detector`` induction score, see that module).
-    Returns ``[n_layers, n_heads]`` tensors.
+    Returns ``[n_layers, n_heads]`` tensors (``[n, n_layers, n_heads]`` with ``per_input``).
     """
     from headscope.head_scores import repeat_scores
 
@@ -215,4 +217,4 @@ def head_scores_induction(model, n: int = 64, seq: int = 20, seed: int = 0) -> d
     r = torch.randint(4, model.d_vocab, (n, seq), generator=gen)
     bos = model.tokenizer.bos_token_id if model.tokenizer is not None else 2
     toks = torch.cat([torch.full((n, 1), bos), r, r], dim=1)
-    return repeat_scores(model, toks, seq)
+    return repeat_scores(model, toks, seq, per_input=per_input)

@@ -101,3 +101,37 @@ def test_specs_parse():
     for p in SPECS:
         spec = load_spec(p)
         assert spec.checks and all(c.heads for c in spec.checks)
+
+
+@pytest.mark.parametrize("src", ["induction.toml", "llama_arith_heads.toml"])
+def test_patching_intervals_recompute_the_sweep_score(src):
+    # Each named head is patched alone with a hand-built Patch and its per-prompt logit
+    # differences kept; the ratio of their means must equal the sweep engine's score, and
+    # the 95% interval (BCa over prompts) must contain it; n is the prompt count.
+    report = check(HERE / src)
+    spec = load_spec(HERE / src)
+    n_prompts = len(spec.checks[0].make_task())
+    for c in report.checks:
+        if c.check.method != "patching":
+            continue
+        for h in c.heads:
+            assert h.ci is not None and h.ci.n == n_prompts
+            assert h.ci.value == pytest.approx(h.score, abs=1e-4)
+            assert h.ci.lo <= h.score <= h.ci.hi and h.ci.lo < h.ci.hi
+            # placebo p over the heads the spec does not name: rank 1 among m others → 1/(m+1)
+            m = c.scores.numel() - len({(x.spec.layer, x.spec.head) for x in c.heads})
+            others_stronger = int((c.scores.abs() >= abs(h.score)).sum()) - sum(
+                abs(x.score) >= abs(h.score) for x in c.heads
+            )
+            assert h.p == pytest.approx((1 + others_stronger) / (1 + m))
+    d = report.to_dict()["checks"][0]["heads"][0]
+    assert d["ci"]["n"] == n_prompts and 0 < d["p_placebo"] <= 1
+    assert "95% CI" in report.table()
+
+
+def test_attention_intervals_are_over_inputs():
+    report = check(HERE / "induction.toml")
+    hs = [c for c in report.checks if c.check.method == "head_score:induction"][0]
+    for h in hs.heads:
+        assert h.ci is not None and h.ci.n == 64
+        assert h.ci.value == pytest.approx(h.score, abs=1e-5)  # mean of per-input scores = the score
