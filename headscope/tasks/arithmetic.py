@@ -52,14 +52,22 @@ __all__ = [
     "OPERATORS",
     "STYLES",
     "UNSEEN_TEMPLATES",
+    "CORRUPTIONS",
+    "SPLIT_FRACTIONS",
     "ArithRow",
+    "ArithSplits",
     "TuneSuite",
     "arith_dataset",
     "arith_prompts",
+    "arith_splits",
     "arithmetic_task",
+    "item_key",
     "organism_tune_suite",
+    "split_items",
+    "split_tune_suite",
     "tune_examples",
     "unseen_prompts",
+    "with_operand_corruption",
 ]
 
 
@@ -327,3 +335,155 @@ def arithmetic_task(
         meta,
         description=f"{'/'.join(ops)} {style} template {template}, operator → {null!r}",
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Splits disjoint by item (issue 16): identify / fit / evaluate, operand counterfactuals
+
+#: The split fractions of the arithmetic items (op, A, B) and the salt of their hash.
+SPLIT_FRACTIONS: dict[str, float] = {"identify": 0.4, "fit": 0.2, "evaluate": 0.4}
+SPLIT_SALT = "arith"
+#: Which part of a prompt a counterfactual replaces: the operator (the paper's null word or
+#: symbol) or one operand (another number, see :func:`with_operand_corruption`).
+CORRUPTIONS: tuple[str, ...] = ("operator", "A", "B")
+
+
+def item_key(row: ArithRow | dict) -> tuple[str, int, int]:
+    """The underlying item of a prompt row: ``(op, a, b)`` (every template of it is the same item)."""
+    return (str(row["op"]), int(row["a"]), int(row["b"]))
+
+
+def _number_positions(prompt: str) -> list[int]:
+    return [i for i, w in enumerate(prompt.split(" ")) if w.isdigit()]
+
+
+def _replacement(op: str, a: int, b: int, which: str) -> int:
+    """Another valid operand: the next value (cyclically) among the items of ``op`` that keep
+    the other operand; when there is none (− with B = 9, ÷ of 1), the neighbour A ± 1 / B ± 1."""
+    items = arith_operands(op)
+    if which == "A":
+        cands = sorted({x for x, y, _ in items if y == b and x != a})
+        own = a
+    else:
+        cands = sorted({y for x, y, _ in items if x == a and y != b})
+        own = b
+    if not cands:
+        return own - 1 if own > 1 else own + 1
+    later = [c for c in cands if c > own]
+    return later[0] if later else cands[0]
+
+
+def with_operand_corruption(rows: Sequence[ArithRow], which: str) -> list[ArithRow]:
+    """Copies of ``rows`` whose ``corrupt`` is the clean prompt with operand ``which``
+    ("A" or "B") replaced by another number (:func:`_replacement`; one token, so the
+    length is kept), ``null`` the replacement. ``which="operator"`` returns the rows as
+    they are (the paper's null-operator counterfactual).
+
+    Identification with these counterfactuals sees the heads that move the operands,
+    which the operator counterfactual cannot (issue 16, item 4).
+    """
+    if which == "operator":
+        return [ArithRow(**r) for r in rows]  # type: ignore[typeddict-item]
+    if which not in ("A", "B"):
+        raise HeadscopeError(f"unknown corruption {which!r}; use one of {', '.join(CORRUPTIONS)}")
+    out = []
+    for r in rows:
+        words = r["prompt"].split(" ")
+        pos = _number_positions(r["prompt"])
+        if len(pos) != 2 or words[pos[0]] != str(r["a"]) or words[pos[1]] != str(r["b"]):
+            raise HeadscopeError(
+                f"prompt {r['prompt']!r} does not show its operands {r['a']} and {r['b']} as the two numbers "
+                "in order; operand counterfactuals need templates with A before B"
+            )
+        new = _replacement(r["op"], int(r["a"]), int(r["b"]), which)
+        words[pos[0] if which == "A" else pos[1]] = str(new)
+        out.append(ArithRow(**{**r, "corrupt": " ".join(words), "null": str(new)}))  # type: ignore[typeddict-item]
+    return out
+
+
+def split_items(ops: Sequence[str] = OPERATORS, salt: str = SPLIT_SALT) -> dict[str, list[tuple[str, int, int]]]:
+    """Every item ``(op, a, b)`` of ``ops`` by split (:func:`headscope.splits.split_by_key`
+    on the item with :data:`SPLIT_FRACTIONS`): identify, fit, evaluate."""
+    from headscope.splits import split_by_key
+
+    ops = _check_choice(ops, OPERATORS, "operator(s)")
+    items = [(op, a, b) for op in ops for a, b, _ in arith_operands(op)]
+    return split_by_key(items, key=lambda it: it, fractions=SPLIT_FRACTIONS, salt=salt)
+
+
+@dataclass
+class ArithSplits:
+    """The arithmetic prompt sets of the paper, disjoint by item (issue 16).
+
+    - ``identify``: every template of the organism world (all 12, train and held-out
+      combinations) on the identify items — where heads are selected;
+    - ``fit``: :data:`UNSEEN_TEMPLATES` on the fit items — the mean-ablation reference
+      (the same templates, hence token lengths, as ``evaluate``, other items);
+    - ``evaluate``: :data:`UNSEEN_TEMPLATES` on the evaluate items — where knockout and
+      tuning are scored; no prompt occurs verbatim in the training corpus;
+    - ``tune_examples``: (prompt, answer) SFT pairs: the world's training combinations of
+      ``train_ops`` on identify + fit items (never an evaluate item);
+    - ``tune_heldout``: the world's held-out (template, item) combinations of the
+      evaluate items that do not occur verbatim in the corpus (an equation prompt like
+      ``3 + 5 =`` is a substring of ``Compute 3 + 5 = 8``, so most of those drop out).
+
+    Known limit (organism v2, issue 17): every evaluate item occurs in pretraining under
+    the world's templates; only the prompts, not the items, are unseen by the organism.
+    """
+
+    identify: list[ArithRow]
+    fit: list[ArithRow]
+    evaluate: list[ArithRow]
+    tune_examples: list[tuple[str, str]]
+    tune_heldout: list[ArithRow]
+    items: dict[str, list[tuple[str, int, int]]]
+    train_ops: tuple[str, ...] = ("div", "mul")
+
+
+def arith_splits(
+    train_ops: Sequence[str] = ("div", "mul"), corpus: Sequence[str] | None = None, salt: str = SPLIT_SALT
+) -> ArithSplits:
+    """The organism's :class:`ArithSplits` (``corpus``: its training documents, default
+    ``World().documents()``, used to drop held-out prompts that occur verbatim)."""
+    from headscope.organisms.world import World
+    from headscope.splits import verbatim_in
+
+    train_ops = tuple(_check_choice(train_ops, OPERATORS, "operator(s)"))
+    items = split_items(salt=salt)
+    where = {it: name for name, its in items.items() for it in its}
+    allrows = arith_prompts()
+    unseen = unseen_prompts()
+    docs = World().documents() if corpus is None else corpus
+    held = [r for r in allrows if r["split"] == "heldout" and where[item_key(r)] == "evaluate"]
+    hits = set(verbatim_in([r["prompt"] for r in held], docs))
+    evaluate = [r for r in unseen if where[item_key(r)] == "evaluate"]
+    leaked = verbatim_in([r["prompt"] for r in evaluate], docs)
+    if leaked:
+        raise HeadscopeError(
+            f"{len(leaked)} evaluation prompts occur verbatim in the training corpus "
+            f"(e.g. {evaluate[leaked[0]]['prompt']!r}); change UNSEEN_TEMPLATES"
+        )
+    return ArithSplits(
+        identify=[r for r in allrows if where[item_key(r)] == "identify"],
+        fit=[r for r in unseen if where[item_key(r)] == "fit"],
+        evaluate=evaluate,
+        tune_examples=[
+            (r["prompt"], r["answer"])
+            for r in allrows
+            if r["op"] in train_ops and r["split"] == "train" and where[item_key(r)] != "evaluate"
+        ],
+        tune_heldout=[r for i, r in enumerate(held) if i not in hits],
+        items=items,
+        train_ops=train_ops,
+    )
+
+
+def split_tune_suite(splits: ArithSplits, chat: bool = False, n_kl: int = 200) -> TuneSuite:
+    """The tuning suite on the item splits: train on ``splits.tune_examples``, score
+    ``splits.tune_heldout`` (world templates) and ``splits.evaluate`` (unseen templates),
+    held-out facts QA (and chat rates with ``chat``) and KL on ``n_kl`` held-out documents."""
+    suite = organism_tune_suite(splits.train_ops, chat=chat, n_kl=n_kl)
+    suite.examples = list(splits.tune_examples)
+    suite.heldout = list(splits.tune_heldout)
+    suite.unseen = list(splits.evaluate)
+    return suite

@@ -38,14 +38,21 @@ from headscope.tasks.arithmetic import (
     unseen_prompts,
 )
 
-from .identify import answer_logit_metric, identify, mlp_scores, path_patch_mlps
-from .inspect import inspect, token_masks
-from .knockout import MeanReference, knockout
+from .identify import answer_logit_metric, identify, identify_maps, mlp_scores, path_patch_mlps, union_selection
+from .inspect import attention_contrast, inspect, token_masks
+from .knockout import MeanReference, correct_mask, knockout, knockout_placebo
 from .prompts import accuracy_table, answer_ids, filter_correct, length_groups, predictions
 from .transfer import transfer
-from .tune import evaluate_tuned, tune, tune_one, tune_table
+from .tune import evaluate_tuned, seed_summary, tune, tune_one, tune_runs, tune_table
 
 __all__ = [
+    "attention_contrast",
+    "correct_mask",
+    "identify_maps",
+    "knockout_placebo",
+    "seed_summary",
+    "tune_runs",
+    "union_selection",
     "STYLES",
     "UNSEEN_TEMPLATES",
     "ArithRow",

@@ -10,7 +10,7 @@ frozen at its clean output; MLPs recompute). Groups are pooled weighted by their
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -158,3 +158,63 @@ def mlp_scores(selection: HeadSelection) -> Float[Tensor, " layer"]:
     if m is None:
         return torch.full((selection.scores.scores.shape[0],), float("nan"))
     return torch.tensor(m)
+
+
+def identify_maps(
+    model: HeadModel,
+    rows_by: Mapping[str, Sequence[Row]],
+    threshold: float = -0.05,
+    max_per_group: int | None = 64,
+    seed: int = 0,
+    mlps: bool = True,
+    show_progress: bool = True,
+) -> dict[str, HeadSelection]:
+    """:func:`identify` once per counterfactual, and their union (issue 16, item 4).
+
+    ``rows_by`` maps a corruption name (e.g. ``operator``, ``A``, ``B``) to the same clean
+    prompts with that part corrupted (:func:`headscope.tasks.arithmetic.with_operand_corruption`);
+    the paper corrupts only the operator, which cannot see heads that carry the operands.
+    Returns one :class:`~headscope.results.HeadSelection` per name plus ``"union"``
+    (:func:`union_selection`).
+    """
+    if not rows_by:
+        raise HeadscopeError("identify_maps needs at least one counterfactual set (e.g. operator, A, B)")
+    maps = {
+        name: identify(
+            model,
+            rows,
+            threshold=threshold,
+            max_per_group=max_per_group,
+            seed=seed,
+            mlps=mlps,
+            show_progress=show_progress,
+        )
+        for name, rows in rows_by.items()
+    }
+    maps["union"] = union_selection(maps, threshold)
+    return maps
+
+
+def union_selection(maps: Mapping[str, HeadSelection], threshold: float = -0.05) -> HeadSelection:
+    """The union of several maps' key heads: a head is selected when its relative score is
+    ``<= threshold`` in any map; its combined score is its most negative score over the maps
+    (so the union's ranking puts the head with the largest drop under any counterfactual first)."""
+    sels = [s for name, s in maps.items() if name != "union"]
+    if not sels:
+        raise HeadscopeError("union_selection needs at least one map")
+    stacked = torch.stack([s.scores.scores for s in sels])
+    combined = stacked.min(0).values
+    names = [n for n in maps if n != "union"]
+    info = {
+        "method": "path_patching_relative_union",
+        "metric_name": "min relative answer-logit change over " + ", ".join(names),
+        "title": "union of the maps: most negative relative score over counterfactuals",
+        "threshold": threshold,
+        "maps": names,
+    }
+    return HeadSelection(
+        HeadResult(combined, ("layer", "head"), {}, info),
+        select_heads(combined, by="neg", threshold=threshold),
+        f"relative answer-logit change <= {threshold:g} under any of {', '.join(names)}",
+        {"threshold": threshold, "maps": names},
+    )

@@ -108,3 +108,43 @@ def inspect(
         "mlp_cosine": {k: (v / total).tolist() for k, v in cos.items()},
         "n_prompts": total,
     }
+
+
+@torch.no_grad()
+def attention_contrast(model: HeadModel, rows: Sequence[Row], heads: Sequence[Head]) -> dict:
+    """Per prompt: the key heads' mean share of last-position attention on operand +
+    operator tokens, minus the mean over all heads; with a bootstrap CI over prompts
+    (:func:`headscope.stats.paired_diff`) and a paired permutation p-value (issue 16, item 3).
+    """
+    from headscope.stats import paired_diff, paired_permutation_p
+
+    rows = list(rows)
+    if not rows or not heads:
+        raise HeadscopeError("attention_contrast needs prompts and at least one head")
+    key = [(int(L), int(h)) for L, h in heads]
+    key_v: list[float] = []
+    avg_v: list[float] = []
+    per_head = torch.zeros(model.n_layers, model.n_heads)
+    for _, grp in length_groups(model, rows).items():
+        toks = model.to_tokens([r["prompt"] for r in grp])
+        opnd, oper = token_masks(model, grp)
+        mask = (opnd | oper).float()
+        _, cache = model.run_with_heads(toks, sites=(), pattern=True)
+        share = torch.stack(
+            [(cache.pattern[L][:, :, -1, :].float().cpu() * mask[:, None]).sum(-1) for L in range(model.n_layers)],
+            1,
+        )  # [batch, layer, head]
+        per_head += share.sum(0)
+        key_v += torch.stack([share[:, L, h] for L, h in key], -1).mean(-1).tolist()
+        avg_v += share.flatten(1).mean(-1).tolist()
+    diff = paired_diff(key_v, avg_v)
+    return {
+        "heads": [format_head(h) for h in key],
+        "n": len(key_v),
+        "key_mean": float(sum(key_v) / len(key_v)),
+        "average_head_mean": float(sum(avg_v) / len(avg_v)),
+        "difference": diff.to_dict(),
+        "permutation_p": paired_permutation_p(key_v, avg_v, alternative="greater"),
+        "per_head": (per_head / len(key_v)).tolist(),
+        "per_prompt": {"key": key_v, "average": avg_v},
+    }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -167,3 +167,49 @@ def tune_table(res: dict) -> str:
     lines.append("| time per step (s) | – | " + " | ".join(f"{lg['time_per_step']:.4f}" for lg in logs) + " |")
     lines.append("| final train loss | – | " + " | ".join(f"{lg['final_loss']:.4f}" for lg in logs) + " |")
     return "\n".join(lines)
+
+
+def tune_runs(
+    base_hf: nn.Module,
+    tokenizer,
+    suite: TuneSuite,
+    runs: Sequence[dict],
+    cfg: tuning.TuneConfig,
+    lora_r: int = 4,
+    on_row: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Train and evaluate one model per run (issue 16, item 6: several seeds per condition).
+
+    Each run is ``{"label", "method", "seed", "heads" (for ``heads``)}``; the training seed
+    (data order, LoRA init) is ``cfg.seed = run["seed"]``. Returns one row per run with the
+    log and :func:`evaluate_tuned`'s scores; ``on_row`` is called after each (to save
+    partial results).
+    """
+    out = []
+    for run in runs:
+        if run["method"] not in tuning.METHODS:
+            raise HeadscopeError(f"unknown tuning method {run['method']!r}; use {', '.join(tuning.METHODS)}")
+        c = replace(cfg, seed=int(run["seed"]))
+        tuned, log = tune_one(
+            base_hf, tokenizer, run["method"], suite.examples, c, heads=run.get("heads", ()), lora_r=lora_r
+        )
+        row = {
+            **{k: v for k, v in run.items() if k != "heads"},
+            "heads": [list(h) for h in run.get("heads", ())],
+            "log": log,
+            "eval": evaluate_tuned(tuned, tokenizer, suite, base_hf),
+        }
+        out.append(row)
+        if on_row is not None:
+            on_row(row)
+    return out
+
+
+def seed_summary(rows: Sequence[dict], metric: str) -> dict:
+    """Per label: :func:`headscope.stats.over_seeds` of ``metric`` over that label's runs."""
+    from headscope.stats import over_seeds
+
+    by: dict[str, list[float]] = {}
+    for r in rows:
+        by.setdefault(r["label"], []).append(float(r["eval"][metric]))
+    return {label: over_seeds(v).to_dict() for label, v in by.items()}
