@@ -7,7 +7,8 @@ Regenerates the numbers quoted in docs/arithmetic.md (``headscope.papers.arithme
     python experiments/arith_table.py --stage table [--out docs/results/arith]  # Markdown from the JSON only
 
 ``--stage tune`` reads the selected heads from ``arith_identify.json`` (written by
-``--stage main``; it waits for the file, so both stages can be started together). One
+``--stage main``; with ``--wait`` it waits for main to write a new one, so both stages
+can be started together). One
 torch thread per stage. ``--every N`` keeps every N-th prompt and ``--draws``/``--seeds``/
 ``--steps`` shrink the run (timing/smoke runs only; the table is the default setting).
 
@@ -255,9 +256,12 @@ def stage_tune(out: Path, args) -> dict:
     from headscope.loading import load_hf
 
     ident_path = out.with_name(out.name + "_identify")
-    while not ident_path.with_suffix(".json").exists():
-        print("waiting for", ident_path.with_suffix(".json"), flush=True)
+    js, start = ident_path.with_suffix(".json"), time.time()
+    while args.wait and not (js.exists() and js.stat().st_mtime > start):
+        print("waiting for a new", js, flush=True)
         time.sleep(20)
+    if not js.exists():
+        raise SystemExit(f"{js} is missing: run --stage main first (or start --stage tune --wait beside it)")
     time.sleep(2)
     union = HeadSelection.load(ident_path)
     selected = list(union.heads)[:MAX_TUNED] if union.heads else union.top(4)
@@ -597,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seeds", type=int, default=5, help="training seeds [5]")
     ap.add_argument("--rand-draws", type=int, default=5, help="random-head draws for precise SFT [5]")
+    ap.add_argument("--wait", action="store_true", help="tune: wait for main to write a new identify file")
     ap.add_argument("--every", type=int, default=1, help="keep every n-th prompt (smoke/timing runs) [1]")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)

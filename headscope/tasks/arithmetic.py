@@ -383,7 +383,7 @@ def with_operand_corruption(rows: Sequence[ArithRow], which: str) -> list[ArithR
     which the operator counterfactual cannot (issue 16, item 4).
     """
     if which == "operator":
-        return [ArithRow(**r) for r in rows]  # type: ignore[typeddict-item]
+        return [ArithRow(**r) for r in rows]
     if which not in ("A", "B"):
         raise HeadscopeError(f"unknown corruption {which!r}; use one of {', '.join(CORRUPTIONS)}")
     out = []
@@ -397,7 +397,7 @@ def with_operand_corruption(rows: Sequence[ArithRow], which: str) -> list[ArithR
             )
         new = _replacement(r["op"], int(r["a"]), int(r["b"]), which)
         words[pos[0] if which == "A" else pos[1]] = str(new)
-        out.append(ArithRow(**{**r, "corrupt": " ".join(words), "null": str(new)}))  # type: ignore[typeddict-item]
+        out.append(ArithRow(**{**r, "corrupt": " ".join(words), "null": str(new)}))
     return out
 
 

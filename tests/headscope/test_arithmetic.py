@@ -354,3 +354,131 @@ def test_cli_prompts_and_inspect_run(tmp_path, capsys):
     assert main(argv) == 0
     ins = json.loads((tmp_path / "llama_arith_inspect_tl_seed0.json").read_text())
     assert ins["key_heads"] == [[0, 0], [0, 6]] and "L0H0: attention onto operands" in capsys.readouterr().out
+
+
+# -- issue 16: item splits, operand counterfactuals, placebo knockout -------------------
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    from headscope.organisms.world import World
+
+    return World().documents()
+
+
+@pytest.fixture(scope="module")
+def splits(corpus):
+    return tasks.arith_splits(corpus=corpus)
+
+
+def test_splits_are_disjoint_by_item_and_evaluation_prompts_are_unseen(splits, corpus):
+    """No evaluation prompt's item (op, A, B) is in the identify/fit split or the SFT data; no
+    evaluation prompt occurs verbatim in the organism's training documents."""
+    # the item of every prompt, rebuilt from the rows (not from ArithSplits.items)
+    item_of = {r["prompt"]: (r["op"], r["a"], r["b"]) for r in tasks.arith_prompts() + tasks.unseen_prompts()}
+    ev = {(r["op"], r["a"], r["b"]) for r in splits.evaluate + splits.tune_heldout}
+    ident = {(r["op"], r["a"], r["b"]) for r in splits.identify}
+    fit = {(r["op"], r["a"], r["b"]) for r in splits.fit}
+    train = {item_of[p] for p, _ in splits.tune_examples}
+    assert splits.evaluate and splits.identify and splits.fit and splits.tune_examples
+    assert not ev & ident, sorted(ev & ident)[:5]
+    assert not ev & fit, sorted(ev & fit)[:5]
+    assert not ev & train, sorted(ev & train)[:5]
+    assert not ident & fit
+    # every item is in exactly one split, with roughly the stated fractions
+    assert ev | ident | fit == {it for its in splits.items.values() for it in its}
+    assert {r["template"] for r in splits.evaluate} == {0, 1} and {r["split"] for r in splits.evaluate} == {"unseen"}
+    big = "\x00".join(corpus)
+    hits = [r["prompt"] for r in splits.evaluate + splits.tune_heldout if r["prompt"] in big]
+    assert not hits, hits[:5]
+    # the check can fail: a training prompt is found, and an injected overlap is reported
+    assert splits.tune_examples[0][0] in big
+    from headscope.splits import check_disjoint
+
+    check_disjoint({k: set(v) for k, v in splits.items.items()})
+    with pytest.raises(HeadscopeError, match="more than one split"):
+        check_disjoint({"identify": ident | {next(iter(ev))}, "evaluate": ev})
+
+
+def test_split_assignment_is_a_function_of_the_item_alone(splits):
+    from headscope.splits import split_of
+
+    where = {it: name for name, its in splits.items.items() for it in its}
+    assert sum(map(len, splits.items.values())) == 81 + 45 + 81 + 81
+    for it, name in where.items():
+        assert split_of(it, tasks.SPLIT_FRACTIONS, tasks.SPLIT_SALT) == name
+    sub = tasks.split_items(ops=("div",))
+    assert all(where[it] == name for name, its in sub.items() for it in its)
+
+
+def test_operand_counterfactuals_change_one_operand_and_keep_the_length(llama_tl):
+    rows = tasks.arith_prompts()[::37] + tasks.unseen_prompts()[::53]
+    valid = {op: {(a, b) for a, b, _ in arith_operands(op)} for op in OPERATORS}
+    for which, pos in (("A", 0), ("B", 1)):
+        cor = tasks.with_operand_corruption(rows, which)
+        for r, c in zip(rows, cor):
+            w, v = r["prompt"].split(" "), c["corrupt"].split(" ")
+            diff = [i for i, (x, y) in enumerate(zip(w, v)) if x != y]
+            nums = [i for i, x in enumerate(w) if x.isdigit()]
+            assert len(w) == len(v) and diff == [nums[pos]], (r["prompt"], c["corrupt"])
+            new = int(v[nums[pos]])
+            assert new != (r["a"], r["b"])[pos] and c["null"] == str(new)
+            a2, b2 = (new, r["b"]) if which == "A" else (r["a"], new)
+            # another valid item whenever one keeps the other operand
+            others = [x for x in valid[r["op"]] if x[1 - pos] == (r["a"], r["b"])[1 - pos] and x != (r["a"], r["b"])]
+            assert ((a2, b2) in valid[r["op"]]) == bool(others)
+            assert c["prompt"] == r["prompt"] and c["answer"] == r["answer"]
+            assert len(llama_tl.to_tokens(c["corrupt"])[0]) == len(llama_tl.to_tokens(r["prompt"])[0])
+    assert tasks.with_operand_corruption(rows, "operator") == rows
+    with pytest.raises(HeadscopeError, match="unknown corruption"):
+        tasks.with_operand_corruption(rows, "C")
+
+
+def test_union_selects_a_head_that_passes_under_any_map():
+    from headscope.results import HeadResult, HeadSelection, select_heads
+
+    g = torch.Generator().manual_seed(0)
+    maps = {}
+    for name in ("operator", "A", "B"):
+        s = torch.randn(6, 8, generator=g) * 0.05
+        maps[name] = HeadSelection(HeadResult(s, ("layer", "head"), {}, {}), select_heads(s, threshold=-0.05), "r", {})
+    u = ar.union_selection(maps)
+    expect = {h for m in maps.values() for h in m.heads}
+    assert set(u.heads) == expect and len(u.heads) == len(expect)
+    for L, h in u.heads:
+        assert float(u.scores.scores[L, h]) == min(float(m.scores.scores[L, h]) for m in maps.values())
+
+
+def test_knockout_placebo_matches_a_direct_computation(llama_tl, splits):
+    from headscope.stats import placebo_p
+
+    rows = ar.filter_correct(llama_tl, splits.evaluate[::24])
+    heads = [(0, 0), (0, 2)]
+    res = ar.knockout_placebo(llama_tl, rows, {"sel": heads}, splits.fit, n_draws=4, show_progress=False)
+    ref = ar.MeanReference(llama_tl, splits.fit)
+    c = res["conditions"]["sel"]
+    assert c["accuracy"]["value"] == ar.accuracy_table(llama_tl, rows, patches_for=ref.patches(heads))["all"]
+    accs = []
+    for d, drawn in enumerate(c["placebo_heads"]):
+        pick = random_heads(llama_tl.n_layers, llama_tl.n_heads, 2, d, exclude=heads)
+        assert drawn == [f"L{L}H{h}" for L, h in pick] and not set(pick) & set(heads)
+        accs.append(ar.accuracy_table(llama_tl, rows, patches_for=ref.patches(pick))["all"])
+    assert c["placebo_accuracy"] == pytest.approx(accs)
+    m = sum(a <= c["accuracy"]["value"] for a in accs)
+    assert c["placebo"]["p"] == (1 + m) / 5 == placebo_p(c["accuracy"]["value"], accs)
+    one = res["single"]["L0H2"]["accuracy"]["value"]
+    assert one == ar.accuracy_table(llama_tl, rows, patches_for=ref.patches([(0, 2)]))["all"]
+    assert len(res["single"]) == 48 and res["base"]["value"] == 1.0
+    with pytest.raises(HeadscopeError, match="token length"):
+        ar.knockout_placebo(llama_tl, rows, {"sel": heads}, splits.identify[:5], n_draws=1, single=False)
+
+
+def test_attention_contrast_agrees_with_inspect(llama_tl, splits):
+    rows = ar.filter_correct(llama_tl, splits.evaluate[::9])
+    heads = [(0, 0), (0, 7)]
+    a = ar.attention_contrast(llama_tl, rows, heads)
+    b = ar.inspect(llama_tl, rows, heads, max_per_group=10**6)
+    assert a["key_mean"] == pytest.approx(b["key_mean_attention"], abs=1e-5)
+    assert a["average_head_mean"] == pytest.approx(b["average_head_attention"], abs=1e-5)
+    d = a["difference"]
+    assert d["lo"] <= d["value"] <= d["hi"] and d["n"] == len(rows) == a["n"]
