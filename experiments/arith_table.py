@@ -53,9 +53,10 @@ Known limit: every item also occurs in pretraining under the organism's template
    Conditions: the union's selected heads ("selected"; if the union has more than 8
    heads, its top 8), ``--rand-draws`` (5) random-head draws of the same size
    (``random_heads(..., seed=d, exclude=selected)``), LoRA r = 4 and full SFT, training
-   seeds 0..4. Order: per seed s, selected(s), random draw d = s trained with seed s,
-   LoRA(s), full(s); then every other (draw, seed) pair. Rows: mean with a t 95 % CI
-   over seeds (``stats.over_seeds``), per-seed rows in the JSON. Comparisons per seed
+   seeds 0..4. Order (``tune_plan``): selected(s) and random draw d = s trained with
+   seed s for s = 0..4; LoRA and full SFT for seeds 0–2, then 3–4; then every other
+   (draw, seed) pair. The table reports the runs completed and says which are missing.
+   Rows: mean with a t 95 % CI over seeds (``stats.over_seeds``), per-seed rows in the JSON. Comparisons per seed
    (paired by seed): selected − base, selected − LoRA, selected − random (the mean over
    the draws trained with that seed), full − selected for KL. Rules: "improves ÷ over the
    base" met iff lower bound > 0; "at least as much as LoRA" met iff the lower bound of
@@ -234,22 +235,26 @@ def stage_main(out: Path, args) -> dict:
 
 
 def tune_plan(selected: list, n_layers: int, n_heads: int, seeds: int, draws: int) -> list[dict]:
+    """The runs in the order they are trained: selected and random heads over the seeds
+    first (random draw d = s with seed s), then LoRA and full SFT for seeds 0–2, then for
+    the other seeds, then every other (draw, seed) pair of random heads."""
     rand = {d: random_heads(n_layers, n_heads, len(selected), d, exclude=selected) for d in range(draws)}
-    first, rest = [], []
+    sel_l, rnd_l = "precise SFT, selected heads", "precise SFT, random heads"
+    heads_runs, base_first, base_rest, rest = [], [], [], []
     for s in range(seeds):
-        first.append({"label": "precise SFT, selected heads", "method": "heads", "seed": s, "heads": selected})
+        heads_runs.append({"label": sel_l, "method": "heads", "seed": s, "heads": selected})
         if s < draws:
-            first.append(
-                {"label": "precise SFT, random heads", "method": "heads", "seed": s, "draw": s, "heads": rand[s]}
-            )
-        first.append({"label": "LoRA r=4", "method": "lora", "seed": s})
-        first.append({"label": "full SFT", "method": "full", "seed": s})
-        for d in range(draws):
-            if d != s:
-                rest.append(
-                    {"label": "precise SFT, random heads", "method": "heads", "seed": s, "draw": d, "heads": rand[d]}
-                )
-    return first + rest
+            heads_runs.append({"label": rnd_l, "method": "heads", "seed": s, "draw": s, "heads": rand[s]})
+        for lab, m in (("LoRA r=4", "lora"), ("full SFT", "full")):
+            (base_first if s < 3 else base_rest).append({"label": lab, "method": m, "seed": s})
+        rest += [
+            {"label": rnd_l, "method": "heads", "seed": s, "draw": d, "heads": rand[d]} for d in range(draws) if d != s
+        ]
+    return heads_runs + base_first + base_rest + rest
+
+
+def _run_id(r: dict) -> tuple:
+    return (r["label"], int(r["seed"]), r.get("draw"))
 
 
 def stage_tune(out: Path, args) -> dict:
@@ -304,6 +309,13 @@ def stage_tune(out: Path, args) -> dict:
             flush=True,
         )
 
+    if args.resume and path.exists():
+        old = json.loads(path.read_text())
+        if old.get("selected") == res["selected"] and old.get("config") == json.loads(json.dumps(res["config"])):
+            res["runs"] = old["runs"]
+            done = {_run_id(r) for r in res["runs"]}
+            plan = [p for p in plan if _run_id(p) not in done]
+            print(f"resuming: {len(done)} runs done, {len(plan)} to go", flush=True)
     _write(path, res)
     ar.tune_runs(base, tok, suite, plan, cfg, lora_r=4, on_row=save)
     return res
@@ -601,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seeds", type=int, default=5, help="training seeds [5]")
     ap.add_argument("--rand-draws", type=int, default=5, help="random-head draws for precise SFT [5]")
+    ap.add_argument("--resume", action="store_true", help="tune: keep the runs already in arith_tune.json")
     ap.add_argument("--wait", action="store_true", help="tune: wait for main to write a new identify file")
     ap.add_argument("--every", type=int, default=1, help="keep every n-th prompt (smoke/timing runs) [1]")
     args = ap.parse_args(argv)
