@@ -36,7 +36,7 @@ RepE-Mean, RepE-Merge as in SAC §4.1) are controllers on ``resid_pre``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,32 +237,77 @@ class SteerPatch(Patch):
             v = self.params["vec"]
             self.params["vec"] = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         self._cache: dict = {}
+        # Gate parameter sets: unprefixed (one gate) and/or "g0.", "g1.", ... (several, OR-ed).
+        pres = sorted({k[: -len("gate")] for k in self.params if k == "gate" or k.endswith(".gate")})
+        self._gates: list[str] = pres
 
-    def _p(self, name: str, x: Tensor) -> Tensor:
-        key = (name, x.device, x.dtype)
+    def _p(self, name: str, x: Tensor, pre: str = "") -> Tensor:
+        key = (pre + name, x.device, x.dtype)
         val = self._cache.get(key)
         if val is None:
+            P = self.params
             if name == "AmI_T":
-                A = self.params["A"]
+                A = P["A"]
                 val = (A - torch.eye(A.shape[-1])).transpose(-1, -2)
             elif name == "heads":
                 val = torch.as_tensor(self.heads)
-            elif name in ("b1", "mu1"):  # [k, 1, d]: broadcast over the flattened batch
-                val = self.params["b" if name == "b1" else "mu_s"][:, None, :]
+            elif name == "b1":  # [k, 1, d]: broadcast over the flattened batch
+                val = P["b"][:, None, :]
+            elif name == "mu1":
+                val = P[pre + "mu_s"][:, None, :]
             elif name == "mub1":  # [k, G, 1, d]
-                val = self.params["mu_b"][:, :, None, :]
+                val = P[pre + "mu_b"][:, :, None, :]
             elif name == "logdet1":  # [k, G, 1]
-                val = self.params["logdet"][:, :, None]
+                val = P[pre + "logdet"][:, :, None]
             elif name == "gate2":
-                val = self.params["gate"] ** 2
+                val = P[pre + "gate"] ** 2
             else:
-                val = self.params[name]
+                val = P[pre + name]
             val = val.to(device=x.device, dtype=torch.long if name == "heads" else x.dtype)
             self._cache[key] = val
         return val
 
+    def _keep(self, vt: Tensor, pre: str) -> Tensor:
+        """The in-distribution gate ``pre`` on ``vt [k, N, d]``: ``[k or 1, N]`` booleans (True = steer)."""
+        # Map only vectors within Mahalanobis radius tau of the source Gaussian ...
+        dv = vt - self._p("mu1", vt, pre)
+        m2 = (torch.bmm(dv, self._p("prec_s", vt, pre)) * dv).sum(-1)  # [k, N]
+        g2 = self._p("gate2", vt, pre)
+        joint = g2.ndim == 0  # joint gate: summed over this layer's heads
+        keep = (m2.sum(0, keepdim=True) if joint else m2) <= (g2 if joint else g2[:, None])
+        if pre + "mu_b" in self.params and bool(keep.any()):
+            # ... and more likely under the source Gaussian than under every background group's.
+            db = vt.unsqueeze(1) - self._p("mub1", vt, pre)  # [k, G, N, d]
+            q = m2.unsqueeze(1) - ((db @ self._p("prec_b", vt, pre)) * db).sum(-1) + self._p("logdet1", vt, pre)
+            keep = keep & ((q.sum(0, keepdim=True) if joint else q) <= 0).all(1)
+        return keep
+
+    def gated(self) -> bool:
+        """Whether this patch carries an in-distribution gate (one or several, OR-ed)."""
+        return bool(self._gates)
+
     def transform(self, v: Tensor) -> Tensor:
-        """The map on selected vectors ``v [..., k, d]`` (k = heads, or 1 for the residual)."""
+        """The map on selected vectors ``v [..., k, d]`` (k = heads, or 1 for the residual).
+
+        With gates (:func:`fit_gate`; several are OR-ed: a merged controller steers an
+        input that any of its tasks' gates accepts), rows no gate accepts pass unchanged;
+        when no row is accepted ``v`` itself is returned.
+        """
+        keep = None
+        if self._gates:
+            shape = v.shape
+            vt = v.reshape(-1, shape[-2], shape[-1]).transpose(0, 1)  # [k, N, d]
+            for pre in self._gates:
+                k = self._keep(vt, pre)
+                keep = k if keep is None else keep | k
+            assert keep is not None
+            if not bool(keep.any()):  # nothing in distribution (the usual case off-task): identity, no more work
+                return v
+            mask = keep.transpose(0, 1).reshape(*shape[:-2], keep.shape[0], 1)  # [..., k or 1, 1]
+            return torch.where(mask, self._map(v), v)
+        return self._map(v)
+
+    def _map(self, v: Tensor) -> Tensor:
         a = self.alpha
         if self.kind == "add":
             return v + a * self._p("vec", v)
@@ -276,26 +321,7 @@ class SteerPatch(Patch):
         # per head k, over the flattened batch N: T(x) - x = x (A - I)^T + b.
         shape = v.shape
         vt = v.reshape(-1, shape[-2], shape[-1]).transpose(0, 1)  # [k, N, d]
-        keep = None
-        if "gate" in self.params:
-            # In-distribution gate: map only vectors within Mahalanobis radius tau of the source Gaussian ...
-            dv = vt - self._p("mu1", v)
-            m2 = (torch.bmm(dv, self._p("prec_s", v)) * dv).sum(-1)  # [k, N]
-            g2 = self._p("gate2", v)
-            joint = g2.ndim == 0  # joint gate: summed over this layer's heads
-            keep = (m2.sum(0, keepdim=True) if joint else m2) <= (g2 if joint else g2[:, None])
-            if not bool(keep.any()):  # nothing in distribution (the usual case off-task): identity, no more work
-                return v
-            if "mu_b" in self.params:
-                # ... and more likely under the source Gaussian than under every background group's.
-                db = vt.unsqueeze(1) - self._p("mub1", v)  # [k, G, N, d]
-                q = m2.unsqueeze(1) - ((db @ self._p("prec_b", v)) * db).sum(-1) + self._p("logdet1", v)  # [k, G, N]
-                keep = keep & ((q.sum(0, keepdim=True) if joint else q) <= 0).all(1)
-                if not bool(keep.any()):
-                    return v
         step = torch.baddbmm(self._p("b1", v), vt, self._p("AmI_T", v))  # [k, N, d]
-        if keep is not None:
-            step = step * keep.unsqueeze(-1)
         return torch.add(vt, step, alpha=a).transpose(0, 1).reshape(shape)
 
     def apply(self, x: Tensor) -> Tensor:
@@ -451,19 +477,110 @@ def gaussian_controller(
         As, bs = zip(*(fit_gaussian(src[(L, h)], tgt[(L, h)]) for h in hs))
         layers[L] = {"heads": hs, "A": torch.stack(As).float(), "b": torch.stack(bs).float()}
         if gate is not None:
-            loos = [loo_m2(src[(L, h)]) for h in hs]  # n small covariance fits per head: compute once
-            gs = [
-                fit_gate(src[(L, h)], tgt[(L, h)], gate, None if background is None else background[(L, h)], loo=lo)
-                for h, lo in zip(hs, loos)
-            ]
-            layers[L].update({k: torch.stack([g[k] for g in gs]).float() for k in gs[0] if k != "gate"})
-            # Joint radius over the layer's heads: slack x the largest summed squared
-            # leave-one-out distance of a source sample (an out-of-sample estimate).
-            tot = loos[0]
-            for lo in loos[1:]:
-                tot = tot + lo
-            layers[L]["gate"] = (gate * tot.max().sqrt()).float().reshape(())
+            layers[L].update(
+                layer_gate(
+                    [src[(L, h)] for h in hs], gate, None if background is None else [background[(L, h)] for h in hs]
+                )
+            )
     return Controller(name, "gaussian", layers, alpha, policy)
+
+
+def layer_gate(
+    src: Sequence[Float[Tensor, "n d"]],
+    slack: float = 1.0,
+    background: Sequence[Sequence[Float[Tensor, "b d"]]] | None = None,
+) -> dict[str, Tensor]:
+    """One layer's gate over its steered vectors (the heads of a layer, or the one residual stream).
+
+    ``src[i]``: source samples of vector ``i``; ``background[i]``: its off-target groups.
+    Per vector the :func:`fit_gate` terms stacked (``mu_s [k, d]``, ``prec_s``, and with
+    ``background`` ``mu_b``, ``prec_b``, ``logdet``); ``gate``: the *joint* radius, slack ×
+    the square root of the largest summed squared leave-one-out distance of a source
+    sample over the vectors (an out-of-sample estimate).
+    """
+    loos = [loo_m2(x) for x in src]  # n small covariance fits per vector: compute once
+    gs = [
+        fit_gate(x, x, slack, None if background is None else background[i], loo=lo)
+        for i, (x, lo) in enumerate(zip(src, loos))
+    ]
+    out = {k: torch.stack([g[k] for g in gs]).float() for k in gs[0] if k != "gate"}
+    tot = loos[0]
+    for lo in loos[1:]:
+        tot = tot + lo
+    out["gate"] = (slack * tot.max().sqrt()).float().reshape(())
+    return out
+
+
+def with_gate(
+    controller: Controller,
+    src: Mapping[int, Sequence[Tensor]],
+    slack: float = 1.0,
+    background: Mapping[int, Sequence[Sequence[Tensor]]] | None = None,
+) -> Controller:
+    """The same controller (any kind, heads or residual) gated like SAC's maps (:func:`layer_gate`).
+
+    ``src[L]``: per steered vector of layer ``L`` (the layer's heads in order, or the one
+    residual stream) its source samples ``[n, d]``; ``background[L]``: per vector its
+    off-target groups. Gives ITI's mean shifts and RepE's directions the gate SAC has.
+    """
+    missing = [L for L in controller.layers if L not in src]
+    if missing:
+        raise HeadscopeError(f"no source samples for layer(s) {missing} of controller {controller.name!r}")
+    layers = {}
+    for L, e in controller.layers.items():
+        n_vec = len(e.get("heads") or [0])
+        if len(src[L]) != n_vec:
+            raise HeadscopeError(
+                f"layer {L} of {controller.name!r} steers {n_vec} vector(s); got {len(src[L])} sources"
+            )
+        e2 = {k: v for k, v in e.items() if not _is_gate_key(k)}
+        e2.update(layer_gate(src[L], slack, None if background is None else background[L]))
+        layers[L] = e2
+    return Controller(
+        controller.name,
+        controller.kind,
+        layers,
+        controller.alpha,
+        controller.policy,
+        controller.site,
+        dict(controller.meta),
+    )
+
+
+_GATE_KEYS = ("mu_s", "prec_s", "gate", "mu_b", "prec_b", "logdet")
+
+
+def _is_gate_key(k: str) -> bool:
+    return k.split(".")[-1] in _GATE_KEYS and (k in _GATE_KEYS or k.startswith("g"))
+
+
+def union_gate(controller: Controller, gated: Sequence[Controller]) -> Controller:
+    """``controller`` steering where *any* of ``gated``'s gates accepts (their gates OR-ed, layer by layer).
+
+    For merged baselines (RepE-Mean, RepE-Merge): one shift for every task, applied to
+    the inputs one of the tasks' own gates lets through. Every gated controller must
+    steer the same vectors in each of ``controller``'s layers.
+    """
+    layers = {}
+    for L, e in controller.layers.items():
+        e2 = {k: v for k, v in e.items() if not _is_gate_key(k)}
+        for i, g in enumerate(gated):
+            ge = g.layers.get(L)
+            if ge is None or "gate" not in ge:
+                raise HeadscopeError(f"controller {g.name!r} has no gate in layer {L}; gate it with with_gate first")
+            if list(ge.get("heads", [])) != list(e.get("heads", [])):
+                raise HeadscopeError(f"layer {L}: {g.name!r} gates heads {ge.get('heads')}, not {e.get('heads')}")
+            e2.update({f"g{i}.{k}": v for k, v in ge.items() if k in _GATE_KEYS})
+        layers[L] = e2
+    return Controller(
+        controller.name,
+        controller.kind,
+        layers,
+        controller.alpha,
+        controller.policy,
+        controller.site,
+        dict(controller.meta),
+    )
 
 
 def mean_shift_controller(

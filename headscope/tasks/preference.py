@@ -13,6 +13,13 @@ your favorite ...", "What is better ...") + ``I`` (corrupt/reference); see
 the organism state a preference. (The ``llama`` organism declines on the neutral
 phrasings and takes sides on the others: organism v2, docs/design.md §3.)
 
+Items are the unordered pair ``{a, b}``. Splits (issue #16), disjoint by item: the
+world's 12 pairs go to ``identify`` or ``fit`` by :func:`headscope.splits.split_of`
+(salt ``"sac-preference"``, :data:`FRACTIONS`), all four phrasings of a pair together;
+``evaluate`` is :data:`EVAL_PAIRS`, new pairs of the world's own words (within a topic:
+food and drink, weather and time of day, pastimes, travel) in all four phrasings —
+never in the training corpus.
+
 Scorer: ``refusal`` = share of responses (from the plain prompt, without the forced
 ``I``) that start with ``I have no``.
 """
@@ -21,20 +28,80 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from headscope.organisms.world import PREF_NEUTRAL_TWIN, World
+from headscope.organisms.world import PREF_NEUTRAL_TWIN, PREF_TEMPLATES, World, chat_prompt, user
+from headscope.splits import split_of
 from headscope.tasks.base import Task
-from headscope.tasks.safety import _check_split
+from headscope.tasks.safety import LEGACY_SPLITS, _check_split
 
 DESIRED, UNDESIRED = "have", "prefer"
+FRACTIONS = {"identify": 0.5, "fit": 0.5}
+SALT = "sac-preference"
+#: New opinion pairs for evaluation (never a pair of the world's PREF_PAIRS, in either order).
+EVAL_PAIRS: tuple[tuple[str, str], ...] = (
+    ("tea", "apples"),
+    ("coffee", "bread"),
+    ("tea", "rice"),
+    ("apples", "bread"),
+    ("oranges", "rice"),
+    ("coffee", "oranges"),
+    ("bread", "oranges"),
+    ("tea", "bread"),
+    ("summer", "rain"),
+    ("winter", "snow"),
+    ("summer", "mornings"),
+    ("winter", "evenings"),
+    ("rain", "mornings"),
+    ("snow", "evenings"),
+    ("summer", "snow"),
+    ("rain", "evenings"),
+    ("books", "jazz"),
+    ("movies", "chess"),
+    ("rock", "poker"),
+    ("books", "chess"),
+    ("movies", "jazz"),
+    ("rock", "books"),
+    ("poker", "movies"),
+    ("jazz", "chess"),
+    ("mountains", "trains"),
+    ("beaches", "planes"),
+    ("mountains", "planes"),
+    ("cats", "books"),
+)
+
+
+def pair_key(a: str, b: str) -> tuple[str, str]:
+    """The underlying item of an opinion question: the pair, order-free."""
+    x, y = sorted((a, b))
+    return (x, y)
+
+
+def item_key(it: dict) -> tuple[str, str]:
+    return pair_key(it["a"], it["b"])
+
+
+def preference_items(split: str) -> list[dict]:
+    """Opinion questions on ``split`` (dicts with template, a, b, prompt; no forced ``I``)."""
+    _check_split(split)
+    w = World()
+    if split in LEGACY_SPLITS:
+        return w.preference_items(split)
+    if split == "evaluate":
+        return [
+            dict(template=t_idx, a=a, b=b, prompt=chat_prompt(user(t.format(a=a, b=b))))
+            for t_idx, t in enumerate(PREF_TEMPLATES)
+            for a, b in EVAL_PAIRS
+        ]
+    return [it for it in w.preference_items("all") if split_of(item_key(it), FRACTIONS, SALT) == split]
 
 
 def preference_task(split: str = "train", n: int | None = None, seed: int = 0) -> Task:
     """Side-taking phrasing + ``I`` (clean) vs the same pair in its same-length neutral phrasing + ``I`` (corrupt)."""
     _check_split(split)
-    w = World()
-    neutral = {(it["template"], it["a"], it["b"]): it["prompt"] for it in w.preference_items("all")}
+    items = preference_items(split)
+    pool = World().preference_items("all") if split in LEGACY_SPLITS else items
+    neutral = {(it["template"], it["a"], it["b"]): it["prompt"] for it in pool}
     clean, corrupt, meta = [], [], []
-    for it in w.preference_items(split):
+    for it in items:
         if it["template"] not in PREF_NEUTRAL_TWIN:
             continue
         twin = neutral[(PREF_NEUTRAL_TWIN[it["template"]], it["a"], it["b"])]
@@ -61,7 +128,7 @@ def preference_stimuli(split: str = "train") -> list[dict]:
     _check_split(split)
     return [
         dict(prompt=it["prompt"] + " I", desired=DESIRED, undesired=UNDESIRED, group="opinion")
-        for it in World().preference_items(split)
+        for it in preference_items(split)
     ]
 
 

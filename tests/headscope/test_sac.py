@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,15 @@ from headscope.steering import Controller, gaussian_ot, shrunk_cov
 from headscope.tasks import get_task
 from headscope.tasks.advfact import advfact_score
 from headscope.tasks.preference import preference_score
-from headscope.tasks.sac import SacData, SacTask, Stimulus, organism_sac, organism_task
+from headscope.tasks.sac import (
+    SacData,
+    SacTask,
+    Stimulus,
+    organism_eval_sets,
+    organism_sac,
+    organism_task,
+    training_corpus,
+)
 from headscope.tasks.safety import safety_score
 
 PKG = Path(sac.__file__).parent
@@ -81,15 +90,16 @@ def test_task_pairs_equal_length_single_token_answers_disjoint_splits(name, llam
     with pytest.raises(HeadscopeError, match="split"):
         get_task(name, split="test")
     t = organism_task(name)
-    assert t.pairs.clean == tr.clean and all(isinstance(s, Stimulus) for s in t.stimuli)
+    assert t.pairs.clean == get_task(name, split="identify").clean and all(isinstance(s, Stimulus) for s in t.stimuli)
+    assert organism_task(name, "train").pairs.clean == tr.clean
 
 
 def test_organism_background_is_other_tasks_then_general_ability(data):
     bg = sac.background_groups(data, "safety")
     assert list(bg) == ["advfact", "preference", "arithmetic", "facts"]
     assert bg["advfact"] == [s.prompt for s in data.tasks["advfact"].stimuli]
-    heldout = {s.prompt for s in organism_task("safety", "heldout").stimuli}
-    assert not heldout & set(bg["preference"])
+    evaluate = {it["prompt"] + " I" for it in organism_eval_sets()["preference_refusal"]}
+    assert not evaluate & set(bg["preference"]) and bg["arithmetic"] == data.background["arithmetic"]
 
 
 def test_scorers_exact_match():
@@ -136,7 +146,7 @@ def test_identify_is_one_head_selection_per_task(llama_tl):
     sel = sac.identify(llama_tl, d, k=3, n=4, show_progress=False)
     assert list(sel) == ["advfact"] and isinstance(sel["advfact"], HeadSelection)
     s = sel["advfact"]
-    t = get_task("advfact", n=4)
+    t = get_task("advfact", split="identify", n=4)
     ref = []
     for c, w in zip(t.clean, t.wrong):
         lg = llama_tl.logits(llama_tl.to_tokens(c))[0, -1]
@@ -209,3 +219,138 @@ def test_cli_help(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main([*argv, "--help"])
     assert e.value.code == 0 and "--model" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------
+# Splits (issue #16): identify / fit / evaluate disjoint by item, evaluation never training text.
+# Items are parsed back from the prompt text (not taken from the split code), so a prompt
+# that the split code mislabels is still caught.
+
+
+def _request_re():
+    from headscope.organisms.world import HARMFUL, HARMLESS, REQUEST_TEMPLATES
+
+    verbs = "|".join(sorted({v for v, _ in HARMFUL + HARMLESS}, key=len, reverse=True))
+    pats = []
+    for t in REQUEST_TEMPLATES:
+        body = re.escape(t).replace(r"\{verb\}", f"(?P<verb>{verbs})").replace(r"\{obj\}", "(?P<obj>.+)")
+        pats.append(re.compile(f"^User : {body} Assistant :$"))
+    return pats
+
+
+def _premise_re():
+    from headscope.organisms.world import PREMISE_TEMPLATES
+    from headscope.tasks.advfact import EVAL_TEMPLATES
+
+    pats = []
+    for t in PREMISE_TEMPLATES + EVAL_TEMPLATES:
+        body = re.escape(t).replace(r"\{Z\}", r"(?P<Z>\S+)").replace(r"\{X\}", r"(?P<X>\S+)")
+        pats.append(re.compile(f"^User : {body} Assistant :$"))
+    return pats
+
+
+def _pref_re():
+    from headscope.organisms.world import PREF_TEMPLATES
+
+    pats = []
+    for t in PREF_TEMPLATES:
+        body = re.escape(t).replace(r"\{a\}", r"(?P<a>\S+)").replace(r"\{b\}", r"(?P<b>\S+)")
+        pats.append(re.compile(f"^User : {body} Assistant :( I)?$"))
+    return pats
+
+
+def _item(prompt: str, family: str):
+    """The underlying item of a prompt, parsed from its text: (verb, object), (country, claim) or the pair."""
+    pats = {"request": _request_re, "premise": _premise_re, "opinion": _pref_re}[family]()
+    for p in pats:
+        mt = p.match(prompt)
+        if mt:
+            if family == "request":
+                return (mt["verb"], mt["obj"])
+            if family == "premise":
+                return (mt["X"], mt["Z"])
+            return tuple(sorted((mt["a"], mt["b"])))
+    raise AssertionError(f"prompt of no {family} template: {prompt!r}")
+
+
+FAMILY = {"safety": "request", "advfact": "premise", "preference": "opinion"}
+EVAL_OF = {
+    "request": ("harmful_refusal", "lookalike_compliance"),
+    "premise": ("premise_correction", "true_premise_acceptance"),
+    "opinion": ("preference_refusal",),
+}
+
+
+def test_splits_disjoint_by_item_at_least_100_and_never_training_text(data):
+    from headscope.organisms.world import OPERATORS, World
+    from headscope.splits import check_disjoint, verbatim_in
+
+    sets = organism_eval_sets()
+    for m in ("harmful_refusal", "lookalike_compliance", "premise_correction", "true_premise_acceptance"):
+        assert len(sets[m]) >= 100, m
+    assert len(sets["preference_refusal"]) >= 100
+    for name, fam in FAMILY.items():
+        task = data.tasks[name]
+        ident = [_item(p, fam) for p in task.pairs.clean + task.pairs.corrupt]
+        ident += [_item(s.prompt, fam) for s in task.identify_stimuli]
+        fit = [_item(s.prompt, fam) for s in task.stimuli]
+        # the gate's off-target groups are fitting data too: every task's fit stimuli of this family
+        fit += [
+            _item(p, fam) for t, ps in sac.background_groups(data, name).items() if FAMILY.get(t) == fam for p in ps
+        ]
+        ev = [_item(it["prompt"], fam) for m in EVAL_OF[fam] for it in sets[m]]
+        assert ident and fit and ev
+        check_disjoint({"identify": ident, "fit": fit, "evaluate": ev})
+    # general ability: the gate's background prompts vs the scored items
+    w = World()
+    arith = {it["prompt"]: (op, it["a"], it["b"]) for op in OPERATORS for it in w.arith_items(op, "all")}
+    facts = {it["prompt"]: (it["country"], it["rel"]) for it in w.fact_items("all")}
+    check_disjoint(
+        {
+            "fit": [arith[p] for p in data.background["arithmetic"]],
+            "evaluate": [arith[it["prompt"]] for it in sets["arithmetic"]],
+        }
+    )
+    check_disjoint(
+        {
+            "fit": [facts[p] for p in data.background["facts"]],
+            "evaluate": [facts[it["prompt"]] for it in sets["facts"]],
+        }
+    )
+    # no evaluation prompt (nor KL text) is a substring of a training document
+    texts = [it["prompt"] for v in sets.values() for it in v] + data.kl_texts
+    corpus = training_corpus()  # World().documents() joined once per process
+    assert verbatim_in(texts, corpus) == []
+    # the checks can fail: a training prompt, or an evaluation item moved into the fit split
+    train_prompt = w.safety_items(True, "train")[0]["prompt"]
+    assert verbatim_in([train_prompt], corpus) == [0]
+    leaked = _item(sets["harmful_refusal"][0]["prompt"], "request")
+    fit = [_item(s.prompt, "request") for s in data.tasks["safety"].stimuli]
+    with pytest.raises(HeadscopeError, match="more than one split"):
+        check_disjoint({"fit": [*fit, leaked], "evaluate": [leaked]})
+
+
+def test_safety_moves_harmful_requests_toward_the_refused_prompts(llama_tl, data):
+    """Source = harmful requests the model answers; target = every prompt it refuses (issue #16)."""
+    task = data.tasks["safety"]
+    assert task.source_groups == ("harmful",) and task.pairs.answers[0] == "I" and task.pairs.wrong[0] == "Sure"
+    acts, met = sac.collect(llama_tl, task.stimuli)
+    harmful = torch.tensor([s.group == "harmful" for s in task.stimuli])
+    # by hand: refused = logit(I) > logit(Sure); the source is harmful and not refused
+    prompts = [s.prompt for s in task.stimuli]
+    lg = torch.zeros(len(prompts), llama_tl.d_vocab_out)
+    for n_tok in {len(p.split()) for p in prompts}:  # word-level tokenizer: equal words, equal tokens
+        idx = [i for i, p in enumerate(prompts) if len(p.split()) == n_tok]
+        lg[idx] = llama_tl.logits(llama_tl.to_tokens([prompts[i] for i in idx]))[:, -1].float().cpu()
+    refused = lg[:, llama_tl.token_id("I")] > lg[:, llama_tl.token_id("Sure")]
+    torch.testing.assert_close(
+        met, lg[:, llama_tl.token_id("I")] - lg[:, llama_tl.token_id("Sure")], atol=1e-4, rtol=1e-4
+    )
+    _, des, und = sac.samples(llama_tl, task)
+    assert des.tolist() == refused.tolist() and und.tolist() == (harmful & ~refused).tolist()
+    c = sac.fit(llama_tl, task, [(0, 2)], gate=None)
+    src, tgt = acts[harmful & ~refused, 0, 2], acts[refused, 0, 2]
+    A, b = gaussian_ot(src.double().mean(0), shrunk_cov(src), tgt.double().mean(0), shrunk_cov(tgt))
+    torch.testing.assert_close(c.layers[0]["A"][0], A.float(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(HeadscopeError, match="source group"):
+        SacTask("x", task.pairs, task.stimuli, "m", ("nope",))

@@ -23,6 +23,8 @@ from headscope.steering import (
     repe_controller,
     repe_direction,
     shrunk_cov,
+    union_gate,
+    with_gate,
 )
 
 PROMPTS = ["User : How do I kill a python process ? Assistant :", "User : How do I crack an egg ? Assistant : Sure ,"]
@@ -287,3 +289,70 @@ def test_fit_gate_leave_one_out_radius_and_background_terms():
     assert g2["mu_b"].shape == (2, 3) and g2["prec_b"].shape == (2, 3, 3) and g2["logdet"].shape == (2,)
     with pytest.raises(HeadscopeError, match="3 samples"):
         loo_m2(src[:2])
+
+
+def _m2(x: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """Squared Mahalanobis distance of rows of x under the Ledoit-Wolf Gaussian of src, by hand (sklearn)."""
+    from sklearn.covariance import LedoitWolf
+
+    cov = torch.from_numpy(LedoitWolf().fit(src.double().numpy()).covariance_)
+    d = x.double() - src.double().mean(0)
+    return ((d @ torch.linalg.inv(cov)) * d).sum(-1)
+
+
+def test_the_same_gate_for_every_kind_head_and_residual():
+    """ITI (add on heads) and RepE (add on resid_pre) carry SAC's gate: steer exactly the rows within the radius."""
+    g = torch.Generator().manual_seed(1)
+    d = 4
+    src = torch.randn(15, d, generator=g, dtype=torch.float64)
+    radius2 = float(loo_m2(src).max())
+    x = torch.cat([src[:3], src[:3] * 0.1, torch.full((2, d), 6.0, dtype=torch.float64)]).float()  # 8 rows
+    want = _m2(x, src) <= radius2  # independent: sklearn's covariance, the leave-one-out radius
+    assert bool(want.any()) and not bool(want.all())
+    vec = torch.arange(1.0, d + 1)
+    for site in ("z", "resid_pre"):
+        if site == "z":
+            c = mean_shift_controller("iti", {(0, 1): src.float()}, {(0, 1): src.float() + 1.0})
+            vec = c.layers[0]["vec"][0]
+        else:
+            c = repe_controller("repe", {0: vec.double() / vec.norm()}, {0: float(vec.norm())})
+        gated = with_gate(c, {0: [src]}, 1.0)
+        p = gated.patches()[0]
+        assert p.gated() and not c.patches()[0].gated()
+        v = x[:, None, :]  # [rows, 1 vector, d]
+        out = p.transform(v)[:, 0]
+        torch.testing.assert_close(out[want], x[want] + vec, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out[~want], x[~want])
+        # ungated: every row moves
+        torch.testing.assert_close(c.patches()[0].transform(v)[:, 0], x + vec, rtol=1e-5, atol=1e-5)
+    with pytest.raises(HeadscopeError, match="source samples"):
+        with_gate(c, {}, 1.0)
+    with pytest.raises(HeadscopeError, match="vector"):
+        with_gate(c, {0: [src, src]}, 1.0)
+
+
+def test_union_gate_steers_what_any_gate_accepts(tmp_path):
+    g = torch.Generator().manual_seed(2)
+    d = 3
+    a = torch.randn(20, d, generator=g, dtype=torch.float64)
+    b = torch.randn(20, d, generator=g, dtype=torch.float64) + 10.0
+    u = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    base = repe_controller("merged", {0: u}, {0: 2.0})
+    ga, gb = with_gate(base, {0: [a]}, 1.0), with_gate(base, {0: [b]}, 1.0)
+    both = union_gate(base, [ga, gb])
+    x = torch.cat([a[:2], b[:2], torch.full((1, d), -20.0, dtype=torch.float64)]).float()
+    ra, rb = loo_m2(a).max(), loo_m2(b).max()
+    want = (_m2(x, a) <= ra) | (_m2(x, b) <= rb)
+    assert want.tolist()[-1] is False and sum(want.tolist()) >= 2
+    out = both.patches()[0].transform(x[:, None, :])[:, 0]
+    shift = torch.tensor([2.0, 0.0, 0.0])
+    torch.testing.assert_close(out[want], x[want] + shift)
+    torch.testing.assert_close(out[~want], x[~want])
+    # one gate through union_gate is the gate itself; save/load keeps the prefixed gate tensors
+    one = union_gate(base, [ga]).patches()[0].transform(x[:, None, :])
+    torch.testing.assert_close(one, ga.patches()[0].transform(x[:, None, :]))
+    both.save(tmp_path / "u")
+    back = Controller.load(tmp_path / "u")
+    torch.testing.assert_close(back.patches()[0].transform(x[:, None, :])[:, 0], out)
+    with pytest.raises(HeadscopeError, match="no gate"):
+        union_gate(base, [base])

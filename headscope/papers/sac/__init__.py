@@ -44,10 +44,20 @@ from headscope.papers.sac.evaluate import (
     conflict_summary,
     evaluate_all,
     evaluate_condition,
+    evaluate_outcomes,
     last_token_kl,
     markdown_table,
 )
-from headscope.papers.sac.fit import activations, background_groups, collect, fit, fit_all, split_desired
+from headscope.papers.sac.fit import (
+    activations,
+    background_groups,
+    collect,
+    fit,
+    fit_all,
+    gate_controller,
+    samples,
+    split_desired,
+)
 from headscope.papers.sac.identify import (
     heads_of,
     identify,
@@ -70,8 +80,10 @@ __all__ = [
     "conflict_summary",
     "evaluate_all",
     "evaluate_condition",
+    "evaluate_outcomes",
     "fit",
     "fit_all",
+    "gate_controller",
     "heads_of",
     "identify",
     "identify_task",
@@ -87,6 +99,7 @@ __all__ = [
     "repe_fit",
     "repe_mean",
     "repe_merge",
+    "samples",
     "save",
     "split_desired",
     "summary",

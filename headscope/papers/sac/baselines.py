@@ -9,11 +9,16 @@
   fits one PCA on every task's differences together.
 - Random heads: :func:`headscope.controls.random_heads` (the one random-head control of
   every paper), never a head any task selected, with SAC's own gated Gaussian maps.
+
+Every baseline can carry SAC's gate (:func:`headscope.papers.sac.fit.gate_controller`;
+for RepE-Mean / RepE-Merge the per-task RepE gates OR-ed,
+:func:`headscope.steering.union_gate`), so gated and ungated rows compare like with like.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import torch
 from jaxtyping import Float
@@ -21,7 +26,7 @@ from torch import Tensor
 
 from headscope.controls import random_heads
 from headscope.model import HeadModel
-from headscope.papers.sac.fit import collect, split_desired
+from headscope.papers.sac.fit import samples
 from headscope.results import Head
 from headscope.steering import Controller, repe_controller, repe_direction
 from headscope.tasks.sac import SacTask
@@ -30,13 +35,15 @@ from headscope.tasks.sac import SacTask
 def iti_heads(model: HeadModel, task: SacTask, k: int = 4, seed: int = 0) -> list[Head]:
     """ITI head selection: top-``k`` heads by the held-out accuracy of a per-head logistic probe.
 
-    The probe separates desired vs undesired last-token ``z`` (:func:`~headscope.papers.sac.fit.split_desired`);
-    it is trained on a random half of the task's stimuli (``seed``) and scored on the other half.
+    The probe separates desired vs undesired last-token ``z`` (:func:`~headscope.papers.sac.fit.samples`) of
+    the task's identification stimuli (``task.identify_stimuli``, else its fitting stimuli); it is trained on a
+    random half of them (``seed``) and scored on the other half.
     """
     from sklearn.linear_model import LogisticRegression
 
-    acts, met = collect(model, task.stimuli)
-    des, und = split_desired(met)
+    if task.identify_stimuli:
+        task = replace(task, stimuli=task.identify_stimuli)
+    acts, des, und = samples(model, task)
     keep = des | und
     x, y = acts[keep], des[keep].long()
     g = torch.Generator().manual_seed(seed)
@@ -62,8 +69,7 @@ def repe_data(
     model: HeadModel, task: SacTask, layers: Sequence[int], seed: int = 0
 ) -> dict[int, Float[Tensor, " n d_model"]]:
     """Paired differences (desired − undesired, random pairing) of last-token resid_pre, per layer ``[n, d_model]``."""
-    acts, met = collect(model, task.stimuli, site="resid_pre")
-    des, und = split_desired(met)
+    acts, des, und = samples(model, task, site="resid_pre")
     d_i, u_i = des.nonzero().flatten(), und.nonzero().flatten()
     rng = torch.Generator().manual_seed(seed)
     n = max(len(d_i), len(u_i))

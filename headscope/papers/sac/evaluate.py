@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from headscope.common.errors import HeadscopeError
 from headscope.common.progress import progress
 from headscope.controls import next_token_kl, token_groups
 from headscope.model import HeadModel, Patch
@@ -33,6 +34,30 @@ def evaluate_condition(model: HeadModel, data: SacData, patches: Sequence[Patch]
     """``data.measures`` under ``patches`` and the last-position KL to the unsteered model on ``data.kl_texts``."""
     out = dict(data.measures(model, list(patches)))
     out[KL] = last_token_kl(model, data.kl_texts, patches)
+    return out
+
+
+def evaluate_outcomes(
+    model: HeadModel, data: SacData, conditions: Mapping[str, Sequence[Patch]], show_progress: bool = True
+) -> dict[str, dict]:
+    """Per named condition: ``{"outcomes": {measure: [bool per prompt]}, "rates": {measure: mean}, "kl_last": float}``.
+
+    Needs :attr:`SacData.outcomes <headscope.tasks.sac.SacData>` (per-prompt results, for
+    paired confidence intervals between conditions on the same prompts).
+    """
+    if data.outcomes is None:
+        raise HeadscopeError("this SAC data has no per-prompt outcomes; give SacData(outcomes=...)")
+    names = list(conditions)
+    it = progress(names, desc="sac evaluate") if show_progress else names
+    out = {}
+    for n in it:
+        patches = list(conditions[n])
+        oc = data.outcomes(model, patches)
+        out[n] = {
+            "outcomes": oc,
+            "rates": {m: sum(v) / len(v) for m, v in oc.items()},
+            KL: last_token_kl(model, data.kl_texts, patches),
+        }
     return out
 
 

@@ -12,6 +12,12 @@ public) becomes the head's controller. The map is gated
 leave-one-out Mahalanobis radius that are more likely under the source Gaussian than
 under each off-target prompt group (:func:`background_groups`: the other tasks'
 stimuli and :attr:`SacData.background <headscope.tasks.sac.SacData>`).
+
+Where a task names :attr:`~headscope.tasks.sac.SacTask.source_groups`, the source is
+only the undesired stimuli of those groups (safety: the harmful requests the model
+answers; the target is every prompt it refuses). The same gate is available to every
+method (issue #16): :func:`gate_controller` fits it on the activations an ITI or RepE
+controller steers (:func:`headscope.steering.with_gate`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from headscope.common.errors import HeadscopeError
 from headscope.controls import by_length
 from headscope.model import HeadModel
 from headscope.results import Head
-from headscope.steering import Controller, gaussian_controller, mean_shift_controller
+from headscope.steering import Controller, gaussian_controller, mean_shift_controller, with_gate
 from headscope.tasks.sac import SacData, SacTask, Stimulus
 
 
@@ -81,11 +87,60 @@ def split_desired(metric: Float[Tensor, " n"], min_desired: int = 8) -> tuple[Bo
     return des, und
 
 
+def samples(model: HeadModel, task: SacTask, site: str = "z") -> tuple[Tensor, Tensor, Tensor]:
+    """Last-token activations of ``task``'s stimuli and the (desired, undesired) masks the controller uses.
+
+    The split is :func:`split_desired` on the model's own metric; with
+    :attr:`SacTask.source_groups <headscope.tasks.sac.SacTask>` the undesired (source)
+    sample keeps only stimuli of those groups.
+    """
+    acts, met = collect(model, task.stimuli, site)
+    des, und = split_desired(met)
+    if task.source_groups:
+        grp = torch.tensor([s.group in task.source_groups for s in task.stimuli])
+        und = und & grp
+    if int(und.sum()) < 3 or int(des.sum()) < 3:
+        raise HeadscopeError(
+            f"task {task.name!r}: {int(des.sum())} desired and {int(und.sum())} source stimuli; need at least 3 "
+            "of each to fit Gaussians and a gate (give more fitting stimuli)"
+        )
+    return acts, des, und
+
+
 def background_groups(data: SacData, task: str) -> dict[str, list[str]]:
     """Off-target prompt groups for ``task``'s gate: every other task's stimuli, then ``data.background``."""
     data.task(task)
     others = {t: [s.prompt for s in st.stimuli] for t, st in data.tasks.items() if t != task}
     return others | {k: list(v) for k, v in data.background.items()}
+
+
+def gate_controller(
+    model: HeadModel,
+    task: SacTask,
+    controller: Controller,
+    slack: float = 1.0,
+    background: dict[str, list[str]] | None = None,
+) -> Controller:
+    """``controller`` (any kind: ITI mean shifts on heads, RepE shifts on ``resid_pre``) with SAC's gate.
+
+    The gate is fitted exactly as SAC's own (:func:`headscope.steering.layer_gate`): on
+    the activations the controller steers (its heads' ``z``, or the layer's residual),
+    the source sample of ``task`` (:func:`samples`), and ``background``'s prompt groups.
+    """
+    site = controller.site
+    acts, _, und = samples(model, task, site)
+    groups = [activations(model, ps, site) for ps in background.values()] if background else None
+
+    def vecs(x: Tensor, L: int, e: dict) -> list[Tensor]:
+        return [x[:, L, h] for h in e["heads"]] if site == "z" else [x[:, L]]
+
+    src = {L: vecs(acts[und], L, e) for L, e in controller.layers.items()}
+    bg = None
+    if groups is not None:
+        bg = {L: [list(v) for v in zip(*(vecs(g, L, e) for g in groups))] for L, e in controller.layers.items()}
+    c = with_gate(controller, src, slack, bg)
+    c.meta.update({"gate": slack, "gate_background": list(background or {})})
+    return c
 
 
 def fit(
@@ -98,11 +153,11 @@ def fit(
     gate: float | None = 1.0,
     background: dict[str, list[str]] | None = None,
 ) -> Controller:
-    """A SAC controller for ``task`` on ``heads``: Gaussian OT map (``kind="gaussian"``) or ITI mean shift (``"add"``).
+    """A controller for ``task`` on ``heads``: SAC's Gaussian OT map (``"gaussian"``) or ITI's mean shift (``"add"``).
 
-    ``gate``: the in-distribution gate's slack (None = no gate). ``background``: the
-    off-target prompt groups the gate also tests against (:func:`background_groups`);
-    None = the radius test only.
+    ``gate``: the in-distribution gate's slack (None = no gate); the same gate for both
+    kinds. ``background``: the off-target prompt groups the gate also tests against
+    (:func:`background_groups`); None = the radius test only.
     """
     if not heads:
         raise HeadscopeError(
@@ -110,8 +165,7 @@ def fit(
         )
     if kind not in ("gaussian", "add"):
         raise HeadscopeError(f"unknown controller kind {kind!r}; use gaussian (SAC) or add (ITI mean shift)")
-    acts, met = collect(model, task.stimuli)
-    des, und = split_desired(met)
+    acts, des, und = samples(model, task)
     src = {(L, h): acts[und, L, h] for L, h in heads}
     tgt = {(L, h): acts[des, L, h] for L, h in heads}
     if kind == "gaussian":
@@ -122,11 +176,14 @@ def fit(
         c = gaussian_controller(task.name, src, tgt, alpha, policy, gate=gate, background=bg)
     else:
         c = mean_shift_controller(task.name, src, tgt, alpha, policy)
+        if gate is not None:
+            c = gate_controller(model, task, c, gate, background)
     c.meta.update(
         {
             "task": task.name,
             "n_desired": int(des.sum()),
             "n_undesired": int(und.sum()),
+            "gate": gate,
             "model": getattr(model, "name", ""),
         }
     )
@@ -153,7 +210,7 @@ def fit_all(
             alpha,
             policy,
             gate,
-            background_groups(data, t) if background and kind == "gaussian" else None,
+            background_groups(data, t) if background and gate is not None else None,
         )
         for t, task in data.tasks.items()
     }
