@@ -69,6 +69,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="a local Stable-Diffusion-style diffusers folder instead of the pixel model",
     )
+    ip.add_argument("--prompt", default="", help="latent models: the text prompt the UNet is conditioned on")
+    ip.add_argument("--negative-prompt", default="", help="latent models: the unconditional prompt for guidance")
+    ip.add_argument(
+        "--guidance", type=float, default=1.0, help="latent models: classifier-free guidance scale (1 = none)"
+    )
     ip.add_argument(
         "--size",
         type=int,
@@ -153,8 +158,15 @@ def _interpolate(args: argparse.Namespace) -> int:
         raise HeadscopeError(f"--steps must be at least 2 DDIM steps, got {args.steps}")
     lambdas = default_lambdas(args.frames)
     a, b = read_image(args.image_a), read_image(args.image_b)  # fail on a bad path before loading a model
+    if not args.latent_model and (args.prompt or args.negative_prompt or args.guidance != 1.0):
+        raise HeadscopeError("--prompt, --negative-prompt, --guidance need --latent-model (a text-conditioned model)")
     if args.latent_model:
-        model = LatentDenoiser.from_pretrained(args.latent_model)
+        model = LatentDenoiser.from_pretrained(
+            args.latent_model,
+            prompt=args.prompt,
+            negative_prompt=args.negative_prompt,
+            guidance_scale=args.guidance,
+        )
         size = args.size or 512
     else:
         model = load_pixel_model(args.model)

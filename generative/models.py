@@ -84,23 +84,85 @@ class PixelDenoiser:
         return self.unet(x_t, tt).sample
 
 
-class LatentDenoiser:
-    """A latent diffusion model (VAE + ``UNet2DConditionModel``), run unconditionally.
+def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> Tensor:
+    """Text embeddings ``[n, tokens, d]`` of ``prompts`` as Stable Diffusion computes them.
 
-    The UNet is conditioned on the text embedding of ``prompt`` (default: the empty
-    prompt), i.e. guidance scale 1, as in the DDIM inversion of the official code.
+    Padded to the tokenizer's ``model_max_length`` and truncated, then the text encoder's last
+    hidden state (``text_encoder(ids)[0]``).
+    """
+    ids = tokenizer(
+        list(prompts),
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    with torch.no_grad():
+        return text_encoder(ids.to(text_encoder.device))[0]
+
+
+class LatentDenoiser:
+    """A latent diffusion model (VAE + ``UNet2DConditionModel``), optionally text-guided.
+
+    The UNet is conditioned on the text embedding of ``prompt`` (default: the empty prompt).
+    With ``guidance_scale`` s != 1, classifier-free guidance (Ho & Salimans 2022) as in
+    Stable Diffusion: ``eps = eps(x, t, ∅) + s · (eps(x, t, prompt) − eps(x, t, ∅))``, where ∅
+    is the embedding of ``negative_prompt`` (default ""). The same ``eps`` drives DDIM
+    inversion and sampling, as in the official NoiseDiffusion scripts (prompt + guidance in
+    both directions). s = 1 is the plain conditional model (one UNet call per step).
     """
 
-    def __init__(self, vae, unet, scheduler_config: dict[str, Any], prompt_embeds: Tensor | None = None):
+    def __init__(
+        self,
+        vae,
+        unet,
+        scheduler_config: dict[str, Any],
+        prompt_embeds: Tensor | None = None,
+        uncond_embeds: Tensor | None = None,
+        guidance_scale: float = 1.0,
+    ):
         self.vae = vae.eval().requires_grad_(False)
         self.unet = unet.eval().requires_grad_(False)
         self.scheduler_config = dict(scheduler_config)
         self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215))
         self.prompt_embeds = prompt_embeds
+        self.uncond_embeds = uncond_embeds
+        self.guidance_scale = float(guidance_scale)
+        if self.guidance_scale != 1.0 and (prompt_embeds is None or uncond_embeds is None):
+            raise HeadscopeError(
+                f"guidance_scale {self.guidance_scale} needs both a prompt and an unconditional embedding; "
+                "load with LatentDenoiser.from_pretrained(path, prompt=..., guidance_scale=...)"
+            )
+
+    @classmethod
+    def from_components(
+        cls,
+        vae,
+        unet,
+        scheduler_config: dict[str, Any],
+        tokenizer=None,
+        text_encoder=None,
+        prompt: str = "",
+        negative_prompt: str = "",
+        guidance_scale: float = 1.0,
+    ) -> LatentDenoiser:
+        """Build from loaded parts; the prompt (and the negative prompt when guiding) are encoded once here."""
+        if text_encoder is None or tokenizer is None:
+            if prompt or guidance_scale != 1.0:
+                raise HeadscopeError("a prompt or guidance_scale != 1 needs the pipeline's tokenizer and text encoder")
+            return cls(vae, unet, scheduler_config)
+        embs = encode_prompts(tokenizer, text_encoder, [prompt, negative_prompt])
+        uncond = embs[1:2] if guidance_scale != 1.0 else None
+        return cls(vae, unet, scheduler_config, embs[0:1], uncond, guidance_scale)
 
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike, prompt: str = "", dtype: torch.dtype = torch.float32
+        cls,
+        path: str | os.PathLike,
+        prompt: str = "",
+        dtype: torch.dtype = torch.float32,
+        negative_prompt: str = "",
+        guidance_scale: float = 1.0,
     ) -> LatentDenoiser:
         """Load a local Stable-Diffusion-style checkpoint folder (never downloads)."""
         from diffusers import DiffusionPipeline
@@ -118,18 +180,16 @@ class LatentDenoiser:
             raise HeadscopeError(
                 f"could not load the diffusers pipeline at {str(path)!r} ({_reason(e)}); {_SD_FOLDER}"
             ) from e
-        emb = None
-        if getattr(pipe, "text_encoder", None) is not None:
-            ids = pipe.tokenizer(
-                [prompt],
-                padding="max_length",
-                max_length=pipe.tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids
-            with torch.no_grad():
-                emb = pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
-        return cls(pipe.vae, pipe.unet, dict(pipe.scheduler.config), emb)
+        return cls.from_components(
+            pipe.vae,
+            pipe.unet,
+            dict(pipe.scheduler.config),
+            getattr(pipe, "tokenizer", None),
+            getattr(pipe, "text_encoder", None),
+            prompt,
+            negative_prompt,
+            guidance_scale,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -146,11 +206,19 @@ class LatentDenoiser:
 
     @torch.no_grad()
     def eps(self, x_t: Float[Tensor, " b 4 h w"], t: int) -> Float[Tensor, " b 4 h w"]:
-        tt = torch.full((x_t.shape[0],), int(t), dtype=torch.long, device=x_t.device)
-        kw = {}
-        if self.prompt_embeds is not None:
-            kw["encoder_hidden_states"] = self.prompt_embeds.expand(x_t.shape[0], -1, -1).to(self.unet.dtype)
-        return self.unet(x_t.to(self.unet.dtype), tt, **kw).sample.float()
+        b = x_t.shape[0]
+        tt = torch.full((b,), int(t), dtype=torch.long, device=x_t.device)
+        x = x_t.to(self.unet.dtype)
+        if self.prompt_embeds is None:
+            return self.unet(x, tt).sample.float()
+        cond = self.prompt_embeds.expand(b, -1, -1).to(self.unet.dtype)
+        if self.guidance_scale == 1.0:
+            return self.unet(x, tt, encoder_hidden_states=cond).sample.float()
+        assert self.uncond_embeds is not None
+        uncond = self.uncond_embeds.expand(b, -1, -1).to(self.unet.dtype)
+        both = self.unet(torch.cat([x, x]), torch.cat([tt, tt]), encoder_hidden_states=torch.cat([uncond, cond]))
+        e_u, e_c = both.sample.float().chunk(2)
+        return e_u + self.guidance_scale * (e_c - e_u)
 
 
 def load_pixel_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> PixelDenoiser:
