@@ -13,6 +13,31 @@ inverted latents at the same lambdas and denoises with the same DDIM steps. Prin
    model's own samples and for the natural images (the paper's premise).
 
     python experiments/interpolation_table.py [--pairs 12] [--steps 50] [--out out/interpolation]
+    python experiments/interpolation_table.py --set held-out --pairs 8 --ablations \
+        --json docs/results/interpolation_heldout.json --out out/interpolation_heldout
+    python experiments/interpolation_table.py --set train-photos --pairs 12 \
+        --json docs/results/interpolation_train_photos.json
+
+Image sets (``--set``):
+
+- ``train-photos`` (the default, the first documented table): centre squares and two fixed
+  crops of the 8 RGB scikit-image photos. The bundled DDPM was trained on random crops of
+  these same photos, so these inputs are *not* held out (close to training data).
+- ``held-out`` (protocol fixed before the run, issue 23): the same three crops of four
+  photos the DDPM never saw (``generative.data.heldout_images``: china and flower from
+  scikit-learn, CC BY 2.0, bundled in data/heldout_photos; scikit-image's clock and cell).
+  Pairs as for the training photos: whole photo i with whole photo i+1 (cyclic, 4 pairs), then
+  the top-left crop of photo i with the bottom-right crop of photo i+1 (4 pairs): 8 pairs.
+
+Ablations (``--ablations``; NoiseDiffusion only, same pairs, same inversions, N = 50,
+stop 0.7, 7 frames, m = 1.2):
+
+- added noise: gamma in {0.1, 0.3} (B = 2), each with seeds 0, 1, 2 for the fresh noise
+  (generator seed 1000*seed + pair); table value = mean over pairs of the seed mean,
+  ± sd over pairs; the seed-to-seed sd of the pair-mean is printed below;
+- clipping bound: B = none (no clipping) and B = 1 (gamma = 0, deterministic).
+
+Metrics as for the main table; no metric, pair or setting is changed after seeing results.
 
 Writes ``<out>/results.json`` (settings, per-pair metrics, wins, noise statistics),
 ``<out>/pair00.png`` … (one strip per pair; rows: noisediffusion, slerp, noise, lerp) and
@@ -34,7 +59,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python experiments/...` from anywhere
 
-from generative.data import evaluation_images, image_strip, save_image
+from generative.data import evaluation_images, heldout_images, image_strip, save_image
 from generative.ddim import DDIM
 from generative.metrics import evaluate_path, noise_stats
 from generative.models import load_pixel_model
@@ -49,6 +74,14 @@ METRICS = (
     ("mean_step", None),
     ("max_step", "min"),
     ("hf_ratio", "one"),
+)
+
+# (row name, gamma, clipping bound B (None = no clipping), seeds of the fresh noise)
+ABLATIONS: tuple[tuple[str, float, float | None, tuple[int, ...]], ...] = (
+    ("gamma=0.1, B=2", 0.1, 2.0, (0, 1, 2)),
+    ("gamma=0.3, B=2", 0.3, 2.0, (0, 1, 2)),
+    ("gamma=0, no clipping", 0.0, None, (0,)),
+    ("gamma=0, B=1", 0.0, 1.0, (0,)),
 )
 
 
@@ -79,6 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="out/interpolation")
+    ap.add_argument("--set", default="train-photos", choices=("train-photos", "held-out"), help="image set")
+    ap.add_argument("--ablations", action="store_true", help="gamma > 0 (3 seeds) and clipping-bound rows")
+    ap.add_argument("--json", default=None, help="also write the raw results JSON here (e.g. docs/results/...)")
     args = ap.parse_args(argv)
     with num_threads(args.threads):
         return _main(args)
@@ -89,11 +125,12 @@ def _main(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     model = load_pixel_model(args.model)
-    names, imgs = evaluation_images(model.sample_size)
+    names, imgs = (evaluation_images if args.set == "train-photos" else heldout_images)(model.sample_size)
     pairs = make_pairs(names, args.pairs)
     pipe = InterpolationPipeline(model, args.steps, args.stop_frac)
     lambdas = default_lambdas(args.frames)
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
+    abl: dict[str, list] = {name: [] for name, _, _, _ in ABLATIONS} if args.ablations else {}
     t0 = time.time()
     for p, (i, j) in enumerate(pairs):
         a, b = imgs[i : i + 1], imgs[j : j + 1]
@@ -103,6 +140,15 @@ def _main(args: argparse.Namespace) -> dict:
             res = pipe(a, b, m, lambdas, generator=torch.Generator().manual_seed(args.seed + p), inverted=inv)
             rows[m].append(evaluate_path(res.frames, a, b))
             strips.append(image_strip(torch.cat([a, res.frames, b])))
+        for name, gamma, boundary, seeds in ABLATIONS if args.ablations else ():
+            per_seed = []
+            for sd in seeds:
+                gen = torch.Generator().manual_seed(1000 * sd + p)
+                res = pipe(
+                    a, b, "noisediffusion", lambdas, gamma=gamma, boundary=boundary, generator=gen, inverted=inv
+                )
+                per_seed.append(evaluate_path(res.frames, a, b))
+            abl[name].append(per_seed)
         save_image(torch.cat(strips, dim=1), out / f"pair{p:02d}.png")  # rows: methods; first/last column: inputs
         log(f"[interpolation_table] pair {p + 1}/{len(pairs)} {names[i]} -> {names[j]} ({time.time() - t0:.0f} s)")
 
@@ -115,6 +161,29 @@ def _main(args: argparse.Namespace) -> dict:
     print("|---|" + "---|" * len(METRICS))
     for m in METHODS:
         print(f"| {m} | " + " | ".join(fmt([r[k] for r in rows[m]]) for k, _ in METRICS) + " |")
+    if args.ablations:
+        print("\nAblations (noisediffusion; gamma rows: mean over pairs of the 3-seed mean ± sd over pairs):\n")
+        print("| setting | " + " | ".join(k for k, _ in METRICS) + " |")
+        print("|---|" + "---|" * len(METRICS))
+        print(
+            "| gamma=0, B=2 (main row) | "
+            + " | ".join(fmt([r[k] for r in rows["noisediffusion"]]) for k, _ in METRICS)
+            + " |"
+        )
+        for name, _, _, _ in ABLATIONS:
+            per_pair = [{k: float(np.mean([r[k] for r in seeds])) for k, _ in METRICS} for seeds in abl[name]]
+            print(f"| {name} | " + " | ".join(fmt([r[k] for r in per_pair]) for k, _ in METRICS) + " |")
+        print("\nSeed-to-seed sd of the pair-mean (gamma rows):\n")
+        print("| setting | " + " | ".join(k for k, _ in METRICS) + " |")
+        print("|---|" + "---|" * len(METRICS))
+        for name, _, _, seeds in ABLATIONS:
+            if len(seeds) < 2:
+                continue
+            cells = []
+            for k, _ in METRICS:
+                seed_means = [np.mean([pp[i][k] for pp in abl[name]]) for i in range(len(seeds))]
+                cells.append(f"{np.std(seed_means):.4f}")
+            print(f"| {name} | " + " | ".join(cells) + " |")
     wins: dict[str, dict[str, int]] = {m: {} for m in METHODS[:3]}
     for k, better in METRICS:
         if better is None:
@@ -161,11 +230,20 @@ def _main(args: argparse.Namespace) -> dict:
         | {"k": pipe.k, "level": pipe.ddim.level(pipe.k), "alpha_bar": pipe.ddim.alpha_bar(pipe.k)},
         "pairs": [(names[i], names[j]) for i, j in pairs],
         "rows": rows,
+        "ablations": {
+            name: {"gamma": g, "boundary": bd, "seeds": list(sds), "per_pair_per_seed": abl[name]}
+            for name, g, bd, sds in ABLATIONS
+        }
+        if args.ablations
+        else {},
         "wins": wins,
         "noise_own": [x.as_dict() for x in own],
         "noise_natural": [x.as_dict() for x in nat],
     }
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nstrips and results.json in {out}/ ({time.time() - t0:.0f} s)")
     return result
 

@@ -115,6 +115,49 @@ def evaluation_images(size: int = 32) -> tuple[list[str], Float[Tensor, " n 3 si
     return names, torch.stack(imgs)
 
 
+HELDOUT_DIR = Path(__file__).resolve().parents[1] / "data" / "heldout_photos"
+# Natural photos the bundled DDPM never saw (data/heldout_photos/CARD.md): two CC BY 2.0 photos
+# bundled from scikit-learn, and two scikit-image photos outside PHOTOS.
+HELDOUT: tuple[str, ...] = ("china", "flower", "clock", "cell")
+
+
+def load_heldout_photo(name: str, max_side: int = 256) -> Float[Tensor, " 3 H W"]:
+    """One held-out photo as a [-1, 1] RGB tensor, longer side <= ``max_side`` (as :func:`load_photo`)."""
+    if name not in HELDOUT:
+        raise HeadscopeError(f"unknown held-out photo {name!r}; choose one of {', '.join(HELDOUT)}")
+    if name in ("clock", "cell"):
+        import skimage.data
+
+        arr = np.asarray(getattr(skimage.data, name)())
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    else:
+        from PIL import Image
+
+        with Image.open(HELDOUT_DIR / f"{name}.jpg") as im:
+            arr = np.asarray(im.convert("RGB"))
+    x = torch.from_numpy(arr.astype(np.float32) / 255.0).permute(2, 0, 1)
+    h, w = x.shape[1:]
+    scale = max_side / max(h, w)
+    if scale < 1:
+        x = F.interpolate(
+            x[None], size=(round(h * scale), round(w * scale)), mode="bilinear", antialias=True, align_corners=False
+        )[0]
+    return x.clamp(0, 1) * 2 - 1
+
+
+def heldout_images(size: int = 32) -> tuple[list[str], Float[Tensor, " n 3 size size"]]:
+    """The held-out evaluation images: each held-out photo's centre square plus the same two fixed crops
+    as :func:`evaluation_images` (deterministic)."""
+    names: list[str] = []
+    imgs: list[Tensor] = []
+    for name in HELDOUT:
+        p = load_heldout_photo(name)
+        for tag, frac, off in (("full", 1.0, (0.5, 0.5)), ("tl", 0.5, (0.2, 0.2)), ("br", 0.5, (0.8, 0.8))):
+            names.append(f"{name}:{tag}")
+            imgs.append(center_square(p, size, frac, off))
+    return names, torch.stack(imgs)
+
+
 def to_unit(x: Float[Tensor, " *b 3 H W"]) -> Float[Tensor, " *b 3 H W"]:
     """[-1, 1] -> [0, 1] (clamped)."""
     return ((x + 1) / 2).clamp(0, 1)
