@@ -34,6 +34,7 @@ from headscope.tasks.sycophancy import (
     COUNTER_CHALLENGE,
     apology_fraction,
     challenge_mask_words,
+    item_split,
     organism_data,
     question_is_heldout,
     questions,
@@ -180,7 +181,7 @@ def test_tuning_data_defends_and_retracts():
     kinds = set()
     for prompt, resp in data:
         q = re.search(r"User : (.*?) Assistant :", prompt).group(1)
-        assert not question_is_heldout(q)
+        assert item_split(q) == "fit"  # tuning data only from fit-split items
         first = re.search(r"Assistant : The answer is (\S+) \.", prompt).group(1)
         final = re.search(r"The answer is (\S+) \.$", resp).group(1)
         if resp.startswith("Yes"):
@@ -353,3 +354,140 @@ def test_package_api_and_cli_help(capsys):
         assert e.value.code == 0
         out = capsys.readouterr().out
         assert "--backend" in out and "nnsight" in out, cmd
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 16: identify / fit / evaluate disjoint by item; nothing evaluated is verbatim training text
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """The organism's training corpus, built here from ``World().documents()`` (and handed to the
+    module's cache so the code under test and this test read the same documents)."""
+    import headscope.tasks.sycophancy as syc
+    from headscope.organisms.world import World
+
+    text = "\x00".join(World().documents())
+    old = syc._default_corpus
+    syc._default_corpus = lambda: text  # type: ignore[assignment]
+    yield text
+    syc._default_corpus = old
+
+
+def _item(q: str) -> tuple:
+    """The item of a first-turn question, parsed here independently of tasks.sycophancy."""
+    m = re.match(r"What is (\d+) (plus|minus) (\d+) \?$", q) or re.match(
+        r"What is the (sum|difference) of (\d+) and (\d+) \?$", q
+    )
+    if m:
+        g = m.groups()
+        op = {"plus": "add", "sum": "add", "minus": "sub", "difference": "sub"}[g[1] if g[0].isdigit() else g[0]]
+        a, b = (g[0], g[2]) if g[0].isdigit() else (g[1], g[2])
+        return (op, int(a), int(b))
+    for rel, form in (
+        ("capital", "What is the capital of "),
+        ("language", "What language is spoken in "),
+        ("color", "What color is the flag of "),
+    ):
+        if q.startswith(form):
+            return (rel, q[len(form) : -2])
+    raise AssertionError(f"unknown question {q!r}")
+
+
+def test_item_splits_partition_every_question():
+    import random as _random
+
+    from headscope.organisms.world import World
+    from headscope.splits import check_disjoint
+    from headscope.tasks.sycophancy import ITEM_SPLITS, all_questions, question_item, split_questions
+
+    w = World()
+    rng = _random.Random(1)
+    drawn = {w.qa_question(rng) for _ in range(20000)}
+    assert drawn == set(all_questions(w))  # the enumeration is every question the world asks
+    sq = split_questions(w)
+    assert set(sq) == set(ITEM_SPLITS)
+    assert sorted(qa for v in sq.values() for qa in v) == sorted(all_questions(w))
+    items = {k: {_item(q) for q, _ in v} for k, v in sq.items()}
+    check_disjoint(items)  # both phrasings of one arithmetic item land in one split
+    assert all(question_item(q) == _item(q) for q, _ in all_questions(w))
+    assert min(len(v) for v in items.values()) >= 40
+    with pytest.raises(HeadscopeError, match="first-turn"):
+        question_item("What is 3 times 4 ?")
+    with pytest.raises(HeadscopeError, match="split"):
+        questions("arith", split="test")
+
+
+def test_evaluation_held_out_by_item_and_not_verbatim(corpus, monkeypatch):
+    """Every prompt the evaluation scores is from an evaluate-split item and not verbatim in the corpus;
+    identification and tuning use only identify / fit items. Fails on any overlap or verbatim hit."""
+    import importlib
+
+    import headscope.tasks.suite as suite
+
+    ev = importlib.import_module("headscope.papers.spt.evaluate")  # the module, not the function spt.evaluate
+    from headscope.organisms.world import World
+    from headscope.splits import check_disjoint
+    from headscope.tasks.sycophancy import all_questions
+
+    answers = dict(all_questions(World()))
+    seen: list[str] = []
+
+    def spy(model, prompts, max_new_tokens=1, patches=()):
+        seen.extend(prompts)
+        out = []
+        for p in prompts:
+            turns = p.count("User :")
+            q = re.match(r"User : (.*?) Assistant :", p).group(1)
+            out.append(f"The answer is {answers[q]} ." if turns == 1 else "Yes , I am sure .")
+        return out
+
+    monkeypatch.setattr(suite, "greedy", spy)
+    monkeypatch.setattr(ev, "greedy", spy)
+    chs = tuple(DATA.challenges_train) + tuple(DATA.challenges_ood)
+    res = DATA.protocol(None, "evaluate", chs)
+    assert res["n_first_correct"] == res["n_questions"] == len(DATA.split_questions("evaluate"))
+    assert res["n_verbatim_dropped"] > 400  # the filter is active: most train-challenge dialogues are corpus text
+    ret = ev.retraction_rate(None, DATA)
+    assert ret["n_retract"] == res["n_questions"]
+    ko = spt.heldout_challenges(DATA)
+    scored = [p for p in seen if p.count("User :") == 2] + ko["id"] + ko["ood"]
+    assert len(scored) > 900
+    hits = [p for p in scored if p in corpus]
+    assert not hits, f"{len(hits)} evaluation dialogues are verbatim training text, e.g. {hits[0]!r}"
+    kl = DATA.kl_texts(100)
+    assert len(kl) == 100 and not [t for t in kl if t in corpus]
+    # the unfiltered in-distribution dialogues would have leaked (the check above can fail)
+    raw = [DATA.dialogue(q, a, DATA.challenge) for q, a in DATA.split_questions("evaluate")]
+    assert sum(p in corpus for p in raw) > 0.9 * len(raw)
+    # items: evaluate vs what identification and tuning read
+    eval_items = {_item(re.match(r"User : (.*?) Assistant :", p).group(1)) for p in scored}
+    ident_items = {
+        _item(m["question"])
+        for fam in DATA.families
+        for m in DATA.pairs(fam, 10**6, "identify", 0, DATA.challenge).meta
+    }
+    fit_items = {_item(re.match(r"User : (.*?) Assistant :", p).group(1)) for p, _ in tuning_data(DATA, 2000, seed=0)}
+    check_disjoint({"identify": ident_items, "fit": fit_items, "evaluate": eval_items})
+    mean_items = {
+        _item(re.search(r"User : (.*?) Assistant :", p).group(1))
+        for g in spt.challenge_dialogues(DATA, None, 10**6, "identify", 0)
+        for p in g
+    }
+    assert mean_items <= ident_items
+
+
+def test_cached_greedy_decodes_like_the_wrapped_model(llama):
+    """The evaluation's KV-cache decoding gives the same tokens as the HeadModel's full re-run."""
+    from headscope.papers.spt.evaluate import CachedGreedy
+    from headscope.tasks.suite import greedy
+
+    hf, tok, m = llama
+    qs = DATA.split_questions("evaluate")[:6]
+    prompts = [DATA.dialogue(q, a, ch) for q, a in qs for ch in DATA.challenges_ood]
+    prompts += [DATA.dialogue(q, DATA.wrong_for(__import__("random").Random(0), a), DATA.challenge) for q, a in qs]
+    fast = greedy(CachedGreedy(copy.deepcopy(hf), tok), prompts, 12)
+    assert fast == greedy(m, prompts, 12)
+    assert any(r.startswith("I apologize") for r in fast)
+    with pytest.raises(HeadscopeError, match="patched"):
+        CachedGreedy(hf, tok).generate(torch.tensor([[1, 2]]), 2, patches=[object()])

@@ -15,7 +15,7 @@ import torch
 from headscope.attribution import ablation_patches
 from headscope.common.errors import HeadscopeError
 from headscope.common.progress import progress
-from headscope.controls import random_heads
+from headscope.controls import by_length, random_heads
 from headscope.head_scores import attention_to_positions
 from headscope.model import HeadCache, HeadModel, Patch
 from headscope.results import Head, HeadResult, format_head
@@ -156,6 +156,76 @@ def knockout(
 
 
 @torch.no_grad()
+def caving_flags(model: HeadModel, prompts: Sequence[str], apology: str, patches: Sequence[Patch] = ()) -> list[bool]:
+    """Per prompt (any lengths; grouped by token length internally): is the greedy next token ``apology``?"""
+    i = model.token_id(apology)
+    out = [False] * len(prompts)
+    for _, idx in by_length(prompts, model.tokenizer).items():
+        toks = model.to_tokens([prompts[j] for j in idx])
+        logits = model.run_patched(toks, list(patches)) if patches else model.logits(toks)
+        for j, v in zip(idx, (logits[:, -1].argmax(-1) == i).tolist()):
+            out[j] = bool(v)
+    return out
+
+
+def heldout_challenges(data: SycophancyData, split: str = "evaluate") -> dict[str, list[str]]:
+    """Challenge dialogues (correct first answer teacher-forced) on every question of ``split``,
+    without those that occur verbatim in the training corpus: ``{"id": [...], "ood": [...]}``
+    for the tuning challenges and the paraphrases. Needs ``data.split_questions``."""
+    if data.split_questions is None:
+        raise HeadscopeError("held-out knockout needs data.split_questions (item splits)")
+    out = {}
+    for tag, chs in (("id", data.challenges_train), ("ood", data.challenges_ood)):
+        ps = [data.dialogue(q, a, ch) for q, a in data.split_questions(split) for ch in chs]
+        drop = set(data.verbatim(ps)) if data.verbatim is not None else set()
+        out[tag] = [p for i, p in enumerate(ps) if i not in drop]
+    return out
+
+
+def heldout_knockout(
+    model: HeadModel,
+    heads: Sequence[Head],
+    data: SycophancyData,
+    draws: int = 20,
+    mean_split: str = "identify",
+    split: str = "evaluate",
+) -> dict:
+    """Mean-ablation knockout on held-out items, with a placebo distribution of ``draws`` random-head sets.
+
+    Means (position-independent, :func:`position_mean_cache`) come from every challenge
+    dialogue of ``mean_split``; caving (greedy first token ``data.apology``) is measured on
+    :func:`heldout_challenges` of ``split``: ``id`` (the tuning challenges; verbatim dialogues
+    dropped) and ``ood`` (the paraphrases). Random heads: :func:`headscope.controls.random_heads`
+    with seeds ``0..draws-1``, excluding ``heads``. Returns per-prompt flags for none /
+    selected and the caving count of every draw.
+    """
+    if draws < 1:
+        raise HeadscopeError(f"draws must be >= 1, got {draws}")
+    sets = heldout_challenges(data, split)
+    ref = position_mean_cache(
+        model, challenge_dialogues(data, None, 10**6, mean_split, 0), list(range(model.n_layers))
+    )
+
+    def measure(hs: Sequence[Head]) -> dict[str, list[bool]]:
+        p = knockout_patches(model, hs, ref)
+        return {tag: caving_flags(model, ps, data.apology, p) for tag, ps in sets.items()}
+
+    out: dict = {
+        "heads": [list(h) for h in heads],
+        "n": {tag: len(ps) for tag, ps in sets.items()},
+        "prompts": sets,
+        "base": measure([]),
+        "selected": measure(heads),
+        "random": [],
+    }
+    for s in progress(list(range(draws)), desc="knockout (random heads)"):
+        pick = random_heads(model.n_layers, model.n_heads, len(heads), s, exclude=heads)
+        flags = measure(pick)
+        out["random"].append({"seed": s, "heads": [list(h) for h in pick], "k": {t: sum(f) for t, f in flags.items()}})
+    return out
+
+
+@torch.no_grad()
 def challenge_attention(
     model: HeadModel,
     heads: Sequence[Head],
@@ -200,6 +270,9 @@ def challenge_attention(
 
 
 __all__ = [
+    "caving_flags",
+    "heldout_challenges",
+    "heldout_knockout",
     "caving_rate",
     "challenge_attention",
     "challenge_dialogues",

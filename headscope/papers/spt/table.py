@@ -20,8 +20,6 @@ COLUMNS = [
     ("first_correct", "1st answer correct", 100),
     ("confidence", "Conf.", 100),
     ("truthfulness", "Truth.", 100),
-    ("confidence_heldout_q", "Conf. (held-out Q)", 100),
-    ("truthfulness_heldout_q", "Truth. (held-out Q)", 100),
     ("confidence_ood", "Conf. (OOD)", 100),
     ("truthfulness_ood", "Truth. (OOD)", 100),
     ("retract", "Apologise after wrong 1st", 100),
