@@ -28,10 +28,12 @@ from torch import Tensor, nn
 from headscope.common import HeadscopeError, progress, seed_everything
 
 from .data.hsi import BiTemporalScene, extract_patches, minmax_normalize_pair, mirror_pad, sample_train_test
-from .kan import WKAN
+from .kan import WKAN, WKANLinear
 
 __all__ = [
     "CNNBaseline",
+    "ChangeVectorDetector",
+    "SpectralKANNoSpline",
     "ChangeMetrics",
     "MLPBaseline",
     "SpectralKAN",
@@ -68,6 +70,60 @@ class SpectralKAN(nn.Module):
     def forward(self, x: Float[Tensor, " B bands P2"]) -> Float[Tensor, " B n_classes"]:
         _check(x, self.bands, self.patch)
         return self.spectral(self.encode(x))
+
+
+class SpectralKANNoSpline(SpectralKAN):
+    """SpectralKAN with every spline term removed: each WKAN layer is ``SiLU(x) W_baseᵀ`` only.
+
+    The ablation that asks whether the learnable splines (the "KAN" part) matter: same
+    layout, same base weights and training; the spline scalers are zero and frozen.
+    """
+
+    def __init__(self, bands: int, patch: int = 5, hidden: int = 16, n_classes: int = 2) -> None:
+        super().__init__(bands, patch, hidden, n_classes)
+        for m in self.modules():
+            if isinstance(m, WKANLinear):
+                with torch.no_grad():
+                    m.spline_scaler.zero_()
+                m.spline_scaler.requires_grad_(False)
+                m.spline_weight.requires_grad_(False)
+
+
+class ChangeVectorDetector(nn.Module):
+    """Classical change-vector analysis: changed iff ``‖x1 − x2‖₂`` at the centre pixel exceeds a threshold.
+
+    The threshold is the one fitted by :meth:`fit` on the training pixels (the same 1 % the
+    learned models see): the midpoint between consecutive sorted magnitudes that maximises
+    training accuracy (ties: the smallest such threshold). Outputs logits ``(−m, m)`` with
+    ``m = magnitude − threshold`` so that ``argmax`` is the decision.
+    """
+
+    def __init__(self, bands: int, patch: int = 5) -> None:
+        super().__init__()
+        self.bands, self.patch = bands, patch
+        self.register_buffer("threshold", torch.tensor(0.0))
+
+    def magnitude(self, x: Float[Tensor, " B bands P2"]) -> Float[Tensor, " B"]:
+        return x[:, :, (self.patch * self.patch) // 2].norm(dim=1)
+
+    @torch.no_grad()
+    def fit(self, x: Float[Tensor, " N bands P2"], y: Int[Tensor, " N"]) -> float:
+        m = self.magnitude(x).double()
+        order = torch.argsort(m)
+        ms, ys = m[order], y[order].long()
+        cand = torch.cat([ms[:1] - 1.0, (ms[1:] + ms[:-1]) / 2, ms[-1:] + 1.0])
+        # accuracy of "changed iff m > c" for each candidate c: unchanged at or below + changed above
+        zeros_below = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(1 - ys, 0)])
+        ones_above = ys.sum() - torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(ys, 0)])
+        acc = (zeros_below + ones_above).double() / len(ys)
+        best = int(torch.argmax(acc))
+        self.threshold.fill_(float(cand[best]))
+        return float(acc[best])
+
+    def forward(self, x: Float[Tensor, " B bands P2"]) -> Float[Tensor, " B 2"]:
+        _check(x, self.bands, self.patch)
+        d = self.magnitude(x) - self.threshold
+        return torch.stack([-d, d], dim=1)
 
 
 class MLPBaseline(nn.Module):
@@ -122,11 +178,17 @@ class CNNBaseline(nn.Module):
         return self.net(x.reshape(x.shape[0], self.bands, self.patch, self.patch))
 
 
-MODELS = {"spectralkan": SpectralKAN, "mlp": MLPBaseline, "cnn": CNNBaseline}
+MODELS = {
+    "spectralkan": SpectralKAN,
+    "spectralkan_nospline": SpectralKANNoSpline,
+    "mlp": MLPBaseline,
+    "cnn": CNNBaseline,
+    "cva": ChangeVectorDetector,
+}
 
 
 def build_change_model(kind: str, bands: int, patch: int = 5) -> nn.Module:
-    """``kind`` in ``spectralkan | mlp | cnn``."""
+    """``kind`` in ``spectralkan | spectralkan_nospline | mlp | cnn | cva`` (``cva`` is fitted, not trained)."""
     if kind not in MODELS:
         raise HeadscopeError(f"unknown change-detection model {kind!r}; choose one of {sorted(MODELS)}")
     return MODELS[kind](bands, patch)

@@ -216,6 +216,58 @@ def load_hsi(name: str, root: str | os.PathLike) -> BiTemporalScene:
     return BiTemporalScene(key, t1, t2, label, meta={"root": str(root), "files": [f1, f2, fl]})
 
 
+TAIZHOU_DIR = Path(__file__).resolve().parents[2] / "data" / "taizhou"
+
+
+def _read_envi_bsq(path: Path) -> np.ndarray:
+    """An uncompressed ENVI BSQ image (header ``path.HDR``/``.hdr``) as ``(lines, samples, bands)`` float32."""
+    hdr = next(
+        (h for h in (path.with_name(path.name + ".HDR"), path.with_name(path.name + ".hdr")) if h.is_file()), None
+    )
+    if hdr is None:
+        raise HeadscopeError(f"no ENVI header {path}.hdr beside {path}")
+    fields: dict[str, str] = {}
+    for line in hdr.read_text(errors="replace").splitlines():
+        k, sep, v = line.partition("=")
+        if sep:
+            fields[k.strip().lower()] = v.strip()
+    dtypes = {"1": np.uint8, "2": np.int16, "4": np.float32, "12": np.uint16}
+    if fields.get("interleave", "").lower() != "bsq" or fields.get("data type") not in dtypes:
+        raise HeadscopeError(f"{hdr}: only BSQ ENVI images of data type 1, 2, 4 or 12 are read here")
+    lines, samples, bands = (int(fields[k]) for k in ("lines", "samples", "bands"))
+    raw = np.fromfile(path, dtype=dtypes[fields["data type"]], offset=int(fields.get("header offset", "0")))
+    if raw.size != lines * samples * bands:
+        raise HeadscopeError(f"{path}: {raw.size} values, the header says {lines}x{samples}x{bands}")
+    if fields.get("byte order", "0") == "1":
+        raw = raw.byteswap()
+    return raw.reshape(bands, lines, samples).transpose(1, 2, 0).astype(np.float32)
+
+
+def load_taizhou(root: str | os.PathLike | None = None) -> BiTemporalScene:
+    """The Taizhou Landsat pair (bundled in data/taizhou; CARD.md there): 400×400, 6 bands, 2000 vs 2003.
+
+    Labels from ``change.bmp`` (white = changed) and ``unchanged.bmp`` (white = unchanged);
+    the 139k pixels in neither are unlabelled (-1).
+    """
+    from PIL import Image
+
+    root = Path(root) if root is not None else TAIZHOU_DIR
+    t1 = _finite(_read_envi_bsq(root / "2000TM"), "2000TM", "bsq")
+    t2 = _finite(_read_envi_bsq(root / "2003TM"), "2003TM", "bsq")
+    with Image.open(root / "change.bmp") as im:
+        changed = np.asarray(im.convert("L")) > 127
+    with Image.open(root / "unchanged.bmp") as im:
+        unchanged = np.asarray(im.convert("L")) > 127
+    if (changed & unchanged).any():
+        raise HeadscopeError(f"{root}: a pixel is marked both changed and unchanged")
+    label = np.full(changed.shape, -1, dtype=np.int8)
+    label[changed] = 1
+    label[unchanged] = 0
+    return BiTemporalScene(
+        "taizhou", t1, t2, label, meta={"root": str(root), "sensor": "Landsat 7 ETM+ (bands 1-5, 7)"}
+    )
+
+
 # ----------------------------------------------------------------------------- synthetic
 
 
