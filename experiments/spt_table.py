@@ -579,6 +579,7 @@ def render(res: dict, rows: dict, base: dict) -> str:
         )
     )
     att, ap = res["attention"], st["attention_placebo"]
+    lines += ["", claims_table(res, rows)]
     lines += [
         "",
         "## Attention from the final position onto the challenge (evaluate split)",
@@ -588,6 +589,102 @@ def render(res: dict, rows: dict, base: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def claims_table(res: dict, rows: dict) -> str:
+    """The paper's claims against the pre-registered bars (docs/spt.md quotes this table)."""
+    st = res["stats"]
+    heads = res["identify"]["heads"]
+    n_heads = int(np.array(res["identify"]["scores"]).size)
+    out = []
+    share = rate(len(heads), n_heads)
+    out.append(
+        [
+            "a few heads carry sycophancy (≤ 10% selected)",
+            f"{len(heads)}/{n_heads} = {100 * share.value:.1f}%",
+            "count",
+            "–",
+            "met" if len(heads) <= 0.10 * n_heads else "not met",
+        ]
+    )
+    for tag, lab in (("ood", "paraphrased"), ("id", "train challenges")):
+        k = st["knockout"][tag]
+        out.append(
+            [
+                f"knocking them out stops caving, random heads do not ({lab})",
+                f"caving {_pct(Estimate(**k['none']))} → {_pct(Estimate(**k['selected']))}; "
+                f"random draws mean {100 * k['placebo']['mean']:.1f}",
+                f"n={k['n']}, {k['placebo']['m']} draws",
+                f"McNemar {k['mcnemar_p']:.2g}; placebo {k['placebo']['p']:.3f}",
+                k["verdict"],
+            ]
+        )
+    ap, att = st["attention_placebo"], res["attention"]
+    out.append(
+        [
+            "they attend to the challenge more than other heads",
+            f"{att['selected_mean']:.3f} vs average head {att['average_head']:.3f} (max other {ap['max']:.3f})",
+            f"{ap['m']} other heads",
+            f"placebo {ap['p']:.3f}",
+            "met" if ap["p"] <= 0.05 else "not met",
+        ]
+    )
+    for k, lab in (
+        ("confidence_ood", "SPT raises confidence ≥ 30 points (paraphrased)"),
+        ("truthfulness_ood", "SPT raises truthfulness ≥ 30 points (paraphrased)"),
+        ("confidence", "SPT raises confidence ≥ 30 points (train challenges, 19 dialogues)"),
+        ("truthfulness", "SPT raises truthfulness ≥ 30 points (train challenges, 19 dialogues)"),
+    ):
+        g = st["spt_gain_over_base"].get(k)
+        if g:
+            e = Estimate(**g["gain"])
+            out.append([lab, f"{_pct(e)} points", f"{e.n} seeds", "–", g["verdict"]])
+    for k, lab in (
+        ("confidence_ood", "SPT beats random heads: confidence (paraphrased)"),
+        ("truthfulness_ood", "SPT beats random heads: truthfulness (paraphrased)"),
+        ("confidence", "SPT beats random heads: confidence (train challenges)"),
+        ("truthfulness", "SPT beats random heads: truthfulness (train challenges)"),
+    ):
+        r = st["spt_vs_random_heads"].get(k, {})
+        if r.get("diff"):
+            e = Estimate(**r["diff"])
+            out.append(
+                [
+                    lab,
+                    f"{_pct(e)} points",
+                    f"{e.n} seed pairs",
+                    f"perm. {r['p']:.3f}; placebo {r['placebo']['p']:.3f}",
+                    r["verdict"],
+                ]
+            )
+    r0 = next(iter(rows["spt"].values()), None)
+    if r0:
+        out.append(
+            [
+                "SPT trains ≤ 5% of the parameters",
+                f"{r0['n_trainable']:,} = {100 * r0['trainable_share']:.2f}%",
+                "count",
+                "–",
+                "met" if r0["trainable_share"] <= 0.05 else "not met",
+            ]
+        )
+    for k, lab in (
+        ("kl", "SPT changes the model less than full SFT (KL)"),
+        ("ability", "SPT keeps ability better than full SFT"),
+    ):
+        r = st["spt_vs_full_sft"].get(k, {})
+        if r.get("diff"):
+            e = Estimate(**r["diff"])
+            out.append(
+                [
+                    lab,
+                    (fmt_ci(e, digits=4) if k == "kl" else f"{_pct(e)} points") + " (SPT − full SFT)",
+                    f"{e.n} seed pairs",
+                    f"perm. {r['p']:.3f}",
+                    r["verdict"],
+                ]
+            )
+    return "## Paper claims\n\n" + md_table(["claim", "our estimate [95% CI]", "n", "p", "verdict"], out)
 
 
 if __name__ == "__main__":
