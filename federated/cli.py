@@ -128,7 +128,7 @@ def register(subparsers) -> None:
     r.add_argument("algorithm", help=" | ".join(ALGOS))
     r.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (> 0; smaller = more skew)")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--engine", default="inprocess", help="inprocess | flower (Flower simulation engine, Ray)")
+    r.add_argument("--engine", default="inprocess", help="inprocess | flower (`flwr run` of federated/app)")
     r.add_argument("--flower-cpus", type=int, default=1, help="CPUs Ray may use with --engine flower")
     r.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     r.add_argument("--plot", default="", help="also write the per-client label histogram (HTML) to this path")

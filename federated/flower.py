@@ -10,17 +10,32 @@
   run's config, runs the client action, and keeps the client's state (FuseFL's own
   blocks) in ``context.state`` between rounds.
 
-:func:`run_flower` runs the pair on Flower's simulation engine (Ray); a deployment runs the
-very same ``server_app``/``client_app`` with ``flwr run`` (pass the run's FLConfig fields
-in the app's run config). Bytes are counted by the shared :func:`federated.driver.drive`,
-i.e. exactly as in-process. This module and :mod:`federated.runner` both build on
+The app folder ``federated/app`` (its ``pyproject.toml`` holds ``[tool.flwr.app]``: the
+components are this module's ``server_app``/``client_app``, and the run config lists every
+config field) is what ``flwr run federated/app`` starts, on the local simulation federation
+by default. :func:`flwr_run` (and ``engine="flower"`` of the runner and CLI) does exactly
+that in a private ``FLWR_HOME``: it carries the whole config (a ``SemiConfig`` keeps its
+rounds, labelled clients, epochs, ...) as ``--run-config`` and reads the ServerApp's result
+file. :func:`make_server_app` builds a ServerApp bound to one config for callers that host
+Flower themselves. Bytes are counted by the shared :func:`federated.driver.drive`, i.e.
+exactly as in-process. This module and :mod:`federated.runner` both build on
 :mod:`federated.driver`; the runner loads this module only for ``engine="flower"``, and this
 module never imports the runner.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +48,8 @@ from headscope.common import HeadscopeError, log
 from headscope.common.threads import num_threads
 
 from .driver import ALGORITHMS, RunResult, check_config, client_env, drive, finish, server_env
-from .protocol import FLConfig, Reply, Task, run_client_action
+from .protocol import ConfigValue, FLConfig, Reply, Task, run_client_action
+from .semi import SemiConfig, check_semi
 
 STATE_KEY = "federated_state"
 
@@ -173,51 +189,176 @@ def make_server_app(cfg: FLConfig, sink: dict) -> ServerApp:
     return app
 
 
-# For a deployment (`flwr run`): the FLConfig fields come from the app's run config
-# (e.g. `--run-config "algorithm='fusefl' clients=5 alpha=0.3"`); the result is logged.
+# ----------------------------------------------------------------------------- deployment (`flwr run`)
+APP_DIR = Path(__file__).resolve().parent / "app"
+"""The Flower app folder: ``pyproject.toml`` with ``[tool.flwr.app]`` (components = this module's apps)."""
+
+SEMI_ALGORITHMS = ("twinsight", "fixmatch", "freematch", "fedavg_labelled", "fedavg_all_labels")
+AUTO = "auto"
+RESULT_KEY = "result-path"
+
+
+def config_class(algorithm: str) -> type[FLConfig]:
+    """The config class an algorithm runs with: ``SemiConfig`` for the label-deficient ones, else ``FLConfig``."""
+    return SemiConfig if algorithm in SEMI_ALGORITHMS else FLConfig
+
+
+def to_run_config(cfg: FLConfig, result_path: str | Path = "") -> dict[str, ConfigValue]:
+    """``cfg`` as the app's run config: every field of its class, plus where to write the result.
+
+    Fields of ``SemiConfig`` that a one-shot ``FLConfig`` lacks are left out (the app's
+    pyproject supplies them and a one-shot run never reads them).
+    """
+    return {RESULT_KEY: str(result_path), **cfg.to_flat()}
+
+
+def from_run_config(run_config: dict, n_nodes: int | None = None) -> FLConfig:
+    """The app's run config (``[tool.flwr.app.config]`` + ``--run-config``) → the algorithm's config.
+
+    ``"auto"`` means the default of the algorithm's own config class (e.g. Twin-sight's 1 local
+    epoch, batch 64, lr 0.01, against the one-shot 30 / 16 / 0.05); ``clients = "auto"`` means
+    one client per connected node (``n_nodes``). Unknown keys are an error, so a misspelt
+    field is never silently replaced by a default.
+    """
+    d = {k: v for k, v in run_config.items() if k != RESULT_KEY}
+    algorithm = str(d.get("algorithm", FLConfig.algorithm))
+    cls = config_class(algorithm)
+    known = {f.name for f in dataclasses.fields(SemiConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise HeadscopeError(f"unknown run-config keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if d.get("clients") == AUTO and n_nodes is not None:
+        d["clients"] = n_nodes
+    own = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: v for k, v in d.items() if k in own and not (v == AUTO and k != "model")}
+    return cls.from_flat(kw)
+
+
 server_app = ServerApp()
 
 
 @server_app.main()
 def _deployed(grid: Grid, context: Context) -> None:
-    cfg = FLConfig.from_flat(dict(context.run_config))
+    """``flwr run``'s entry: build the config from the run config, run it, log and optionally save the result."""
+    run_config = dict(context.run_config)
+    n_nodes = None
+    if run_config.get("clients") == AUTO:
+        time.sleep(1.0)  # nodes of a simulation register at once; a deployment should name `clients`
+        n_nodes = len(grid.get_node_ids())
+    cfg = from_run_config(run_config, n_nodes)
     check_config(cfg)
+    if isinstance(cfg, SemiConfig):
+        check_semi(cfg)
     r = serve(grid, cfg)
     log(
         f"[flower {cfg.algorithm}] accuracy {r.accuracy:.4f}, up {r.bytes_up} B, down {r.bytes_down} B, "
-        f"{r.seconds:.1f} s"
+        f"{r.rounds} rounds, {r.seconds:.1f} s"
     )
+    path = str(run_config.get(RESULT_KEY, ""))
+    if path:
+        Path(path).write_text(json.dumps(r.to_dict(), indent=2))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _processes_with(marker: str) -> list[int]:
+    """PIDs of this user's processes whose command line contains ``marker`` (a private temp path)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if marker in (d / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(d.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _stop(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.2)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def flwr_run(
+    cfg: FLConfig,
+    num_cpus: int = 1,
+    app_dir: str | Path = APP_DIR,
+    timeout: float = 900.0,
+    verbose: bool = False,
+) -> RunResult:
+    """Run ``cfg`` with ``flwr run`` on a local simulation federation of ``cfg.clients`` nodes.
+
+    This is exactly what a user types (``flwr run federated/app --stream -c <toml>``), in a
+    private ``FLWR_HOME`` with free ports, so the managed local SuperLink that ``flwr run``
+    starts is this call's own; it is stopped when the run ends. The ServerApp writes its
+    :class:`RunResult` to a JSON file named in the run config, which is read back here.
+    Each ClientApp gets one CPU; Ray gets ``num_cpus``.
+    """
+    check_config(cfg)
+    flwr = str(Path(sys.executable).with_name("flwr"))
+    if not Path(flwr).exists():
+        flwr = shutil.which("flwr") or "flwr"
+    home = Path(tempfile.mkdtemp(prefix="headscope-flwr-"))
+    try:
+        result_path = home / "result.json"
+        overrides = home / "run_config.toml"
+        overrides.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in to_run_config(cfg, result_path).items()))
+        env = dict(os.environ)
+        env.update(
+            FLWR_HOME=str(home),
+            FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(_free_port()),
+            FLWR_LOCAL_CONTROL_API_PORT=str(_free_port()),
+            FLWR_DISABLE_UPDATE_CHECK="1",
+            # flwr starts flower-superlink / flwr-simulation by name: put this interpreter's scripts first
+            PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        )
+        cmd = [
+            flwr,
+            "run",
+            str(app_dir),
+            "--stream",
+            "--run-config",
+            str(overrides),
+            "--federation-config",
+            f"num-supernodes={cfg.clients} client-resources-num-cpus=1 init-args-num-cpus={int(num_cpus)}",
+        ]
+        log(f"[flower {cfg.algorithm}] flwr run with {cfg.clients} nodes on {num_cpus} CPU(s)")
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise HeadscopeError(f"flwr run did not finish within {timeout:.0f} s; logs in {home}") from e
+        finally:
+            _stop(_processes_with(str(home)))
+        if verbose or proc.returncode != 0 or not result_path.exists():
+            log(proc.stdout[-4000:] + proc.stderr[-4000:])
+        if proc.returncode != 0 or not result_path.exists():
+            raise HeadscopeError(
+                f"flwr run ended (exit {proc.returncode}) without a result; the log above and "
+                f"{home / 'local-superlink' / 'superlink.log'} say why"
+            )
+        d = json.loads(result_path.read_text())
+        return RunResult(**d)
+    finally:
+        if result_path.exists():
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def run_flower(cfg: FLConfig, num_cpus: int = 1, verbose: bool = False) -> RunResult:
-    """Run ``cfg`` as a Flower app on the simulation engine (Ray) with ``cfg.clients`` virtual nodes.
-
-    Ray gets ``num_cpus`` CPUs and each ClientApp one, so at most ``num_cpus`` clients train
-    at once.
-    """
-    check_config(cfg)
-    from flwr.simulation import run_simulation
-
-    sink: dict = {}
-    backend_config = {
-        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {
-            "num_cpus": int(num_cpus),
-            "num_gpus": 0,
-            "log_to_driver": verbose,
-            "object_store_memory": 78_643_200,
-        },
-    }
-    log(f"[flower {cfg.algorithm}] simulation with {cfg.clients} nodes on {num_cpus} CPU(s)")
-    run_simulation(
-        server_app=make_server_app(cfg, sink),
-        client_app=client_app,
-        num_supernodes=cfg.clients,
-        backend_config=backend_config,
-        verbose_logging=verbose,
-    )
-    if "result" not in sink:
-        raise HeadscopeError(
-            "the Flower simulation ended without a result; rerun with verbose=True to see the Flower log"
-        )
-    return sink["result"]
+    """``engine="flower"``: the run as a Flower app, started with ``flwr run`` (:func:`flwr_run`)."""
+    return flwr_run(cfg, num_cpus=num_cpus, verbose=verbose)
