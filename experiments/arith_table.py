@@ -510,14 +510,19 @@ def tune_md(res: dict) -> str:
         )
         + f" of the {len(res['plan'])} planned.",
         "",
-        "Base: rates with Wilson 95 % CI over prompts (n). Tuned rows: mean over runs [t 95 % CI over runs] (runs).",
+        "Base: rates with Wilson 95 % CI over prompts (n). Tuned rows: mean over runs [t 95 % CI over runs] "
+        "(runs); for rates also the Wilson interval over the n prompts at that mean (the seed interval measures "
+        "training-seed variation only; every run is scored on the same prompts).",
         "",
     ]
+    from headscope.organisms.world import World
+
+    n_facts = len(World().fact_items("heldout"))  # what tasks.suite.facts_accuracy scores
     header = ["metric", "n prompts", "base"] + labels
     rows = []
     for key, title in TUNE_METRICS:
         nk = _N_OF.get(key)
-        n = n_ev[nk[0]][nk[1]] if nk else None
+        n = n_ev[nk[0]][nk[1]] if nk else n_facts if key == "facts_qa_heldout" else None
         b = res["base"].get(key, float("nan"))
         if n:
             bcell = fmt_ci(rate(round(b * n), n))
@@ -527,7 +532,11 @@ def tune_md(res: dict) -> str:
         for lab in labels:
             v = [float(r["eval"][key]) for r in runs if r["label"] == lab]
             e = over_seeds(v)
-            cells.append(f"{fmt_ci(e, digits=4 if key == 'kl_vs_base' else 3)} ({len(v)})")
+            cell = f"{fmt_ci(e, digits=4 if key == 'kl_vs_base' else 3)} ({len(v)})"
+            if n:  # the prompt-level interval of one evaluation at the mean rate (seeds share the prompts)
+                w = rate(round(e.value * n), n)
+                cell += f"; prompts [{w.lo:.3f}, {w.hi:.3f}]"
+            cells.append(cell)
         rows.append([title, n if n else "–", bcell] + cells)
     L += [md_table(header, rows), ""]
     sel, rnd, lora, full = "precise SFT, selected heads", "precise SFT, random heads", "LoRA r=4", "full SFT"
