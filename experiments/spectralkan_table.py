@@ -25,6 +25,15 @@ recipe for the learned models (Adam 1e-3, StepLR, batch 64, 200 epochs). Methods
 
 Metrics OA, AA, Kappa, F1 (changed class) on the test pixels; mean ± std over seeds; the
 per-seed values go to ``--json``. Nothing is changed after seeing results.
+
+Physical synthetic scene (``--scene physical``; protocol fixed before the run, issue 23):
+``vision.data.hsi.physical_scene`` with its default parameters (120×120, 81 bands 380–780 nm,
+six measured ColorChecker reflectances, bilinear mixing, D65 vs D50 illumination with
+per-date shading and haze on date 2), one scene per seed 0, 1, 2; the same four methods,
+split, recipe and metrics as for Taizhou:
+
+    python experiments/spectralkan_table.py --scene physical --models cva mlp spectralkan_nospline spectralkan \
+        --json docs/results/spectralkan_physical.json
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python experiments/...` from anywhere
 
 from headscope.common.threads import num_threads
-from vision.data.hsi import load_taizhou, synthetic_scene
+from vision.data.hsi import load_taizhou, physical_scene, synthetic_scene
 from vision.spectralkan import build_change_model, evaluate, prepare_scene, train_change_model
 
 
@@ -52,7 +61,7 @@ def main() -> None:
     ap.add_argument("--bands", type=int, default=224)
     ap.add_argument("--size", type=int, default=120)
     ap.add_argument("--models", nargs="+", default=["spectralkan", "mlp", "cnn"])
-    ap.add_argument("--scene", default="synthetic", choices=("synthetic", "taizhou"))
+    ap.add_argument("--scene", default="synthetic", choices=("synthetic", "taizhou", "physical"))
     ap.add_argument("--json", default=None, help="write settings and per-seed metrics here")
     args = ap.parse_args()
     with num_threads(1):
@@ -65,9 +74,12 @@ def _main(args: argparse.Namespace) -> None:
     print("| seed | model | params | OA | AA | Kappa | F1 | train s |")
     print("|---|---|---|---|---|---|---|---|")
     for seed in args.seeds:
-        scene = (
-            load_taizhou() if args.scene == "taizhou" else synthetic_scene(args.size, args.size, args.bands, seed=seed)
-        )
+        if args.scene == "taizhou":
+            scene = load_taizhou()
+        elif args.scene == "physical":
+            scene = physical_scene(seed=seed)
+        else:
+            scene = synthetic_scene(args.size, args.size, args.bands, seed=seed)
         bands = scene.bands
         prep = prepare_scene(scene, patch=5, train_fraction=0.01, seed=seed)
         x = prep.diff_patches(prep.train_pos)

@@ -367,6 +367,110 @@ def synthetic_scene(
     return BiTemporalScene("synthetic", X1.astype(np.float32), X2.astype(np.float32), label, meta=meta)
 
 
+SPECTRA_DIR = Path(__file__).resolve().parents[2] / "data" / "spectra"
+# ColorChecker patches standing in for land covers (data/spectra/CARD.md)
+PHYSICAL_ENDMEMBERS: tuple[str, ...] = (
+    "foliage",
+    "yellow green",
+    "dark skin",
+    "neutral 5 (.70 D)",
+    "bluish green",
+    "orange",
+)
+
+
+def _read_spectra(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    lines = path.read_text().strip().splitlines()
+    wl = np.array([float(v) for v in lines[0].split(",")[1:]])
+    table = {}
+    for line in lines[1:]:
+        name, *vals = line.rsplit(",", len(wl))
+        table[name] = np.array([float(v) for v in vals])
+    return wl, table
+
+
+def physical_scene(
+    height: int = 120,
+    width: int = 120,
+    n_changes: int = 6,
+    bilinear: float = 1.0,
+    shading: float = 0.15,
+    haze: float = 0.03,
+    noise: float = 0.005,
+    seed: int = 0,
+) -> BiTemporalScene:
+    """A bi-temporal scene from measured reflectances, bilinear mixing and illumination nuisance.
+
+    Parameters are fixed here, before any model is trained on the scene (issue 23):
+
+    - endmembers: the six measured ColorChecker reflectances of ``PHYSICAL_ENDMEMBERS``
+      (Ohta 1997; 380–780 nm, 81 bands; data/spectra);
+    - abundances ``A(x) = softmax(3·z(x))`` of smooth random fields (as :func:`synthetic_scene`),
+      a 3 % drift everywhere between dates, and ``n_changes`` elliptical changed regions
+      ``A' = (1 − α) A + α·a_new``, ``α ∈ [0.35, 1]``, ``a_new ~ Dir(0.3)``;
+    - bilinear (Fan et al. 2009) mixing: ``r = Σ a_i e_i + bilinear · Σ_{i<j} a_i a_j e_i ⊙ e_j``
+      (two-bounce scattering between covers);
+    - illumination: date 1 under CIE D65, date 2 under CIE D50 (each SPD scaled to mean 1),
+      each date with its own smooth shading field ``s(x) = 1 + shading·z(x)`` (terrain, sun
+      angle, thin cloud), and date 2 with an additive Rayleigh-like haze
+      ``haze·(450 nm/λ)⁴`` (path radiance); ``x_t = s_t(x) · E_t(λ) · r_t(x) + haze_t + n``;
+    - noise ``n ~ N(0, noise²)``.
+
+    None of the illumination differences is change; label 1 only inside the ellipses.
+    """
+    if min(height, width) < 8:
+        raise HeadscopeError(f"physical scene too small (H={height}, W={width}); use H, W >= 8")
+    wl, refl = _read_spectra(SPECTRA_DIR / "colorchecker_ohta.csv")
+    _, ill = _read_spectra(SPECTRA_DIR / "illuminants.csv")
+    E = np.stack([refl[n] for n in PHYSICAL_ENDMEMBERS])  # (k, bands)
+    k = len(E)
+    rng = np.random.default_rng(seed)
+    z = np.stack([_smooth_field(rng, height, width, max(height, width) / 12) for _ in range(k)], -1)
+    A1 = np.exp(3 * z)
+    A1 /= A1.sum(-1, keepdims=True)
+    drift = np.stack([_smooth_field(rng, height, width, max(height, width) / 8) for _ in range(k)], -1)
+    A2 = np.clip(A1 + 0.03 * drift, 0, None)
+    A2 /= A2.sum(-1, keepdims=True)
+    mask = np.zeros((height, width), dtype=bool)
+    yy, xx = np.mgrid[0:height, 0:width]
+    for _ in range(n_changes):
+        cy, cx = rng.uniform(0.1, 0.9) * height, rng.uniform(0.1, 0.9) * width
+        ry, rx = rng.uniform(0.04, 0.12) * height, rng.uniform(0.04, 0.12) * width
+        th = rng.uniform(0, np.pi)
+        dy, dx = yy - cy, xx - cx
+        u = (dx * np.cos(th) + dy * np.sin(th)) / rx
+        v = (-dx * np.sin(th) + dy * np.cos(th)) / ry
+        region = u**2 + v**2 <= 1.0
+        alpha = rng.uniform(0.35, 1.0)
+        A2[region] = (1 - alpha) * A2[region] + alpha * rng.dirichlet(np.full(k, 0.3))
+        mask |= region
+
+    def mix(A: np.ndarray) -> np.ndarray:
+        r = A @ E
+        for i in range(k):
+            for j in range(i + 1, k):
+                r = r + bilinear * (A[..., i : i + 1] * A[..., j : j + 1]) * (E[i] * E[j])
+        return r
+
+    d65, d50 = ill["D65"] / ill["D65"].mean(), ill["D50"] / ill["D50"].mean()
+    s1 = np.clip(1 + shading * _smooth_field(rng, height, width, max(height, width) / 6), 0.5, 1.5)[..., None]
+    s2 = np.clip(1 + shading * _smooth_field(rng, height, width, max(height, width) / 6), 0.5, 1.5)[..., None]
+    path = haze * (450.0 / wl) ** 4
+    X1 = s1 * d65 * mix(A1) + noise * rng.standard_normal((height, width, len(wl)))
+    X2 = s2 * d50 * mix(A2) + path + noise * rng.standard_normal((height, width, len(wl)))
+    meta = {
+        "generator": "physical_scene",
+        "seed": seed,
+        "endmembers": list(PHYSICAL_ENDMEMBERS),
+        "bilinear": bilinear,
+        "shading": shading,
+        "haze": haze,
+        "noise": noise,
+        "changed_fraction": float(mask.mean()),
+    }
+    return BiTemporalScene("physical", X1.astype(np.float32), X2.astype(np.float32), mask.astype(np.int8), meta=meta)
+
+
 # ----------------------------------------------------------------------------- preprocessing
 
 
