@@ -311,7 +311,7 @@ def cmd_tune(args) -> int:
     )
     if args.evaluate:
         row = evaluate(model, tok, data, hf, backend=args.backend)
-        print(strict_json_dumps({k: round(v, 4) for k, v in row.items()}))
+        print(strict_json_dumps({k: round(v, 4) for k, v in row.items() if isinstance(v, float)}))
     return 0
 
 
@@ -336,7 +336,9 @@ def cmd_evaluate(args) -> int:
         model = base
     row = evaluate(model, tok, _data(), base, backend=args.backend)
     for k, v in row.items():
-        print(f"{k:<24} {v:.4f}")
+        if isinstance(v, float):
+            n = row["counts"].get(k, [None, None])[1] if "counts" in row else None
+            print(f"{k:<24} {v:.4f}" + (f"  (n={n})" if n else ""))
     if args.json:
         write_json(args.json, row)
     return 0
