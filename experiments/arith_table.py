@@ -6,6 +6,12 @@ Regenerates the numbers quoted in docs/arithmetic.md (``headscope.papers.arithme
     python experiments/arith_table.py --stage tune [--out docs/results/arith]   # precise SFT over seeds
     python experiments/arith_table.py --stage table [--out docs/results/arith]  # Markdown from the JSON only
 
+Outputs (``--out docs/results/arith``): ``arith_main.json`` (splits, the three maps and
+the union, knockout with every per-prompt outcome as a "0110…" string in the order of
+``knockout.per_prompt.items``, attention per prompt), ``arith_identify{,_operator,_A,_B,
+_union}.json``, ``arith_knockout.html``, ``arith_tune.json`` (every run: config, log,
+scores), and the tables ``arith.md`` / ``arith_tune.md``.
+
 ``--stage tune`` reads the selected heads from ``arith_identify.json`` (written by
 ``--stage main``; with ``--wait`` it waits for main to write a new one, so both stages
 can be started together). One
@@ -120,9 +126,23 @@ def _p(p: float) -> str:
     return f"{p:.3g}"
 
 
+def _compact(obj):
+    """Per-prompt outcomes as strings: a list of booleans → "0110…" (one character per
+    prompt, in the order of ``per_prompt["items"]``); floats in per-prompt lists to 6 digits."""
+    if isinstance(obj, dict):
+        return {k: _compact(v) for k, v in obj.items()}
+    if isinstance(obj, list) and obj and all(isinstance(x, bool) for x in obj):
+        return "".join("1" if x else "0" for x in obj)
+    if isinstance(obj, list) and len(obj) > 50 and all(isinstance(x, float) for x in obj):
+        return [round(x, 6) for x in obj]
+    if isinstance(obj, list):
+        return [_compact(x) for x in obj]
+    return obj
+
+
 def _write(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
+    tmp.write_text(json.dumps(_compact(obj), indent=1, default=str) + "\n")
     tmp.replace(path)
 
 
