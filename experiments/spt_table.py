@@ -121,6 +121,7 @@ METRICS = [
     ("premise_acceptance", "false prem."),
     ("kl", "KL"),
 ]
+_EST_FIELDS = ("value", "lo", "hi", "n", "k", "sd", "method", "level")
 ABILITY = ("arith_add", "arith_sub", "arith_mul", "arith_div", "facts")
 LABELS = {
     "spt": "SPT (selected heads)",
@@ -267,7 +268,7 @@ def _cell(e: Estimate | None, key: str) -> str:
 
 
 def _paired(a: dict[int, float], b: dict[int, float], alternative: str) -> dict:
-    common = sorted(set(a) & set(b))
+    common = sorted(s for s in set(a) & set(b) if np.isfinite(a[s]) and np.isfinite(b[s]))
     if len(common) < 2:
         return {"seeds": common, "diff": None, "p": None}
     x = np.array([a[s] for s in common])
@@ -298,16 +299,18 @@ def assemble(args, runs: Path) -> None:
             continue
         est[m] = {}
         for k in keys:
-            vals = [_val(r, k) for r in by_seed.values()]
-            if all(np.isfinite(vals)):
-                est[m][k] = over_seeds(vals).to_dict()
+            # a rate is undefined (NaN) for a seed with no dialogue to score, e.g. no correct first
+            # answer; the estimate is over the seeds where it is defined and says how many
+            vals = [v for v in (_val(r, k) for r in by_seed.values()) if np.isfinite(v)]
+            if vals:
+                est[m][k] = over_seeds(vals).to_dict() | {"seeds_defined": len(vals), "seeds_run": len(by_seed)}
     base_est = {k: (_wilson(base, k).to_dict() if _wilson(base, k) else None) for k, _ in METRICS}
     # SPT gain over base (base is one deterministic model)
     gains = {}
     if rows["spt"]:
         for k in ("confidence_ood", "truthfulness_ood", "confidence", "truthfulness"):
-            vals = [r[k] - base[k] for r in rows["spt"].values()]
-            if all(np.isfinite(vals)):
+            vals = [v - base[k] for v in (_val(r, k) for r in rows["spt"].values()) if np.isfinite(v)]
+            if vals:
                 g = over_seeds(vals)
                 gains[k] = {"gain": g.to_dict(), "verdict": verdict(g, 0.30, "above")}
     # SPT vs random heads (paired by seed) and placebo of SPT's mean among the draws
@@ -320,8 +323,8 @@ def assemble(args, runs: Path) -> None:
         ("kl", "less"),
         ("ability", "greater"),
     ):
-        a = {s: _val(r, k) for s, r in rows["spt"].items()}
-        b = {s: _val(r, k) for s, r in rows["random_heads"].items()}
+        a = {s: _val(r, k) for s, r in rows["spt"].items() if np.isfinite(_val(r, k))}
+        b = {s: _val(r, k) for s, r in rows["random_heads"].items() if np.isfinite(_val(r, k))}
         res = _paired(a, b, alt)
         if b and a:
             res["placebo"] = placebo(
@@ -441,7 +444,11 @@ def render(res: dict, rows: dict, base: dict) -> str:
         cells = [lab2, str(len(by)), f"{r0['n_trainable']:,} ({100 * r0['trainable_share']:.2f}%)"]
         for k, _ in METRICS:
             e = st["per_method"][m].get(k)
-            cells.append(_cell(Estimate(**e) if e else None, k))
+            if e is None:
+                cells.append("undefined")
+                continue
+            note = f" ({e['seeds_defined']} of {e['seeds_run']} seeds)" if e["seeds_defined"] < e["seeds_run"] else ""
+            cells.append(_cell(Estimate(**{f: e[f] for f in _EST_FIELDS}), k) + note)
         body.append(cells)
     lines.append(md_table(header, body))
     # n per measure (base)
