@@ -93,7 +93,10 @@ def direct_logit_attribution(
     ``c`` (RMSNorm) or ``c`` centred (LayerNorm). Head ``h`` of layer ``L`` writes
     ``z[L, :, h] @ W_O[L, h]``. ``info["components"]`` holds the embedding and per-layer
     MLP (and attention-bias) terms, so that heads + components sum to the logit difference
-    (up to the norm's bias term, reported as ``info["bias_term"]``).
+    (up to the norm's bias term, reported as ``info["bias_term"]``). RMS norms' gains are
+    read from the module (Gemma scales by ``1 + w``); a norm after attention (Gemma2) is
+    linearised at its own scale too; with final logit soft-capping (Gemma2) the raw,
+    pre-cap logit difference is attributed (``info["softcap"]``).
     """
     tokens = model.check_tokens(tokens)
     logits, cache = model.run_with_heads(tokens, sites=("z", "resid_pre", "attn_out", "mlp_out"))
@@ -110,10 +113,9 @@ def direct_logit_attribution(
         raise HeadscopeError(
             f"the final norm of {model.name} has no weight tensor; direct logit attribution needs one"
         )
-    g = weight.detach()
-    eps_attr: Any = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-5)
-    eps = float(eps_attr)
+    eps = _norm_eps(norm)
     is_layernorm = isinstance(norm, torch.nn.LayerNorm)
+    g = weight.detach() if is_layernorm else _rms_gain(norm, model.d_model, eps)
     L_last = model.n_layers - 1
     x = cache.resid_pre[L_last] + cache.attn_out[L_last] + cache.mlp_out[L_last]
     x = x[:, pos]  # [batch, d_model]
@@ -129,10 +131,19 @@ def direct_logit_attribution(
 
     heads = torch.zeros(model.n_layers, model.n_heads)
     components: dict[str, float] = {"embed": contrib(cache.resid_pre[0][:, pos]).mean().item()}
+    post_norms = _post_attention_norms(model)
     for L in range(model.n_layers):
         W_O = model.o_proj_weight(L)  # [heads, d_head, d_model]
         z = cache.z[L][:, pos]  # [batch, heads, d_head]
         result = torch.einsum("bhd,hdm->bhm", z, W_O)
+        if post_norms is not None:
+            # A norm after attention (Gemma2) is linearised at its own scale, like the final norm:
+            # head h adds g2 ⊙ result_h / rms(Σ_h result_h) to the residual stream.
+            pn = post_norms[L]
+            pn_eps = _norm_eps(pn)
+            raw = result.sum(1)
+            scale2 = (raw.pow(2).mean(-1) + pn_eps).sqrt()[:, None, None]
+            result = result * _rms_gain(pn, model.d_model, pn_eps) / scale2
         for h in range(model.n_heads):
             heads[L, h] = contrib(result[:, h]).mean()
         attn_bias = cache.attn_out[L][:, pos] - result.sum(1)  # o_proj bias, zero for Llama
@@ -145,6 +156,9 @@ def direct_logit_attribution(
     bvec = model.unembed_bias()
     if bvec is not None:
         bias_term += (bvec[answer] - (bvec[wrong] if wrong is not None else 0)).mean().item()
+    cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    if cap:  # Gemma2: logits = cap·tanh(raw / cap); attribute the raw (pre-cap) logits
+        logits = cap * torch.atanh((logits / cap).clamp(-1 + 1e-7, 1 - 1e-7))
     target = logits[torch.arange(B), pos, answer] - (logits[torch.arange(B), pos, wrong] if wrong is not None else 0)
     info = {
         "method": "direct_logit_attribution",
@@ -152,10 +166,37 @@ def direct_logit_attribution(
         "components": components,
         "bias_term": bias_term,
         "logit_diff": target.mean().item(),
+        "softcap": float(cap) if cap else None,
         "metric_name": "direct logit attribution",
         "title": "direct logit attribution per head",
     }
     return HeadResult(heads, ("layer", "head"), {}, info)
+
+
+def _norm_eps(norm) -> float:
+    eps: Any = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-5)
+    return float(eps)
+
+
+@torch.no_grad()
+def _rms_gain(norm, d_model: int, eps: float) -> Tensor:
+    """The effective per-dimension gain of an RMS norm, read from the module itself:
+    ``norm(1) · sqrt(1 + eps)`` (Llama's ``w``, Gemma's ``1 + w``: no per-family rule)."""
+    p = next(norm.parameters())
+    ones = torch.ones(1, d_model, dtype=p.dtype, device=p.device)
+    return (norm(ones)[0] * (1.0 + eps) ** 0.5).detach()
+
+
+def _post_attention_norms(model) -> list | None:
+    """Per layer, the norm applied to attention's output before the residual add, or None."""
+    paths = getattr(model, "paths", None)
+    if paths is None or getattr(paths, "attn_out", None) is None or model.hf_model is None:
+        return None
+    from headscope.backends._hf import get_path
+
+    layers = get_path(model.hf_model, paths.layers)
+    mods = [get_path(layers[L], paths.attn_out) for L in range(model.n_layers)]
+    return [getattr(m, "_original_component", m) for m in mods]
 
 
 # ---------------------------------------------------------------------------------------

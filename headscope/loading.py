@@ -4,36 +4,21 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from headscope.common.device import get_device
 from headscope.common.errors import HeadscopeError
-from headscope.paths import ORGANISMS, bundled_tracr, organism_dir, tracr_dir
+from headscope.names import resolve_model_name
+from headscope.paths import ORGANISMS, bundled_tracr, tracr_dir
 
 BACKENDS = ("tl", "nnsight")
 
 
 def _resolve(name: str) -> tuple[Path | str, bool]:
-    if name in ORGANISMS:
-        d = organism_dir(name)
-        if not (d / "model.safetensors").exists():
-            raise HeadscopeError(
-                f"organism {name!r} has no weights in {d}; create them with `headscope organism train {name}`"
-            )
-        return d, True
-    p = Path(name).expanduser()
-    if p.is_dir():
-        if not (p / "config.json").exists():
-            raise HeadscopeError(f"{p} is a directory but holds no config.json; point at a Hugging Face model folder")
-        return p, True
-    if p.suffix or name.startswith((".", "/", "~")):
-        raise HeadscopeError(
-            f"model path {name!r} does not exist; use a bundled organism ({', '.join(ORGANISMS)}) or a Hugging Face "
-            "model folder"
-        )
-    return name, False
+    return resolve_model_name(name)
 
 
 def load_hf(name: str, device: str | torch.device | None = "auto", dtype: torch.dtype = torch.float32):
@@ -76,23 +61,31 @@ def wrap(
     name: str = "model",
     path: str | None = None,
     copy_model: bool = False,
+    allow_unk: bool = False,
 ):
     """A HeadModel around an in-memory HF causal LM (``copy_model`` deep-copies it first,
-    which you need to give the same model to both backends: the TL bridge edits it in place)."""
+    which you need to give the same model to both backends: the TL bridge edits it in place).
+    ``allow_unk``: accept text prompts with words outside the vocabulary (default: an error)."""
     if backend not in BACKENDS:
         raise HeadscopeError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     if copy_model:
         hf_model = copy.deepcopy(hf_model)
+    model: Any
     if backend == "tl":
         from headscope.backends.tl import TLModel
 
-        return TLModel.from_hf(hf_model, tokenizer, name=name, path=path)
-    from headscope.backends.nnsight import NNsightModel
+        model = TLModel.from_hf(hf_model, tokenizer, name=name, path=path)
+    else:
+        from headscope.backends.nnsight import NNsightModel
 
-    return NNsightModel.from_hf(hf_model, tokenizer, name=name, path=path)
+        model = NNsightModel.from_hf(hf_model, tokenizer, name=name, path=path)
+    model.allow_unk = allow_unk
+    return model
 
 
-def load_model(name: str = "llama", backend: str = "tl", device: str | torch.device | None = "auto"):
+def load_model(
+    name: str = "llama", backend: str = "tl", device: str | torch.device | None = "auto", allow_unk: bool = False
+):
     """Load a HeadModel.
 
     Args:
@@ -101,13 +94,15 @@ def load_model(name: str = "llama", backend: str = "tl", device: str | torch.dev
             is reachable; otherwise a HeadscopeError lists the bundled organisms).
         backend: ``"tl"`` (TransformerLens TransformerBridge) or ``"nnsight"``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        allow_unk: accept text prompts with words outside the vocabulary (by default they
+            raise a HeadscopeError naming the words, instead of silently becoming ``<unk>``).
     """
     if backend not in BACKENDS:
         raise HeadscopeError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     if name.startswith(("tracr-", "tracr:")):  # compiled RASP programs: TL native bridge
         return load_tracr(name, backend=backend, device=device)
     hf, tok, path = load_hf(name, device)
-    return wrap(hf, tok, backend=backend, name=name, path=path)
+    return wrap(hf, tok, backend=backend, name=name, path=path, allow_unk=allow_unk)
 
 
 def load_tracr(name: str, backend: str = "tl", device: str | torch.device | None = "auto"):

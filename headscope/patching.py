@@ -50,14 +50,21 @@ def _validate(model: HeadModel, clean: Tensor, corrupt: Tensor, mode: str) -> No
         )
 
 
+#: Smallest clean-vs-corrupt metric gap (relative to the metric's scale, at least 1) that
+#: patching normalises by; below it the scores are noise divided by noise.
+MIN_GAP = 1e-3
+
+
 def _runs(model: HeadModel, clean: Tensor, corrupt: Tensor, metric: Metric, sites: Sequence[str]):
     cl_logits, cl_cache = model.run_with_heads(clean, sites=tuple(sites))
     co_logits, co_cache = model.run_with_heads(corrupt, sites=tuple(sites))
     m_clean, m_corrupt = metric(cl_logits).detach(), metric(co_logits).detach()
-    if torch.isclose(m_clean, m_corrupt, atol=1e-6):
+    gap = float((m_clean - m_corrupt).abs())
+    if gap < MIN_GAP * max(1.0, abs(float(m_clean)), abs(float(m_corrupt))):
         raise HeadscopeError(
-            f"the metric is the same on clean and corrupt prompts ({float(m_clean):.4g}); patching cannot be "
-            "normalised — use a corruption that changes the model's answer"
+            f"the metric barely differs between clean ({float(m_clean):.4g}) and corrupt ({float(m_corrupt):.4g}) "
+            f"prompts (gap {gap:.2g}): the corruption does not change the answer, and normalised scores would divide "
+            "by that gap; use a corruption that changes the model's answer"
         )
     return m_clean, m_corrupt, cl_cache, co_cache
 

@@ -66,16 +66,22 @@ def _hf(model) -> nn.Module:
 
 def _dims(model: nn.Module) -> tuple[int, int, int, int]:
     """(n_layers, n_heads, n_kv_heads, head_dim) from the model's config."""
+    from headscope.backends._hf import dims_of
+
     cfg = getattr(model, "config", None)
-    if cfg is None or not hasattr(cfg, "num_attention_heads"):
+    if cfg is None or not hasattr(cfg, "model_type"):
         raise HeadscopeError(
-            "head-selective tuning needs a Hugging Face causal LM with a config (Llama family); got "
-            + type(model).__name__
+            "head-selective tuning needs a Hugging Face causal LM with a config; got " + type(model).__name__
         )
-    H = int(cfg.num_attention_heads)
-    kv = int(getattr(cfg, "num_key_value_heads", None) or H)
-    d = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // H)
-    return int(cfg.num_hidden_layers), H, kv, d
+    d = dims_of(cfg)
+    return d.n_layers, d.n_heads, d.n_kv_heads, d.d_head
+
+
+def _paths(model: nn.Module):
+    """The architecture's module paths (:data:`headscope.backends._hf.ARCHS`)."""
+    from headscope.backends._hf import arch_paths
+
+    return arch_paths(model.config)
 
 
 def resolve_projections(model, projections: str | Sequence[str] = "auto") -> tuple[str, ...]:
@@ -97,14 +103,28 @@ def resolve_projections(model, projections: str | Sequence[str] = "auto") -> tup
     return tuple(dict.fromkeys(out))
 
 
+def _module_name(model: nn.Module, proj: str) -> str:
+    """The attention submodule (relative to the attention module) holding logical ``proj``
+    (q_proj, k_proj, v_proj, o_proj) in this architecture: its own projection or the fused one."""
+    paths = _paths(model)
+    if proj == "o_proj":
+        return paths.o_proj
+    if paths.qkv_fused is not None:
+        return paths.qkv_fused
+    assert paths.qkv is not None
+    return paths.qkv[("q_proj", "k_proj", "v_proj").index(proj)]
+
+
 def _proj_module(model: nn.Module, layer: int, proj: str) -> tuple[str, nn.Module]:
-    """(qualified name, module) of ``layers.{layer}.self_attn.{proj}``, also inside peft wrappers."""
-    pat = re.compile(rf"(^|\.)layers\.{layer}\.self_attn\.{proj}$")
+    """(qualified name, module) of layer ``layer``'s module holding ``proj``, also inside peft wrappers."""
+    paths = _paths(model)
+    rel = f"{paths.layers}.{layer}.{paths.attn}.{_module_name(model, proj)}"
+    pat = re.compile(rf"(^|\.){re.escape(rel)}$")
     hits = [(n, m) for n, m in model.named_modules() if pat.search(n)]
     if not hits:
         raise HeadscopeError(
-            f"no module layers.{layer}.self_attn.{proj} in this model; head-selective tuning supports Llama-family "
-            "models"
+            f"no module {rel} in this model; is it a Hugging Face causal LM of a supported architecture "
+            "(docs/models.md)?"
         )
     return hits[0]
 
@@ -146,12 +166,18 @@ def head_slices(model, heads: Sequence[Head], projections: str | Sequence[str] =
     """The parameter slices that belong to ``heads`` (see the module docstring for the layout).
 
     Biases of q/k/v (when the model has them) are sliced like the weight rows; the
-    ``o_proj`` bias is shared by all heads and is not included.
+    output projection's bias is shared by all heads and is not included. Fused q/k/v
+    projections are sliced where the model reads each head: GPT-2's ``c_attn`` and
+    Phi-3's ``qkv_proj`` hold ``[q | k | v]`` blocks, GPT-NeoX's ``query_key_value``
+    holds ``[q_h | k_h | v_h]`` per head; GPT-2's Conv1D stores weights ``[in, out]``, so
+    its slices run along the other dimension.
     """
     hf = _hf(model)
     _, H, kv, d = _dims(hf)
+    paths = _paths(hf)
     projs = resolve_projections(hf, projections)
     group = H // kv
+    w_out = 1 if paths.conv1d else 0  # the weight dimension indexed by output features
     out: list[ParamSlice] = []
     for L, h in _check_heads(hf, heads):
         for proj in projs:
@@ -159,12 +185,19 @@ def head_slices(model, heads: Sequence[Head], projections: str | Sequence[str] =
             base = getattr(mod, "base_layer", mod)  # peft LoRA wrapper
             prefix = mname + (".base_layer" if base is not mod else "")
             if proj == "o_proj":
-                out.append(ParamSlice(f"{prefix}.weight", 1, h * d, (h + 1) * d, (L, h)))
+                out.append(ParamSlice(f"{prefix}.weight", 1 - w_out, h * d, (h + 1) * d, (L, h)))
                 continue
+            i = ("q_proj", "k_proj", "v_proj").index(proj)
             blk = h if proj == "q_proj" else h // group
-            out.append(ParamSlice(f"{prefix}.weight", 0, blk * d, (blk + 1) * d, (L, h)))
+            if paths.qkv_fused is None:
+                start = blk * d
+            elif paths.qkv_layout == "heads":
+                start = h * 3 * d + i * d
+            else:
+                start = (0, H * d, H * d + kv * d)[i] + blk * d
+            out.append(ParamSlice(f"{prefix}.weight", w_out, start, start + d, (L, h)))
             if getattr(base, "bias", None) is not None:
-                out.append(ParamSlice(f"{prefix}.bias", 0, blk * d, (blk + 1) * d, (L, h)))
+                out.append(ParamSlice(f"{prefix}.bias", 0, start, start + d, (L, h)))
     return out
 
 
@@ -362,7 +395,10 @@ def setup_lora(
     layers: Sequence[int] | None = None,
     targets: Sequence[str] = PROJECTIONS,
 ) -> Setup:
-    """peft LoRA (rank ``r``) on the attention projections, optionally only in ``layers``."""
+    """peft LoRA (rank ``r``) on the attention projections, optionally only in ``layers``.
+
+    ``targets``: logical projections (q_proj, k_proj, v_proj, o_proj, mapped to this
+    architecture's module names; a fused q/k/v module is one target) or module names."""
     from peft import LoraConfig, get_peft_model
 
     cfg = cfg or TuneConfig()
@@ -375,11 +411,12 @@ def setup_lora(
         if not layers or layers[0] < 0 or layers[-1] >= n_layers:
             raise HeadscopeError(f"LoRA layers {layers} are not layers of this model (0..{n_layers - 1})")
     n_total = sum(p.numel() for p in model.parameters())
+    modules = list(dict.fromkeys(_module_name(model, t) if t in PROJECTIONS else t for t in targets))
     lcfg = LoraConfig(
         r=r,
         lora_alpha=alpha or 2 * r,
         lora_dropout=0.0,
-        target_modules=list(targets),
+        target_modules=modules,
         layers_to_transform=layers,
         bias="none",
     )

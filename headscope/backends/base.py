@@ -34,6 +34,9 @@ class BaseHeadModel:
         )
         self.device = next(hf_model.parameters()).device
         self._active: list[Patch] = []
+        #: Text prompts with words outside the vocabulary raise unless this is True
+        #: (``load_model(..., allow_unk=True)``, CLI ``--allow-unk``).
+        self.allow_unk = False
 
     def __repr__(self) -> str:
         return (
@@ -44,7 +47,7 @@ class BaseHeadModel:
     # -- tokens ---------------------------------------------------------------------
     def to_tokens(self, prompts: str | Sequence[str]) -> Tensor:
         """Token ids ``[batch, pos]`` (with BOS). All prompts must tokenize to one length."""
-        return tokenize(self.tokenizer, prompts).to(self.device)
+        return tokenize(self.tokenizer, prompts, allow_unk=self.allow_unk, n_ctx=self.n_ctx).to(self.device)
 
     def to_str_tokens(self, tokens: Tensor | str) -> list[str]:
         """The tokens of one row (or of a string, tokenized first) as strings."""
@@ -71,7 +74,7 @@ class BaseHeadModel:
 
     def check_tokens(self, tokens: Tensor) -> Tensor:
         """Validate ``tokens`` (LongTensor ``[batch, pos]``, ids in range) and move them to the device."""
-        return check_tokens(tokens, self.d_vocab).to(self.device)
+        return check_tokens(tokens, self.d_vocab, self.n_ctx).to(self.device)
 
     # -- patches that stay on for a block -----------------------------------------------
     @contextmanager
@@ -110,11 +113,10 @@ class BaseHeadModel:
 
     def supports(self, feature: str) -> bool:
         """Whether this model offers ``feature`` (see :data:`headscope.model.FEATURES`)."""
-        llama_like = self.paths.o_proj == "o_proj"
         return {
-            "fast_reentry": self.paths.layers == "model.layers",
+            "fast_reentry": self.paths.fast_reentry,
             "generate": True,
-            "qkv_sites": llama_like or self.backend == "tl",
+            "qkv_sites": True,
             "head_grads": True,
             "hf_weights": True,
         }.get(feature, False)
@@ -141,7 +143,7 @@ class BaseHeadModel:
         """``W_O`` of a layer as ``[n_heads, d_head, d_model]``."""
         mod = get_path(get_path(self.hf_model, self.paths.layers)[layer], f"{self.paths.attn}.{self.paths.o_proj}")
         w = mod.weight.detach()
-        if self.paths.o_proj == "c_proj":  # GPT-2 Conv1D: [in, out]
+        if self.paths.conv1d:  # GPT-2 Conv1D: [in, out]
             w = w.T
         return w.T.reshape(self.n_heads, self.d_head, self.d_model)
 

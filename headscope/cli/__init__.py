@@ -28,7 +28,7 @@ from headscope.common.errors import HeadscopeError
 COMMANDS: dict[str, dict[str, str]] = {
     "headscope.cli.patch": {
         "patch": "activation-patching sweep over every attention head",
-        "models": "list the bundled model organisms",
+        "models": "list the bundled model organisms; --check: which architectures and analyses work",
     },
     "headscope.cli.analysis": {
         "attribute": "head attribution: attribution patching, DLA or ablation knockout",
@@ -121,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if isinstance(getattr(args, "model", None), str):
+            from headscope.names import resolve_model_name
+
+            resolve_model_name(args.model)  # a typo fails here, before torch loads
         rc = args.func(args)
     except HeadscopeError as e:
         print(f"headscope: error: {e}", file=sys.stderr)

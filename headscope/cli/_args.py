@@ -50,6 +50,23 @@ def add_model_args(p: argparse.ArgumentParser, device: bool = True) -> None:
     )
     if device:
         p.add_argument("--device", default="auto", help="auto, cpu, cuda... [auto]")
+    p.add_argument(
+        "--allow-unk",
+        action="store_true",
+        help="analyse prompts with words outside the model's vocabulary (default: an error naming them)",
+    )
+
+
+def model_from_args(args):
+    """The HeadModel named by ``--model/--backend/--device/--allow-unk``."""
+    from headscope.loading import load_model
+
+    return load_model(
+        args.model,
+        backend=args.backend,
+        device=getattr(args, "device", "auto"),
+        allow_unk=bool(getattr(args, "allow_unk", False)),
+    )
 
 
 def add_task_args(p: argparse.ArgumentParser, n_default: int) -> None:

@@ -10,6 +10,7 @@ from headscope.cli._args import (
     add_output_args,
     add_task_args,
     ints,
+    model_from_args,
     parse_heads,
     run_stem,
     task_from_args,
@@ -60,10 +61,9 @@ def register(sub) -> None:
 
 
 def _load(args):
-    from headscope.loading import load_model
 
     task = task_from_args(args) if hasattr(args, "task") else None
-    model = load_model(args.model, backend=args.backend, device=args.device)
+    model = model_from_args(args)
     batch = task.prepare(model) if task is not None else None
     return model, batch
 

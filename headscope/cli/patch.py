@@ -5,7 +5,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from headscope.cli._args import add_model_args, add_output_args, add_task_args, run_stem, task_from_args
+from headscope.cli._args import (
+    add_model_args,
+    add_output_args,
+    add_task_args,
+    model_from_args,
+    run_stem,
+    task_from_args,
+)
+from headscope.common.errors import HeadscopeError
 
 
 def register(sub) -> None:
@@ -35,18 +43,22 @@ def register(sub) -> None:
 
     m = sub.add_parser(
         "models",
-        help="list the bundled model organisms",
-        description="List the bundled model organisms and whether their weights are present.",
+        help="list the bundled model organisms; --check: which architectures and analyses work",
+        description="List the bundled model organisms and whether their weights are present. With --check, build a "
+        "tiny random model of every supported architecture, run every analysis on both backends against a "
+        "hand-written reference and print the architectures x features x backends table (docs/models.md).",
     )
+    m.add_argument("--check", action="store_true", help="run the architecture checks (about 2-4 min on a CPU)")
+    m.add_argument("--arch", action="append", help="with --check: only this architecture (repeatable)")
+    m.add_argument("--write", metavar="FILE", help="with --check: write the markdown table to FILE")
     m.set_defaults(func=cmd_models)
 
 
 def cmd_patch(args) -> int:
-    from headscope.loading import load_model
     from headscope.patching import patch_task
 
     task = task_from_args(args)  # validate the task before loading the model
-    model = load_model(args.model, backend=args.backend, device=args.device)
+    model = model_from_args(args)
     batch = task.prepare(model)
     print(
         f"model {args.model} ({model.n_layers} layers × {model.n_heads} heads, backend {model.backend}); task "
@@ -85,6 +97,14 @@ def cmd_patch(args) -> int:
 def cmd_models(args) -> int:
     from headscope.paths import ORGANISMS, bundled_models, organism_dir
 
+    if args.arch or args.write:
+        if not args.check:
+            raise HeadscopeError(
+                "--arch and --write go with --check (headscope models --check --write docs/models.md)"
+            )
+    if args.check:
+        return _check_models(args)
+
     present = bundled_models()
     for name, desc in ORGANISMS.items():
         state = "ready" if name in present else "missing (headscope organism train " + name + ")"
@@ -95,3 +115,29 @@ def cmd_models(args) -> int:
             f"[{folder}]"
         )
     return 0
+
+
+def _check_models(args) -> int:
+    import tempfile
+
+    from headscope.archcheck import ARCH_NAMES, check_arch, models_table
+    from headscope.common.io import atomic_write_text
+    from headscope.common.progress import log
+
+    archs = args.arch or list(ARCH_NAMES)
+    bad = [a for a in archs if a not in ARCH_NAMES]
+    if bad:
+        raise HeadscopeError(f"unknown architecture {bad[0]!r}; use one of {', '.join(ARCH_NAMES)}")
+    results = {}
+    with tempfile.TemporaryDirectory() as root:
+        for a in archs:
+            log(f"checking {a} ...")
+            results[a] = check_arch(a, root)
+    table = models_table(results)
+    print(table)
+    if args.write:
+        atomic_write_text(args.write, table)
+        log(f"wrote {args.write}")
+    cells = [v for r in results.values() for f in r.values() for k, v in f.items() if k != "_seconds"]
+    failed = sum(v.startswith("✗") for v in cells)
+    return 1 if failed else 0

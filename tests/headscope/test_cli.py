@@ -53,6 +53,96 @@ def test_unknown_model(tmp_path):
     _one_line_error(run("patch", "--model", "no-such-model", "--out", str(tmp_path)), "unknown model", "llama")
 
 
+@pytest.mark.parametrize("name,hint", [("llamaa", "did you mean 'llama'"), ("gpt2", "local folder")])
+def test_unknown_name_fails_fast_without_offline_flag(tmp_path, name, hint):
+    # Outside `make`, HF_HUB_OFFLINE is unset: the hub client would retry for about 60 s.
+    # The name is resolved before torch loads, with a 1 s reachability probe. (The time is
+    # measured as CPU time of the child, which a loaded machine does not inflate.)
+    import resource
+
+    env = {k: v for k, v in ENV.items() if k != "HF_HUB_OFFLINE"}
+    env["HF_HUB_CACHE"] = str(tmp_path / "empty-cache")  # nothing cached
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run(
+        [sys.executable, "-m", "headscope.cli", "patch", "--model", name, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    _one_line_error(r, "unknown model", hint)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 2.0, f"resolving a bad name took {cpu:.2f} s of CPU: something heavy was imported first"
+
+
+def _words_outside_vocab_pairs(tmp_path):
+    return _pairs(
+        tmp_path,
+        [{"clean": "3 + 5 = zebra", "corrupt": "3 @ 5 = zebra", "answer": "8", "wrong": "2"}],
+    )
+
+
+def test_unknown_words_are_an_error(tmp_path):
+    f = _words_outside_vocab_pairs(tmp_path)
+    _one_line_error(run("patch", "--prompts", f, "--out", str(tmp_path)), "outside the model's vocabulary", "zebra")
+
+
+def test_allow_unk_overrides(tmp_path):
+    from headscope.loading import load_model
+
+    m = load_model("llama", allow_unk=True)
+    toks = m.to_tokens(["3 + 5 = zebra"])
+    assert int(toks[0, -1]) == m.tokenizer.unk_token_id
+
+
+def test_prompt_longer_than_context_is_an_error():
+    from headscope.common.errors import HeadscopeError
+    from headscope.loading import load_model
+
+    m = load_model("llama")
+    long = " ".join(["the"] * (m.n_ctx + 1))
+    with pytest.raises(HeadscopeError, match="positions"):
+        m.to_tokens([long])
+    import torch
+
+    with pytest.raises(HeadscopeError, match="positions"):
+        m.logits(torch.full((1, m.n_ctx + 1), 5))
+
+
+def test_near_zero_gap_is_an_error(tmp_path):
+    # clean and corrupt identical: the corruption changes nothing
+    f = _pairs(tmp_path, [{"clean": "3 + 5 =", "corrupt": "3 + 5 =", "answer": "8", "wrong": "2"}])
+    r = run("patch", "--prompts", f, "--out", str(tmp_path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("headscope: error")]
+    assert len(errors) == 1 and "corruption does not change the answer" in errors[0], r.stderr
+
+
+@pytest.mark.parametrize("backend", ["tl", "nnsight"])
+def test_model_without_tokenizer(tmp_path, backend):
+    import shutil
+
+    import torch
+
+    from headscope.common.errors import HeadscopeError
+    from headscope.loading import load_model
+    from headscope.paths import organism_dir
+
+    d = tmp_path / "no-tokenizer"
+    d.mkdir()
+    for f in ("config.json", "model.safetensors", "generation_config.json"):
+        if (organism_dir("llama") / f).exists():
+            shutil.copy(organism_dir("llama") / f, d / f)
+    m = load_model(str(d), backend)
+    assert m.tokenizer is None
+    ref = load_model("llama", backend)
+    toks = torch.tensor([[2, 10, 11, 12]])
+    assert torch.allclose(m.logits(toks), ref.logits(toks), atol=1e-6)
+    with pytest.raises(HeadscopeError, match="no tokenizer"):
+        m.to_tokens(["3 + 5 ="])
+
+
 def test_length_mismatch(tmp_path):
     f = _pairs(tmp_path, [{"clean": "3 + 5 =", "corrupt": "Q : What is 3 plus 5 ? A :", "answer": "8", "wrong": "2"}])
     _one_line_error(run("patch", "--prompts", f, "--out", str(tmp_path)), "same length")

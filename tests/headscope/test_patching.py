@@ -128,7 +128,7 @@ def test_result_roundtrip(tmp_path, llama_tl, arith):
 def test_mismatched_pairs_rejected(llama_tl, arith):
     with pytest.raises(HeadscopeError, match="differ in shape"):
         patch_heads(llama_tl, arith.clean, arith.corrupt[:, :-1], arith.metric_fn(), show_progress=False)
-    with pytest.raises(HeadscopeError, match="same on clean and corrupt"):
+    with pytest.raises(HeadscopeError, match="barely differs between clean"):
         patch_heads(llama_tl, arith.clean, arith.clean, arith.metric_fn(), show_progress=False)
     with pytest.raises(HeadscopeError, match="mode"):
         patch_heads(llama_tl, arith.clean, arith.corrupt, arith.metric_fn(), mode="sideways")
