@@ -452,7 +452,7 @@ def test_union_selects_a_head_that_passes_under_any_map():
 def test_knockout_placebo_matches_a_direct_computation(llama_tl, splits):
     from headscope.stats import placebo_p
 
-    rows = ar.filter_correct(llama_tl, splits.evaluate[::24])
+    rows = ar.filter_correct(llama_tl, splits.evaluate[::48])
     heads = [(0, 0), (0, 2)]
     res = ar.knockout_placebo(llama_tl, rows, {"sel": heads}, splits.fit, n_draws=4, show_progress=False)
     ref = ar.MeanReference(llama_tl, splits.fit)
