@@ -121,9 +121,17 @@ def tiny_model_dir(arch: str, root: str | Path, seed: int = 0) -> Path:
     out = Path(root) / arch
     if (out / "config.json").exists():
         return out
+    from transformers.utils import logging as hf_logging
+
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfgs[arch](), attn_implementation="eager").eval()
-    model.save_pretrained(out)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(out)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     build_index_tokenizer(VOCAB).save_pretrained(out)
     return out
 
@@ -141,8 +149,15 @@ def _inputs(seed: int = 0, batch: int = 3, pos: int = 6) -> tuple[Tensor, Tensor
 
 def _hf(path: Path) -> nn.Module:
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
-    return AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager").eval()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # tiny models load instantly; restored below
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager").eval()
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _o_proj(hf: nn.Module, L: int) -> nn.Module:
