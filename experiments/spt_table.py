@@ -209,8 +209,8 @@ def measure(args, runs: Path) -> None:
         )
         log(f"[spt] analysis done in {time.time() - t0:.0f}s")
     order = plan(args.seeds, args.baseline_seeds)
-    if args.reverse:  # a second worker: the required runs (baselines 0..2) from the end, skipping taken ones
-        order = plan(args.seeds, min(3, args.baseline_seeds))[::-1]
+    if args.reverse:  # a second worker: the runs from the end, skipping taken ones
+        order = plan(args.seeds, args.baseline_seeds)[::-1]
     for method, s in order:
         path = runs / f"{method}_s{s}.json"
         lock = path.with_suffix(".lock")
