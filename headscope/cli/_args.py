@@ -78,9 +78,16 @@ def add_task_args(p: argparse.ArgumentParser, n_default: int) -> None:
         "--prompts",
         default=None,
         metavar="FILE",
-        help="your own pairs instead of --task: JSON Lines with clean, corrupt, answer, wrong",
+        help="your own pairs instead of --task: JSON Lines (.jsonl), CSV (.csv) or a datasets folder (save_to_disk) "
+        "with columns clean, corrupt, answer, wrong",
     )
     p.add_argument("-n", "--n-prompts", type=int, default=n_default, help=f"number of prompt pairs [{n_default}]")
+    p.add_argument(
+        "--answer-tokens",
+        default="single",
+        choices=("single", "first"),
+        help="single: every answer must be one token; first: score multi-token answers by their first token [single]",
+    )
 
 
 def add_output_args(p: argparse.ArgumentParser, out: str, top: bool = True, png: bool = True) -> None:

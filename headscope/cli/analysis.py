@@ -64,7 +64,7 @@ def _load(args):
 
     task = task_from_args(args) if hasattr(args, "task") else None
     model = model_from_args(args)
-    batch = task.prepare(model) if task is not None else None
+    batch = task.prepare(model, answer_tokens=getattr(args, "answer_tokens", "single")) if task is not None else None
     return model, batch
 
 

@@ -59,7 +59,7 @@ def cmd_patch(args) -> int:
 
     task = task_from_args(args)  # validate the task before loading the model
     model = model_from_args(args)
-    batch = task.prepare(model)
+    batch = task.prepare(model, answer_tokens=args.answer_tokens)
     print(
         f"model {args.model} ({model.n_layers} layers × {model.n_heads} heads, backend {model.backend}); task "
         f"{batch.name}: "

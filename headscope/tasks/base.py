@@ -52,8 +52,17 @@ class Task:
                 cols[k] = [m.get(k) for m in self.meta]
         return Dataset.from_dict(cols)
 
-    def prepare(self, model) -> TaskBatch:
-        """Tokenize for ``model``; checks equal clean/corrupt lengths and single-token answers."""
+    def prepare(self, model, answer_tokens: str = "single") -> TaskBatch:
+        """Tokenize for ``model``; checks equal clean/corrupt lengths and the answers.
+
+        ``answer_tokens``: ``"single"`` (default: every answer must be one token) or
+        ``"first"`` (multi-token answers are scored by their first token — the logit
+        difference of the first tokens of ``answer`` and ``wrong``, which must differ).
+        Metrics that need every answer token (summed log-probs) are not available for
+        patching sweeps: a patched run reads one next-token distribution.
+        """
+        if answer_tokens not in ("single", "first"):
+            raise HeadscopeError(f"answer_tokens must be 'single' or 'first', got {answer_tokens!r}")
         clean = model.to_tokens(self.clean)
         corrupt = model.to_tokens(self.corrupt)
         if clean.shape != corrupt.shape:
@@ -61,14 +70,39 @@ class Task:
                 f"task {self.name!r}: clean prompts have {clean.shape[1]} tokens but corrupt prompts have "
                 f"{corrupt.shape[1]}; a clean/corrupt pair must tokenize to the same length"
             )
-        ans = torch.tensor([model.token_id(a) for a in self.answers])
-        wrong = torch.tensor([model.token_id(w) for w in self.wrong])
+        if answer_tokens == "first":
+            ans = torch.tensor([_first_token(model, a) for a in self.answers])
+            wrong = torch.tensor([_first_token(model, w) for w in self.wrong])
+        else:
+            ans = torch.tensor([_single_token(model, a) for a in self.answers])
+            wrong = torch.tensor([_single_token(model, w) for w in self.wrong])
         if bool((ans == wrong).any()):
             i = int((ans == wrong).nonzero()[0])
+            what = "first token" if answer_tokens == "first" else "answer"
             raise HeadscopeError(
-                f"task {self.name!r}: prompt {i} has the same answer and wrong answer {self.answers[i]!r}"
+                f"task {self.name!r}: prompt {i} has the same {what} for the answer {self.answers[i]!r} and the wrong "
+                f"answer {self.wrong[i]!r}; the metric compares them, so they must differ"
             )
         return TaskBatch(self.name, clean, corrupt, ans, wrong, model.to_str_tokens(clean[0]))
+
+
+def _single_token(model, word: str) -> int:
+    try:
+        return model.token_id(word)
+    except HeadscopeError as e:
+        raise HeadscopeError(f"{e}; or score multi-token answers by their first token (--answer-tokens first)") from e
+
+
+def _first_token(model, word: str) -> int:
+    """The first token of ``word`` as the model would continue with it (no special tokens)."""
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        raise HeadscopeError("this model has no tokenizer; give answers as token ids")
+    ids = tok(word, add_special_tokens=False)["input_ids"]
+    unk = getattr(tok, "unk_token_id", None)
+    if not ids or (unk is not None and ids[0] == unk and not getattr(model, "allow_unk", False)):
+        raise HeadscopeError(f"answer {word!r} does not start with a token of this model's vocabulary")
+    return int(ids[0])
 
 
 @dataclass
@@ -96,14 +130,49 @@ class TaskBatch:
         return fn
 
 
+PAIR_COLUMNS = ("clean", "corrupt", "answer", "wrong")
+
+
 def load_pairs(path: str) -> Task:
-    """A Task from a JSON Lines file with keys ``clean``, ``corrupt``, ``answer``, ``wrong``."""
-    import json
+    """A Task from a file of clean/corrupt pairs with columns ``clean``, ``corrupt``, ``answer``, ``wrong``.
+
+    Formats (docs/headscope.md, "Your own prompts"): JSON Lines (``.jsonl``, one object per
+    line), CSV (``.csv``, a header row naming the columns), or a ``datasets`` dataset saved
+    with ``save_to_disk`` (a folder). Extra columns are kept as the task's ``meta``.
+    """
     from pathlib import Path
 
     p = Path(path)
     if not p.exists():
         raise HeadscopeError(f"prompt file {path} does not exist")
+    if p.is_dir():
+        rows = _rows_from_dataset(p)
+    elif p.suffix.lower() == ".csv":
+        rows = _rows_from_csv(p)
+    else:
+        rows = _rows_from_jsonl(p)
+    if not rows:
+        raise HeadscopeError(f"{path} holds no prompt pairs; write one pair per line/row")
+    return Task(
+        p.stem,
+        [str(r["clean"]) for r in rows],
+        [str(r["corrupt"]) for r in rows],
+        [str(r["answer"]) for r in rows],
+        [str(r["wrong"]) for r in rows],
+        meta=[{k: v for k, v in r.items() if k not in PAIR_COLUMNS} for r in rows],
+        description=f"pairs from {p.name}",
+    )
+
+
+def _check_columns(where: str, keys) -> None:
+    missing = [k for k in PAIR_COLUMNS if k not in keys]
+    if missing:
+        raise HeadscopeError(f"{where} lacks {', '.join(missing)}; each pair needs clean, corrupt, answer and wrong")
+
+
+def _rows_from_jsonl(p) -> list[dict]:
+    import json
+
     rows = []
     for i, line in enumerate(p.read_text().splitlines(), 1):
         if not line.strip():
@@ -111,18 +180,39 @@ def load_pairs(path: str) -> Task:
         try:
             d = json.loads(line)
         except json.JSONDecodeError as e:
-            raise HeadscopeError(f"{path}:{i} is not valid JSON ({e.msg}); write one object per line") from e
-        missing = [k for k in ("clean", "corrupt", "answer", "wrong") if k not in d]
-        if missing:
-            raise HeadscopeError(
-                f"{path}:{i} lacks {', '.join(missing)}; each line needs clean, corrupt, answer and wrong"
-            )
+            raise HeadscopeError(f"{p}:{i} is not valid JSON ({e.msg}); write one object per line") from e
+        if not isinstance(d, dict):
+            raise HeadscopeError(f"{p}:{i} is not a JSON object; write one object per line")
+        _check_columns(f"{p}:{i}", d)
         rows.append(d)
-    return Task(
-        p.stem,
-        [r["clean"] for r in rows],
-        [r["corrupt"] for r in rows],
-        [str(r["answer"]) for r in rows],
-        [str(r["wrong"]) for r in rows],
-        description=f"pairs from {p.name}",
-    )
+    return rows
+
+
+def _rows_from_csv(p) -> list[dict]:
+    import csv
+
+    with p.open(newline="") as f:
+        reader = csv.DictReader(f)
+        _check_columns(f"{p} (header row)", reader.fieldnames or [])
+        return [dict(r) for r in reader]
+
+
+def _rows_from_dataset(p) -> list[dict]:
+    try:
+        from datasets import load_from_disk
+    except ImportError as e:  # pragma: no cover - a core dependency
+        raise HeadscopeError("reading a dataset folder needs the `datasets` package") from e
+    try:
+        ds = load_from_disk(str(p))
+    except (FileNotFoundError, ValueError) as e:
+        raise HeadscopeError(
+            f"{p} is a folder but not a dataset saved with datasets' save_to_disk; give a .jsonl/.csv file or such a "
+            "folder"
+        ) from e
+    if hasattr(ds, "keys") and not hasattr(ds, "column_names"):  # a DatasetDict: take its only split
+        splits = list(ds.keys())
+        if len(splits) != 1:
+            raise HeadscopeError(f"{p} holds the splits {splits}; save the one to analyse on its own")
+        ds = ds[splits[0]]
+    _check_columns(str(p), ds.column_names)
+    return [dict(r) for r in ds]

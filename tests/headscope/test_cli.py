@@ -175,3 +175,57 @@ def test_organism_eval_induction(tmp_path):
     assert table["best_previous_token_head"].startswith("L0") and table["best_previous_token_score"] > 0.7
     assert table["best_induction_head"].startswith("L1") and table["best_induction_score"] > 0.7
     assert "best_induction_head" in r.stdout
+
+
+def _pair_rows():
+    return [
+        {"clean": "3 + 5 =", "corrupt": "3 @ 5 =", "answer": "8", "wrong": "2", "note": "a"},
+        {"clean": "4 + 2 =", "corrupt": "4 @ 2 =", "answer": "6", "wrong": "2", "note": "b"},
+    ]
+
+
+def test_pairs_in_every_documented_format_give_the_same_task(tmp_path):
+    import csv
+
+    from datasets import Dataset
+
+    from headscope.tasks.base import load_pairs
+
+    rows = _pair_rows()
+    jl = _pairs(tmp_path, rows)
+    cs = tmp_path / "pairs.csv"
+    with cs.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    ds = tmp_path / "pairs_ds"
+    Dataset.from_list(rows).save_to_disk(str(ds))
+    tasks = [load_pairs(str(p)) for p in (jl, cs, ds)]
+    for t in tasks:
+        assert (t.clean, t.corrupt, t.answers, t.wrong) == (
+            [r["clean"] for r in rows],
+            [r["corrupt"] for r in rows],
+            [r["answer"] for r in rows],
+            [r["wrong"] for r in rows],
+        )
+        assert [m["note"] for m in t.meta] == ["a", "b"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("clean,corrupt,answer\n3 + 5 =,3 @ 5 =,8\n")
+    _one_line_error(run("patch", "--prompts", str(bad), "--out", str(tmp_path)), "lacks wrong")
+
+
+def test_multi_token_answers_by_first_token(tmp_path):
+    from headscope.common.errors import HeadscopeError
+    from headscope.loading import load_model
+    from headscope.tasks.base import Task
+
+    m = load_model("llama")
+    # "8 ." is two tokens: refused as a single-token answer, scored by "8" with answer_tokens="first"
+    t = Task("multi", ["3 + 5 ="], ["3 @ 5 ="], ["8 ."], ["2 ."])
+    with pytest.raises(HeadscopeError, match="first token"):
+        t.prepare(m)
+    b = t.prepare(m, answer_tokens="first")
+    assert int(b.answer[0]) == m.token_id("8") and int(b.wrong[0]) == m.token_id("2")
+    same = Task("same", ["3 + 5 ="], ["3 @ 5 ="], ["8 ."], ["8 !"])
+    with pytest.raises(HeadscopeError, match="same first token"):
+        same.prepare(m, answer_tokens="first")
