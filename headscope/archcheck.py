@@ -24,6 +24,7 @@ writes ``docs/models.md``; ``tests/headscope/test_architectures.py`` runs the sa
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -133,6 +134,12 @@ def tiny_model_dir(arch: str, root: str | Path, seed: int = 0) -> Path:
         if bars:
             hf_logging.enable_progress_bar()
     build_index_tokenizer(VOCAB).save_pretrained(out)
+    # A word-level tokenizer of our own: name the generic class, or AutoTokenizer would pick
+    # the architecture's own tokenizer class (e.g. Qwen2's byte-level BPE) and re-split words.
+    cfg_path = out / "tokenizer_config.json"
+    tok_cfg = json.loads(cfg_path.read_text())
+    tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg_path.write_text(json.dumps(tok_cfg, indent=2) + "\n")
     return out
 
 

@@ -48,10 +48,31 @@ def load_hf(name: str, device: str | torch.device | None = "auto", dtype: torch.
     nn.Module.to(hf, dev).eval()  # the untyped-decorated HF .to() confuses type checkers
     tok = None
     try:
-        tok = AutoTokenizer.from_pretrained(str(src), local_files_only=local or None)
+        if _declares_generic_tokenizer(src):
+            # transformers 5's AutoTokenizer picks the architecture's own tokenizer class
+            # (e.g. Qwen2's byte-level BPE) even when the folder names the generic one, and
+            # that class re-splits a custom vocabulary; load what the folder declares.
+            from transformers import PreTrainedTokenizerFast
+
+            tok = PreTrainedTokenizerFast.from_pretrained(str(src), local_files_only=True)
+        else:
+            tok = AutoTokenizer.from_pretrained(str(src), local_files_only=local or None)
     except (OSError, ValueError, TypeError):
         tok = None
     return hf, tok, (str(src) if local else None)
+
+
+def _declares_generic_tokenizer(src: Path | str) -> bool:
+    """Whether a local folder's tokenizer_config.json names PreTrainedTokenizerFast."""
+    import json
+
+    cfg = Path(src) / "tokenizer_config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("tokenizer_class") == "PreTrainedTokenizerFast"
+    except (OSError, ValueError):
+        return False
 
 
 def wrap(

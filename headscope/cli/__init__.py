@@ -44,7 +44,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "sac": "Sparse Activation Control: identify, fit, apply and evaluate head controllers",
         "steer": "generate with steering controllers active (same as `sac apply`)",
     },
-    "headscope.organisms.cli": {"organism": "train or evaluate a bundled model organism"},
+    "headscope.organisms.cli": {"organism": "train, evaluate or export a bundled model organism"},
 }
 # Companion packages: listed when their top-level package is installed (a slim install may lack them).
 COMPANIONS: dict[str, dict[str, str]] = {

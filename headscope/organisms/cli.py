@@ -13,7 +13,7 @@ def register(sub) -> None:
     """Add the ``organism`` group to the ``headscope`` subparsers."""
     o = sub.add_parser(
         "organism",
-        help="train or evaluate a bundled model organism",
+        help="train, evaluate or export a bundled model organism",
         description="Train (reproducibly, fixed seed) or evaluate the bundled organisms.",
     )
     osub = o.add_subparsers(dest="organism_cmd", metavar="ACTION")
@@ -35,6 +35,16 @@ def register(sub) -> None:
     e.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS, help=f"[{DEFAULT_BACKEND}]")
     e.add_argument("--json", default=None, type=out_file_arg, help="also write the table to this JSON file")
     e.set_defaults(func=cmd_organism_eval)
+    x = osub.add_parser(
+        "export",
+        help="write the llama organism's task data in the user file formats",
+        description="Write the bundled llama organism's data in the documented user formats (docs/userdata.md): "
+        "pairs.jsonl (clean/corrupt pairs of the arithmetic task), arith.jsonl (the identify split's arithmetic "
+        "rows with operator, A and B counterfactuals) and sac.json (SAC behaviour sets, backgrounds, KL texts). "
+        "The organism is one user of the same path as your own data.",
+    )
+    x.add_argument("--out", default="out/organism_data", type=out_dir_arg, help="output folder [out/organism_data]")
+    x.set_defaults(func=cmd_organism_export)
 
 
 def cmd_organism_train(args) -> int:
@@ -67,4 +77,30 @@ def cmd_organism_eval(args) -> int:
         print(f"{k:<{width}}  {v:.3f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     if args.json:
         write_json(args.json, table)
+    return 0
+
+
+def cmd_organism_export(args) -> int:
+    import json
+
+    from headscope.common.io import atomic_write_text
+    from headscope.tasks import get_task
+    from headscope.tasks.arithmetic import arith_splits, with_operand_corruption
+    from headscope.tasks.sac import organism_sac
+    from headscope.tasks.userdata import export_arith_rows, save_sac_data
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    task = get_task("arithmetic", n=48)
+    rows = [
+        {"clean": c, "corrupt": k, "answer": a, "wrong": w}
+        for c, k, a, w in zip(task.clean, task.corrupt, task.answers, task.wrong)
+    ]
+    atomic_write_text(out / "pairs.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    ident = arith_splits().identify
+    by = {"operator": ident, "A": with_operand_corruption(ident, "A"), "B": with_operand_corruption(ident, "B")}
+    export_arith_rows(by, out / "arith.jsonl")
+    save_sac_data(organism_sac(), out / "sac.json")
+    for f in ("pairs.jsonl", "arith.jsonl", "sac.json"):
+        print(f"wrote {out / f}")
     return 0

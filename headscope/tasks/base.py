@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -143,16 +143,7 @@ def load_pairs(path: str) -> Task:
     from pathlib import Path
 
     p = Path(path)
-    if not p.exists():
-        raise HeadscopeError(f"prompt file {path} does not exist")
-    if p.is_dir():
-        rows = _rows_from_dataset(p)
-    elif p.suffix.lower() == ".csv":
-        rows = _rows_from_csv(p)
-    else:
-        rows = _rows_from_jsonl(p)
-    if not rows:
-        raise HeadscopeError(f"{path} holds no prompt pairs; write one pair per line/row")
+    rows = read_table(path, PAIR_COLUMNS)
     return Task(
         p.stem,
         [str(r["clean"]) for r in rows],
@@ -164,13 +155,32 @@ def load_pairs(path: str) -> Task:
     )
 
 
-def _check_columns(where: str, keys) -> None:
-    missing = [k for k in PAIR_COLUMNS if k not in keys]
+def read_table(path, required: Sequence[str]) -> list[dict]:
+    """Rows (dicts) of a JSON Lines file, a CSV file (header row) or a ``datasets`` folder
+    (``save_to_disk``), each holding every column of ``required``; at least one row."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        raise HeadscopeError(f"prompt file {path} does not exist")
+    if p.is_dir():
+        rows = _rows_from_dataset(p, required)
+    elif p.suffix.lower() == ".csv":
+        rows = _rows_from_csv(p, required)
+    else:
+        rows = _rows_from_jsonl(p, required)
+    if not rows:
+        raise HeadscopeError(f"{path} holds no rows; write one per line (JSON Lines) or row (CSV)")
+    return rows
+
+
+def _check_columns(where: str, keys, required: Sequence[str]) -> None:
+    missing = [k for k in required if k not in keys]
     if missing:
-        raise HeadscopeError(f"{where} lacks {', '.join(missing)}; each pair needs clean, corrupt, answer and wrong")
+        raise HeadscopeError(f"{where} lacks {', '.join(missing)}; each row needs {', '.join(required)}")
 
 
-def _rows_from_jsonl(p) -> list[dict]:
+def _rows_from_jsonl(p, required: Sequence[str]) -> list[dict]:
     import json
 
     rows = []
@@ -183,21 +193,21 @@ def _rows_from_jsonl(p) -> list[dict]:
             raise HeadscopeError(f"{p}:{i} is not valid JSON ({e.msg}); write one object per line") from e
         if not isinstance(d, dict):
             raise HeadscopeError(f"{p}:{i} is not a JSON object; write one object per line")
-        _check_columns(f"{p}:{i}", d)
+        _check_columns(f"{p}:{i}", d, required)
         rows.append(d)
     return rows
 
 
-def _rows_from_csv(p) -> list[dict]:
+def _rows_from_csv(p, required: Sequence[str]) -> list[dict]:
     import csv
 
     with p.open(newline="") as f:
         reader = csv.DictReader(f)
-        _check_columns(f"{p} (header row)", reader.fieldnames or [])
+        _check_columns(f"{p} (header row)", reader.fieldnames or [], required)
         return [dict(r) for r in reader]
 
 
-def _rows_from_dataset(p) -> list[dict]:
+def _rows_from_dataset(p, required: Sequence[str]) -> list[dict]:
     try:
         from datasets import load_from_disk
     except ImportError as e:  # pragma: no cover - a core dependency
@@ -214,5 +224,5 @@ def _rows_from_dataset(p) -> list[dict]:
         if len(splits) != 1:
             raise HeadscopeError(f"{p} holds the splits {splits}; save the one to analyse on its own")
         ds = ds[splits[0]]
-    _check_columns(str(p), ds.column_names)
+    _check_columns(str(p), ds.column_names, required)
     return [dict(r) for r in ds]

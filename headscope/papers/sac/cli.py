@@ -23,14 +23,18 @@ def register(sub) -> None:
     s = sub.add_parser(
         "sac",
         help="Sparse Activation Control: identify, fit, apply and evaluate head controllers",
-        description="SAC (Xiao et al., NeurIPS 2024) on the organism world's safety, advfact and preference tasks.",
+        description="SAC (Xiao et al., NeurIPS 2024) on the organism world's safety, advfact and preference tasks, "
+        "or on your own behaviour sets (--data FILE, docs/userdata.md).",
     )
     ss = s.add_subparsers(dest="sac_command", metavar="STEP")
     s.set_defaults(func=lambda args: _usage(s))
 
     i = ss.add_parser("identify", help="path patching per task, top heads, Jaccard overlap, side-by-side heatmaps")
     add_model_args(i)
-    i.add_argument("--tasks", default="safety,advfact,preference")
+    _data_arg(i)
+    i.add_argument(
+        "--tasks", default=None, help="behaviours to identify [all of the data's; organism: safety,advfact,preference]"
+    )
     i.add_argument("-k", "--k", type=int, default=4, help="heads per task [4]")
     i.add_argument("-n", "--n-prompts", type=int, default=24, help="stimulus pairs per task [24]")
     i.add_argument(
@@ -41,7 +45,8 @@ def register(sub) -> None:
 
     f = ss.add_parser("fit", help="fit one task's controller on its heads (safetensors + JSON)")
     add_model_args(f)
-    f.add_argument("--task", required=True, help="safety, advfact or preference")
+    _data_arg(f)
+    f.add_argument("--task", required=True, help="the behaviour (organism: safety, advfact or preference)")
     f.add_argument("--heads", default=None, metavar="L.H,...", help="heads, e.g. 0.2,L3H6 (default: from --identify)")
     f.add_argument(
         "--identify",
@@ -79,6 +84,7 @@ def register(sub) -> None:
 
     e = ss.add_parser("evaluate", help="task metrics and general ability: no control, each controller, all at once")
     add_model_args(e)
+    _data_arg(e)
     e.add_argument("--controller", action="append", required=True, metavar="PATH", help="controller (repeatable)")
     e.add_argument(
         "--out",
@@ -135,16 +141,36 @@ def _apply_args(a: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from headscope.loading import load_model
+    from headscope.cli._args import model_from_args
 
-    return load_model(args.model, backend=args.backend, device=args.device)
+    return model_from_args(args)
+
+
+def _data_arg(p) -> None:
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="FILE",
+        help="your own SAC behaviour sets (JSON, docs/userdata.md) instead of the organism's",
+    )
+
+
+def _data(args, tasks=None):
+    """The SAC data of ``--data FILE``, or the organism's (restricted to ``tasks``)."""
+    if getattr(args, "data", None):
+        from headscope.tasks.userdata import load_sac_data
+
+        data = load_sac_data(args.data)
+        return data.select(tasks) if tasks else data
+    from headscope.tasks.sac import SAC_TASK_NAMES, organism_sac
+
+    return organism_sac(tasks or SAC_TASK_NAMES)
 
 
 def cmd_identify(args) -> int:
     from headscope.papers.sac.identify import identify, overlap, save
-    from headscope.tasks.sac import organism_sac
 
-    data = organism_sac(csv(args.tasks))
+    data = _data(args, csv(args.tasks) if args.tasks else None)
     if args.n_prompts < 2:
         raise HeadscopeError(f"--n-prompts must be >= 2, got {args.n_prompts}")
     sel = identify(_load(args), data, k=args.k, n=args.n_prompts)
@@ -160,9 +186,8 @@ def cmd_identify(args) -> int:
 def cmd_fit(args) -> int:
     from headscope.papers.sac.fit import background_groups, fit
     from headscope.papers.sac.identify import load_heads
-    from headscope.tasks.sac import organism_sac
 
-    data = organism_sac()
+    data = _data(args)
     task = data.task(args.task)
     heads = parse_heads(args.heads) or load_heads(_identify_file(args), args.task)
     model = _load(args)
@@ -209,11 +234,10 @@ def cmd_apply(args) -> int:
 def cmd_evaluate(args) -> int:
     from headscope.papers.sac.evaluate import evaluate_all, markdown_table
     from headscope.steering import compose
-    from headscope.tasks.sac import organism_sac
 
     cs = _controllers(args.controller)
     model = _load(args)
-    data = organism_sac()
+    data = _data(args)
     cond: dict[str, list] = {"none": []}
     for c in cs:
         cond[c.name] = c.patches()
