@@ -16,6 +16,9 @@ class BaseHeadModel:
     """Shared plumbing; subclasses implement the backend-specific runs."""
 
     backend = "base"
+    #: Text prompts with words outside the vocabulary raise unless this is True
+    #: (``load_model(..., allow_unk=True)``, CLI ``--allow-unk``).
+    allow_unk: bool = False
     run_with_heads: Callable[..., tuple[Tensor, HeadCache]]  # each backend implements it (HeadModel.run_with_heads)
 
     def __init__(self, hf_model: nn.Module, tokenizer, name: str) -> None:
@@ -34,9 +37,6 @@ class BaseHeadModel:
         )
         self.device = next(hf_model.parameters()).device
         self._active: list[Patch] = []
-        #: Text prompts with words outside the vocabulary raise unless this is True
-        #: (``load_model(..., allow_unk=True)``, CLI ``--allow-unk``).
-        self.allow_unk = False
 
     def __repr__(self) -> str:
         return (
