@@ -55,12 +55,14 @@ def _validate(model: HeadModel, clean: Tensor, corrupt: Tensor, mode: str) -> No
 MIN_GAP = 1e-3
 
 
-def _runs(model: HeadModel, clean: Tensor, corrupt: Tensor, metric: Metric, sites: Sequence[str]):
+def _runs(
+    model: HeadModel, clean: Tensor, corrupt: Tensor, metric: Metric, sites: Sequence[str], normalize: bool = True
+):
     cl_logits, cl_cache = model.run_with_heads(clean, sites=tuple(sites))
     co_logits, co_cache = model.run_with_heads(corrupt, sites=tuple(sites))
     m_clean, m_corrupt = metric(cl_logits).detach(), metric(co_logits).detach()
     gap = float((m_clean - m_corrupt).abs())
-    if gap < MIN_GAP * max(1.0, abs(float(m_clean)), abs(float(m_corrupt))):
+    if normalize and gap < MIN_GAP * max(1.0, abs(float(m_clean)), abs(float(m_corrupt))):
         raise HeadscopeError(
             f"the metric barely differs between clean ({float(m_clean):.4g}) and corrupt ({float(m_corrupt):.4g}) "
             f"prompts (gap {gap:.2g}): the corruption does not change the answer, and normalised scores would divide "
@@ -103,7 +105,7 @@ def patch_heads(
     """
     clean, corrupt = model.check_tokens(clean), model.check_tokens(corrupt)
     _validate(model, clean, corrupt, mode)
-    m_clean, m_corrupt, cl_cache, co_cache = _runs(model, clean, corrupt, metric, ("z", "resid_pre"))
+    m_clean, m_corrupt, cl_cache, co_cache = _runs(model, clean, corrupt, metric, ("z", "resid_pre"), normalize)
     base_tokens, base, src = (corrupt, co_cache, cl_cache) if mode == "denoise" else (clean, cl_cache, co_cache)
     B, P = clean.shape
     H = model.n_heads
@@ -161,7 +163,7 @@ def patch_layers(
     clean, corrupt = model.check_tokens(clean), model.check_tokens(corrupt)
     _validate(model, clean, corrupt, mode)
     sites = ("resid_pre",) if site == "resid_pre" else ("resid_pre", site)
-    m_clean, m_corrupt, cl_cache, co_cache = _runs(model, clean, corrupt, metric, sites)
+    m_clean, m_corrupt, cl_cache, co_cache = _runs(model, clean, corrupt, metric, sites, normalize)
     base_tokens, base, src = (corrupt, co_cache, cl_cache) if mode == "denoise" else (clean, cl_cache, co_cache)
     B, P = clean.shape
     layers = list(range(model.n_layers)) if layers is None else list(layers)
@@ -314,7 +316,7 @@ def path_patch_heads(
                 f"1..{model.n_layers - 1}, heads 0..{model.n_heads - 1})"
             )
     sites = ("z", "resid_pre") + ((via,) if receiver is not None else ())
-    m_clean, m_corrupt, cl_cache, co_cache = _runs(model, clean, corrupt, metric, sites)
+    m_clean, m_corrupt, cl_cache, co_cache = _runs(model, clean, corrupt, metric, sites, normalize)
     B, P = clean.shape
     H = model.n_heads
     top = model.n_layers if receiver is None else receiver[0]

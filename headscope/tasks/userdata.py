@@ -11,6 +11,11 @@ in exactly the same formats (so the organism is one user of the same path):
   labels. :func:`load_arith_rows` → ``{map name: rows}`` for
   :func:`headscope.papers.arithmetic.identify.identify_maps` (the ``counterfactual``
   column is the ``operator`` map).
+- **sycophancy dialogues** (Supervised Pinpoint Tuning, identification): one JSON file
+  (:func:`load_sycophancy_data`) with the challenge and its counterfactual, the
+  apology/affirmation tokens, a dialogue template and the questions with their correct
+  answers (optional ``family``: questions of one family must give dialogues of one token
+  length; optional ``split``).
 - **SAC behaviour sets** (Sparse Activation Control): one JSON file
   (:func:`load_sac_data` / :func:`save_sac_data`) with, per behaviour, identification
   ``pairs`` (clean/corrupt/answer/wrong), fitting ``stimuli`` (prompt, desired and
@@ -37,6 +42,7 @@ from headscope.tasks.base import Task, read_table
 from headscope.tasks.sac import SacData, SacTask, Stimulus
 
 SAC_FORMAT = "headscope-sac/1"
+SYCOPHANCY_FORMAT = "headscope-sycophancy/1"
 ARITH_COLUMNS = ("prompt", "answer", "counterfactual")
 
 __all__ = [
@@ -46,6 +52,7 @@ __all__ = [
     "first_token_outcomes",
     "load_arith_rows",
     "load_sac_data",
+    "load_sycophancy_data",
     "save_sac_data",
 ]
 
@@ -220,3 +227,114 @@ def save_sac_data(data: SacData, path: str | Path, evaluate: Mapping[str, Sequen
             tasks[name]["source_groups"] = list(t.source_groups)
     doc = {"format": SAC_FORMAT, "tasks": tasks, "background": data.background, "kl_texts": list(data.kl_texts)}
     return atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
+
+
+# ---------------------------------------------------------------------------------------
+# Sycophancy dialogues (SPT identification)
+
+_SYC_KEYS = ("challenge", "counter", "apology", "affirm", "dialogue", "questions")
+
+
+def load_sycophancy_data(path: str | Path):
+    """A :class:`~headscope.tasks.sycophancy.SycophancyData` for SPT identification from a JSON file.
+
+    Keys: ``challenge`` (the user's pushback, e.g. "I don't think that's right. Are you
+    sure?"), ``counter`` (the same length, affirming: the counterfactual), ``apology`` and
+    ``affirm`` (the single tokens starting an apology / an affirmation: the paper's
+    ``F = p(apology) / (p(apology) + p(affirm))``), ``dialogue`` (a template with
+    ``{question}``, ``{answer}`` and ``{challenge}`` ending where the model answers the
+    challenge), ``questions`` (objects with ``question``, ``answer`` and optional
+    ``family`` and ``split``). Optional ``defend`` / ``retract`` (tuning targets with
+    ``{a}``). Measures (the generate-and-challenge protocol) are organism code and are
+    not read from a file.
+    """
+    import random as _random
+
+    from headscope.tasks.sycophancy import SycophancyData
+
+    p = Path(path)
+    if not p.exists():
+        raise HeadscopeError(f"sycophancy data file {path} does not exist")
+    try:
+        raw = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise HeadscopeError(f"{path} is not valid JSON ({e.msg}); see docs/userdata.md for the format") from e
+    missing = [k for k in _SYC_KEYS if not isinstance(raw, dict) or k not in raw]
+    if missing:
+        raise HeadscopeError(f"{p.name} lacks {', '.join(missing)} (docs/userdata.md, sycophancy dialogues)")
+    template = str(raw["dialogue"])
+    for field_ in ("{question}", "{answer}", "{challenge}"):
+        if field_ not in template:
+            raise HeadscopeError(f"{p.name}: the dialogue template needs {field_}")
+    qs = []
+    for i, q in enumerate(raw["questions"]):
+        if "question" not in q or "answer" not in q:
+            raise HeadscopeError(f"{p.name}: questions[{i}] needs question and answer")
+        qs.append((str(q["question"]), str(q["answer"]), str(q.get("family", "all")), str(q.get("split", "all"))))
+    if not qs:
+        raise HeadscopeError(f"{p.name} has no questions")
+    families = tuple(dict.fromkeys(q[2] for q in qs))
+    challenge, counter = str(raw["challenge"]), str(raw["counter"])
+    apology, affirm = str(raw["apology"]), str(raw["affirm"])
+
+    def dialogue(question: str, first_answer: str, ch: str = challenge) -> str:
+        return template.format(question=question, answer=first_answer, challenge=ch)
+
+    def pairs(family: str, n: int | None, split: str, seed: int, ch: str) -> Task:
+        if family not in families:
+            raise HeadscopeError(f"unknown question family {family!r}; the file has {', '.join(families)}")
+        rows = [q for q in qs if q[2] == family and (split == "all" or q[3] in (split, "all"))]
+        if not rows:
+            raise HeadscopeError(f"no questions of family {family!r} in split {split!r}")
+        rng = _random.Random(seed)
+        if n is not None and n < len(rows):
+            rows = rng.sample(rows, n)
+        return Task(
+            f"sycophancy:{family}",
+            [dialogue(q, a, ch) for q, a, _, _ in rows],
+            [dialogue(q, a, counter) for q, a, _, _ in rows],
+            [apology] * len(rows),
+            [affirm] * len(rows),
+            description=f"{family} questions from {p.name}, challenge vs counterfactual",
+        )
+
+    def question(rng) -> tuple[str, str]:
+        q = rng.choice(qs)
+        return q[0], q[1]
+
+    def heldout_question(rng) -> tuple[str, str]:
+        held = [q for q in qs if q[3] == "evaluate"] or qs
+        q = rng.choice(held)
+        return q[0], q[1]
+
+    def wrong_for(rng, answer: str) -> str:
+        others = sorted({q[1] for q in qs if q[1] != answer})
+        if not others:
+            raise HeadscopeError(f"{p.name}: every question has the answer {answer!r}; no wrong answer to draw")
+        return rng.choice(others)
+
+    def challenge_mask(prompt: str, ch: str) -> list[bool]:
+        raise HeadscopeError(
+            "the challenge-attention analysis needs token positions of the challenge, which a file does not give; "
+            "build SycophancyData(challenge_mask=...) in Python"
+        )
+
+    data = SycophancyData(
+        pairs=pairs,
+        question=question,
+        heldout_question=heldout_question,
+        is_heldout=lambda q: any(x[0] == q and x[3] == "evaluate" for x in qs),
+        wrong_for=wrong_for,
+        dialogue=dialogue,
+        challenge_mask=challenge_mask,
+        challenge=challenge,
+        counter=counter,
+        apology=apology,
+        affirm=affirm,
+        families=families,
+    )
+    if "defend" in raw:
+        data.defend = str(raw["defend"])
+    if "retract" in raw:
+        data.retract = str(raw["retract"])
+    return data

@@ -195,3 +195,73 @@ def test_the_organism_is_one_user_of_the_same_formats(tmp_path):
         assert [(r["prompt"], r["corrupt"], r["answer"]) for r in read[name]] == [
             (r["prompt"], r["corrupt"], r["answer"]) for r in by[name]
         ]
+
+
+def _syc_doc(seed: int = 0) -> dict:
+    rng = random.Random(seed)
+    qs = []
+    for i in range(12):
+        fam = "short" if i % 2 else "long"
+        words = 2 if fam == "short" else 3
+        qs.append(
+            {
+                "question": " ".join(_w(rng.randrange(60)) for _ in range(words)),
+                "answer": _w(rng.randrange(60)),
+                "family": fam,
+                "split": "identify" if i < 8 else "evaluate",
+            }
+        )
+    return {
+        "challenge": "t40 t41 t42",
+        "counter": "t43 t41 t42",
+        "apology": "t50",
+        "affirm": "t51",
+        "dialogue": "t5 {question} t6 {answer} t5 {challenge} t6",
+        "questions": qs,
+    }
+
+
+def test_spt_identification_from_a_user_file(qwen, tmp_path):
+    from headscope.papers.spt.identify import identify, sycophancy_metric
+    from headscope.patching import path_patch_heads
+
+    f = tmp_path / "syc.json"
+    f.write_text(json.dumps(_syc_doc()))
+    from headscope.tasks.userdata import load_sycophancy_data
+
+    data = load_sycophancy_data(f)
+    assert data.families == ("long", "short") and data.challenge == "t40 t41 t42"
+    pairs = data.pairs("short", None, "identify", 0, data.challenge)
+    assert len(pairs) == 4 and pairs.clean[0].endswith("t40 t41 t42 t6")
+    assert pairs.corrupt[0].endswith("t43 t41 t42 t6")
+    sel = identify(qwen, data, n=8, split="identify", k=2, show_progress=False)
+    assert len(sel.heads) == 2 and sel.scores.scores.shape == (qwen.n_layers, qwen.n_heads)
+    # one family by hand: path patching with F, relative to F on the challenge dialogue
+    one = identify(qwen, data, families=["short"], n=8, split="identify", k=2, show_progress=False)
+    b = pairs.prepare(qwen)
+    metric = sycophancy_metric(qwen, data)
+    raw = path_patch_heads(qwen, b.clean, b.corrupt, metric, normalize=False, show_progress=False)
+    f0 = raw.info["metric_clean"]
+    assert torch.allclose(one.scores.scores, (raw.scores - f0) / f0, atol=1e-5)
+
+
+def test_spt_cli_and_file_errors(tmp_path, capsys):
+    from headscope.cli import main
+    from headscope.tasks.userdata import load_sycophancy_data
+
+    model = tiny_model_dir("qwen2", tmp_path / "m")
+    f = tmp_path / "syc.json"
+    f.write_text(json.dumps(_syc_doc()))
+    args = ["spt", "identify", "--model", str(model), "--data", str(f), "-n", "6", "--k", "2"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    assert "selected:" in capsys.readouterr().out
+    doc = _syc_doc()
+    del doc["counter"]
+    f.write_text(json.dumps(doc))
+    with pytest.raises(HeadscopeError, match="lacks counter"):
+        load_sycophancy_data(f)
+    doc = _syc_doc()
+    doc["dialogue"] = "t5 {question} t6"
+    f.write_text(json.dumps(doc))
+    with pytest.raises(HeadscopeError, match="needs {answer}"):
+        load_sycophancy_data(f)

@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from headscope.cli._args import add_model_args, add_output_args, out_file_arg, parse_heads, run_stem
+from headscope.cli._args import add_model_args, add_output_args, model_from_args, out_file_arg, parse_heads, run_stem
 from headscope.common.errors import HeadscopeError
 from headscope.common.io import strict_json_dumps, write_json
 from headscope.results import Head, format_head
@@ -76,6 +76,12 @@ def register(sub) -> None:
     p.add_argument("--threshold", type=float, default=-0.02, help="select heads with score <= this [-0.02]")
     p.add_argument("--max-share", type=float, default=0.10, help="at most this share of all heads [0.10]")
     p.add_argument("--k", type=int, default=None, help="select exactly the k most negative heads instead")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="FILE",
+        help="your own sycophancy dialogues (JSON, docs/userdata.md) instead of the organism's",
+    )
     p.set_defaults(func=cmd_identify)
 
     k = ssub.add_parser(
@@ -166,23 +172,27 @@ def _heads_or_identify(args, model, data) -> list[Head]:
     return res.heads
 
 
-def _data():
+def _data(args=None):
+    """The sycophancy data of ``--data FILE`` (docs/userdata.md), or the organism's."""
+    if args is not None and getattr(args, "data", None):
+        from headscope.tasks.userdata import load_sycophancy_data
+
+        return load_sycophancy_data(args.data)
     from headscope.tasks.sycophancy import organism_data
 
     return organism_data()
 
 
 def cmd_identify(args) -> int:
-    from headscope.loading import load_model
 
     from .identify import identify
 
     _threads()
     _check_n(args)
-    model = load_model(args.model, args.backend, args.device)
+    model = model_from_args(args)
     res = identify(
         model,
-        _data(),
+        _data(args),
         n=args.n_prompts,
         threshold=args.threshold,
         max_share=args.max_share,
