@@ -16,6 +16,10 @@ in exactly the same formats (so the organism is one user of the same path):
   apology/affirmation tokens, a dialogue template and the questions with their correct
   answers (optional ``family``: questions of one family must give dialogues of one token
   length; optional ``split``).
+
+Wherever a JSON file holds a list of rows (SAC ``pairs``/``stimuli``/``evaluate``, the
+sycophancy ``questions``), it may instead name a table file (JSON Lines, CSV or a
+``datasets`` folder) by a path relative to the JSON file.
 - **SAC behaviour sets** (Sparse Activation Control): one JSON file
   (:func:`load_sac_data` / :func:`save_sac_data`) with, per behaviour, identification
   ``pairs`` (clean/corrupt/answer/wrong), fitting ``stimuli`` (prompt, desired and
@@ -108,6 +112,14 @@ def export_arith_rows(rows_by: Mapping[str, Sequence[Mapping[str, Any]]], path: 
 # SAC behaviour sets
 
 
+def _rows_or_table(value: Any, base: Path, required: Sequence[str]) -> Sequence[Mapping[str, Any]]:
+    """A list of objects given inline, or the rows of a table file (JSON Lines, CSV or a
+    ``datasets`` folder) named by a path relative to the JSON file."""
+    if isinstance(value, str):
+        return read_table(base / value, required)
+    return list(value)
+
+
 def _stimuli(raw: Sequence[Mapping[str, Any]], where: str) -> list[Stimulus]:
     out = []
     for i, s in enumerate(raw):
@@ -178,14 +190,17 @@ def load_sac_data(path: str | Path) -> SacData:
         if "pairs" not in t or "stimuli" not in t:
             raise HeadscopeError(f"{where} needs 'pairs' (identification) and 'stimuli' (fitting)")
         measure = str(t.get("measure", f"{name}_desired"))
+        stim_cols = ("prompt", "desired", "undesired")
         tasks[name] = SacTask(
             name,
-            _pairs(t["pairs"], name, f"{where}.pairs"),
-            _stimuli(t["stimuli"], f"{where}.stimuli"),
+            _pairs(
+                _rows_or_table(t["pairs"], p.parent, ("clean", "corrupt", "answer", "wrong")), name, f"{where}.pairs"
+            ),
+            _stimuli(_rows_or_table(t["stimuli"], p.parent, stim_cols), f"{where}.stimuli"),
             measure,
             tuple(t.get("source_groups", ())),
         )
-        evals[measure] = _stimuli(t.get("evaluate", []), f"{where}.evaluate")
+        evals[measure] = _stimuli(_rows_or_table(t.get("evaluate", []), p.parent, stim_cols), f"{where}.evaluate")
     background = {str(k): [str(x) for x in v] for k, v in raw.get("background", {}).items()}
     kl_texts = [str(x) for x in raw.get("kl_texts", [])]
 
@@ -267,7 +282,7 @@ def load_sycophancy_data(path: str | Path):
         if field_ not in template:
             raise HeadscopeError(f"{p.name}: the dialogue template needs {field_}")
     qs = []
-    for i, q in enumerate(raw["questions"]):
+    for i, q in enumerate(_rows_or_table(raw["questions"], p.parent, ("question", "answer"))):
         if "question" not in q or "answer" not in q:
             raise HeadscopeError(f"{p.name}: questions[{i}] needs question and answer")
         qs.append((str(q["question"]), str(q["answer"]), str(q.get("family", "all")), str(q.get("split", "all"))))

@@ -229,3 +229,31 @@ def test_multi_token_answers_by_first_token(tmp_path):
     same = Task("same", ["3 + 5 ="], ["3 @ 5 ="], ["8 ."], ["8 !"])
     with pytest.raises(HeadscopeError, match="same first token"):
         same.prepare(m, answer_tokens="first")
+
+
+def test_cli_prompt_longer_than_context(tmp_path):
+    import json as _json
+
+    from headscope.paths import organism_dir
+
+    n_ctx = _json.loads((organism_dir("llama") / "config.json").read_text())["max_position_embeddings"]
+    long = " ".join(["the"] * n_ctx)
+    f = _pairs(tmp_path, [{"clean": long, "corrupt": long, "answer": "8", "wrong": "2"}])
+    r = run("patch", "--prompts", f, "--out", str(tmp_path))
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("headscope: error")]
+    assert r.returncode == 2 and len(errors) == 1 and "positions" in errors[0], r.stderr
+
+
+def test_cli_model_without_tokenizer_says_what_to_add(tmp_path):
+    import shutil
+
+    from headscope.paths import organism_dir
+
+    d = tmp_path / "no-tokenizer"
+    d.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(organism_dir("llama") / f, d / f)
+    r = run("patch", "--model", str(d), "--backend", "nnsight", "-n", "4", "--out", str(tmp_path))
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("headscope: error")]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr
+    assert "no tokenizer" in errors[0] and "save_pretrained" in errors[0]

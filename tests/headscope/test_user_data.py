@@ -265,3 +265,29 @@ def test_spt_cli_and_file_errors(tmp_path, capsys):
     f.write_text(json.dumps(doc))
     with pytest.raises(HeadscopeError, match="needs {answer}"):
         load_sycophancy_data(f)
+
+
+def test_json_files_may_name_tables(tmp_path):
+    # SAC stimuli and sycophancy questions as CSV / JSON Lines files next to the JSON
+    from headscope.tasks.userdata import load_sycophancy_data
+
+    doc = _sac_doc()
+    st = doc["tasks"]["alpha"]["stimuli"]
+    with (tmp_path / "alpha_stimuli.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["prompt", "desired", "undesired"])
+        w.writeheader()
+        w.writerows(st)
+    doc["tasks"]["alpha"]["stimuli"] = "alpha_stimuli.csv"
+    (tmp_path / "sac.json").write_text(json.dumps(doc))
+    inline = _sac_doc()
+    (tmp_path / "inline.json").write_text(json.dumps(inline))
+    a, b = load_sac_data(tmp_path / "sac.json"), load_sac_data(tmp_path / "inline.json")
+    assert a.tasks["alpha"].stimuli == b.tasks["alpha"].stimuli
+    syc = _syc_doc()
+    (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(q) for q in syc["questions"]) + "\n")
+    syc_file = dict(syc, questions="q.jsonl")
+    (tmp_path / "syc.json").write_text(json.dumps(syc_file))
+    (tmp_path / "syc_inline.json").write_text(json.dumps(syc))
+    x = load_sycophancy_data(tmp_path / "syc.json").pairs("long", None, "all", 0, syc["challenge"])
+    y = load_sycophancy_data(tmp_path / "syc_inline.json").pairs("long", None, "all", 0, syc["challenge"])
+    assert (x.clean, x.corrupt) == (y.clean, y.corrupt)
