@@ -291,3 +291,14 @@ def test_json_files_may_name_tables(tmp_path):
     x = load_sycophancy_data(tmp_path / "syc.json").pairs("long", None, "all", 0, syc["challenge"])
     y = load_sycophancy_data(tmp_path / "syc_inline.json").pairs("long", None, "all", 0, syc["challenge"])
     assert (x.clean, x.corrupt) == (y.clean, y.corrupt)
+
+
+def test_arith_cli_identify_on_user_rows(tmp_path, capsys):
+    from headscope.cli import main
+
+    model = tiny_model_dir("qwen2", tmp_path / "m")
+    f = tmp_path / "arith.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in _arith_rows()) + "\n")
+    rc = main(["arith", "identify", "--model", str(model), "--rows", str(f), "--all-prompts", "--out", str(tmp_path)])
+    assert rc == 0
+    assert "heads at or below" in capsys.readouterr().out

@@ -32,6 +32,13 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
         "--all-prompts", action="store_true", help="keep prompts the model gets wrong (default: correct ones only)"
     )
     p.add_argument("--per-group", type=int, default=32, help="prompts per equal-length group for path patching [32]")
+    p.add_argument(
+        "--rows",
+        default=None,
+        metavar="FILE",
+        help="your own arithmetic rows (prompt, answer, counterfactual; JSON Lines, CSV or a datasets folder; "
+        "docs/userdata.md) instead of the organism's templates (--ops/--styles/--split then do not apply)",
+    )
     add_output_args(p, out, top=False, png=False)
 
 
@@ -127,7 +134,13 @@ def _prompts(args, model=None) -> list:
     from headscope.papers import arithmetic as ar
     from headscope.tasks.arithmetic import arith_prompts
 
-    rows: list = arith_prompts(ops=csv(args.ops), styles=csv(args.styles), split=args.split)
+    rows: list
+    if getattr(args, "rows", None):
+        from headscope.tasks.userdata import load_arith_rows
+
+        rows = load_arith_rows(args.rows)["operator"]
+    else:
+        rows = arith_prompts(ops=csv(args.ops), styles=csv(args.styles), split=args.split)
     if model is not None and not args.all_prompts:
         rows = ar.filter_correct(model, rows)
         if not rows:
@@ -138,16 +151,17 @@ def _prompts(args, model=None) -> list:
 
 
 def _load(args):
-    from headscope.loading import load_model
+    from headscope.cli._args import model_from_args
 
     n = len(_prompts(args))  # validate the selection before loading the model
     if args.per_group < 1:
         raise HeadscopeError(f"--per-group must be >= 1, got {args.per_group}")
-    model = load_model(args.model, backend=args.backend, device=args.device)
+    model = model_from_args(args)
     if not args.all_prompts:
         log(f"model {args.model}: finding which of the {n} prompts it answers correctly")
     rows = _prompts(args, model)
-    print(f"model {args.model}: {len(rows)} prompts ({args.ops}; {args.styles})", file=sys.stderr)
+    src = args.rows if getattr(args, "rows", None) else f"{args.ops}; {args.styles}"
+    print(f"model {args.model}: {len(rows)} prompts ({src})", file=sys.stderr)
     return model, rows
 
 
