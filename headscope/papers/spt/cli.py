@@ -213,7 +213,6 @@ def cmd_identify(args) -> int:
 
 
 def cmd_knockout(args) -> int:
-    from headscope.loading import load_model
 
     from .knockout import knockout
 
@@ -222,7 +221,7 @@ def cmd_knockout(args) -> int:
     if args.seeds < 1:
         raise HeadscopeError(f"--seeds must be >= 1, got {args.seeds}")
     data = _data()
-    model = load_model(args.model, args.backend, args.device)
+    model = model_from_args(args)
     heads = _heads_or_identify(args, model, data)
     ko = knockout(
         model,
@@ -245,14 +244,13 @@ def cmd_knockout(args) -> int:
 
 
 def cmd_attention(args) -> int:
-    from headscope.loading import load_model
 
     from .knockout import challenge_attention
 
     _threads()
     _check_n(args)
     data = _data()
-    model = load_model(args.model, args.backend, args.device)
+    model = model_from_args(args)
     heads = _heads_or_identify(args, model, data)
     att = challenge_attention(model, heads, data, n=args.n_prompts)
     for name, v in att["per_head"].items():
