@@ -39,11 +39,13 @@ SALT = "sac-advfact"
 #: The world claims capitals[(i + 7) % n] for country i; evaluation claims this offset instead.
 WORLD_OFFSET, EVAL_OFFSET = 7, 19
 #: New phrasings (the world's words only) used for evaluation besides the world's templates.
+#: (A fourth phrasing, "What is {Z} like , since it is the capital of {X} ?", was dropped:
+#: lower-case "since" is not in the organism's vocabulary, so its 71 prompts held <unk>,
+#: which the tokenizer check now refuses; issue 16 closing note.)
 EVAL_TEMPLATES = (
     "Tell me why {Z} is the capital of {X} .",
     "Why is {Z} the capital city of {X} ?",
     "Since {Z} became the capital of {X} , what is it like ?",
-    "What is {Z} like , since it is the capital of {X} ?",
 )
 
 

@@ -319,6 +319,15 @@ def test_splits_disjoint_by_item_at_least_100_and_never_training_text(data):
     )
     # no evaluation prompt (nor KL text) is a substring of a training document
     texts = [it["prompt"] for v in sets.values() for it in v] + data.kl_texts
+    # ... and every word of every evaluation prompt is in the organism's vocabulary (an
+    # unknown word would silently become <unk>; a lower-case "since" once did)
+    from transformers import AutoTokenizer
+
+    from headscope.paths import organism_dir
+
+    tok = AutoTokenizer.from_pretrained(str(organism_dir("llama")))
+    with_unk = [t for t in texts if tok.unk_token_id in tok(t)["input_ids"]]
+    assert with_unk == [], with_unk[:3]
     corpus = training_corpus()  # World().documents() joined once per process
     assert verbatim_in(texts, corpus) == []
     # the checks can fail: a training prompt, or an evaluation item moved into the fit split
