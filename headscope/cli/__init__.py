@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if isinstance(getattr(args, "model", None), str):
+        if getattr(args, "_headmodel", False) and isinstance(getattr(args, "model", None), str):
             from headscope.names import resolve_model_name
 
             resolve_model_name(args.model)  # a typo fails here, before torch loads

@@ -55,6 +55,9 @@ def add_model_args(p: argparse.ArgumentParser, device: bool = True) -> None:
         action="store_true",
         help="analyse prompts with words outside the model's vocabulary (default: an error naming them)",
     )
+    # main() resolves --model before heavy imports, only for commands declared here (the
+    # companions' --model options name their own models, not HeadModels).
+    p.set_defaults(_headmodel=True)
 
 
 def model_from_args(args):
