@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -385,7 +385,7 @@ class Controller:
         return out
 
     def with_alpha(self, alpha: float) -> Controller:
-        return Controller(self.name, self.kind, self.layers, alpha, self.policy, self.site, dict(self.meta))
+        return replace(self, alpha=alpha, meta=dict(self.meta))
 
     # -- io ------------------------------------------------------------------------
     def save(self, path: str | Path) -> tuple[Path, Path]:
@@ -536,15 +536,7 @@ def with_gate(
         e2 = {k: v for k, v in e.items() if not _is_gate_key(k)}
         e2.update(layer_gate(src[L], slack, None if background is None else background[L]))
         layers[L] = e2
-    return Controller(
-        controller.name,
-        controller.kind,
-        layers,
-        controller.alpha,
-        controller.policy,
-        controller.site,
-        dict(controller.meta),
-    )
+    return replace(controller, layers=layers, meta=dict(controller.meta))
 
 
 _GATE_KEYS = ("mu_s", "prec_s", "gate", "mu_b", "prec_b", "logdet")
@@ -572,15 +564,7 @@ def union_gate(controller: Controller, gated: Sequence[Controller]) -> Controlle
                 raise HeadscopeError(f"layer {L}: {g.name!r} gates heads {ge.get('heads')}, not {e.get('heads')}")
             e2.update({f"g{i}.{k}": v for k, v in ge.items() if k in _GATE_KEYS})
         layers[L] = e2
-    return Controller(
-        controller.name,
-        controller.kind,
-        layers,
-        controller.alpha,
-        controller.policy,
-        controller.site,
-        dict(controller.meta),
-    )
+    return replace(controller, layers=layers, meta=dict(controller.meta))
 
 
 def mean_shift_controller(

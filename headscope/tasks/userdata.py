@@ -112,6 +112,16 @@ def export_arith_rows(rows_by: Mapping[str, Sequence[Mapping[str, Any]]], path: 
 # SAC behaviour sets
 
 
+def _read_json(p: Path, what: str) -> Any:
+    """The parsed JSON of ``p``; a missing file or invalid JSON is a HeadscopeError naming the format page."""
+    if not p.exists():
+        raise HeadscopeError(f"{what} file {p} does not exist")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise HeadscopeError(f"{p} is not valid JSON ({e.msg}); see docs/userdata.md for the format") from e
+
+
 def _rows_or_table(value: Any, base: Path, required: Sequence[str]) -> Sequence[Mapping[str, Any]]:
     """A list of objects given inline, or the rows of a table file (JSON Lines, CSV or a
     ``datasets`` folder) named by a path relative to the JSON file."""
@@ -175,12 +185,7 @@ def load_sac_data(path: str | Path) -> SacData:
     kept for paired confidence intervals.
     """
     p = Path(path)
-    if not p.exists():
-        raise HeadscopeError(f"SAC data file {path} does not exist")
-    try:
-        raw = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise HeadscopeError(f"{path} is not valid JSON ({e.msg}); see docs/userdata.md for the format") from e
+    raw = _read_json(p, "SAC data")
     if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), dict) or not raw["tasks"]:
         raise HeadscopeError(f"{path} needs a 'tasks' object with at least one behaviour (docs/userdata.md)")
     tasks: dict[str, SacTask] = {}
@@ -268,12 +273,7 @@ def load_sycophancy_data(path: str | Path):
     from headscope.tasks.sycophancy import SycophancyData
 
     p = Path(path)
-    if not p.exists():
-        raise HeadscopeError(f"sycophancy data file {path} does not exist")
-    try:
-        raw = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise HeadscopeError(f"{path} is not valid JSON ({e.msg}); see docs/userdata.md for the format") from e
+    raw = _read_json(p, "sycophancy data")
     missing = [k for k in _SYC_KEYS if not isinstance(raw, dict) or k not in raw]
     if missing:
         raise HeadscopeError(f"{p.name} lacks {', '.join(missing)} (docs/userdata.md, sycophancy dialogues)")
