@@ -31,6 +31,7 @@ from headscope.common.batching import chunks
 from headscope.common.errors import HeadscopeError
 from headscope.common.metrics import normalized_patching_metric
 from headscope.common.progress import progress
+from headscope.fastpatch import PrefixSweep, first_difference, metric_positions, parse_memory
 from headscope.model import HeadCache, HeadModel, Patch, Site
 from headscope.results import HeadResult
 
@@ -56,7 +57,13 @@ MIN_GAP = 1e-3
 
 
 def _runs(
-    model: HeadModel, clean: Tensor, corrupt: Tensor, metric: Metric, sites: Sequence[str], normalize: bool = True
+    model: HeadModel,
+    clean: Tensor,
+    corrupt: Tensor,
+    metric: Metric,
+    sites: Sequence[str],
+    normalize: bool = True,
+    return_logits: bool = False,
 ):
     cl_logits, cl_cache = model.run_with_heads(clean, sites=tuple(sites))
     co_logits, co_cache = model.run_with_heads(corrupt, sites=tuple(sites))
@@ -68,11 +75,24 @@ def _runs(
             f"prompts (gap {gap:.2g}): the corruption does not change the answer, and normalised scores would divide "
             "by that gap; use a corruption that changes the model's answer"
         )
+    if return_logits:
+        return m_clean, m_corrupt, cl_cache, co_cache, cl_logits, co_logits
     return m_clean, m_corrupt, cl_cache, co_cache
 
 
 def _fast_ok(model: HeadModel) -> bool:
     return model.supports("fast_reentry")
+
+
+def _prefix_ok(model: HeadModel) -> bool:
+    """The exact prefix-reuse sweep (:mod:`headscope.fastpatch`) applies: an HF module tree
+    with a fast re-entry path and no ``hooked`` patches active."""
+    return (
+        _fast_ok(model)
+        and getattr(model, "hf_model", None) is not None
+        and not getattr(model, "_active", None)
+        and not model.hf_model.training  # type: ignore[union-attr]
+    )
 
 
 def patch_heads(
@@ -85,7 +105,10 @@ def patch_heads(
     per_position: bool = False,
     layers: Sequence[int] | None = None,
     max_rows: int = 512,
+    max_memory: int | str | None = None,
+    positions: Sequence[int] | None = None,
     fast: bool = True,
+    dtype: torch.dtype | str | None = None,
     normalize: bool = True,
     show_progress: bool = True,
 ) -> HeadResult:
@@ -96,22 +119,65 @@ def patch_heads(
         mode: ``"denoise"``: clean activation into the corrupt run; ``"noise"``: corrupt
             activation into the clean run.
         per_position: one patch per (head, position) instead of per head.
-        max_rows: rows per forward pass (patched copies × batch), bounding memory.
-        fast: re-enter at the patched layer from the cached residual (Llama-family).
+        max_rows: most patched rows (copies × batch) per forward pass.
+        max_memory: activation bytes one forward pass may hold (``"256MB"``, ``"1GB"`` or
+            an int; default :data:`headscope.fastpatch.DEFAULT_MAX_MEMORY`, 256 MB).
+        positions: the sequence positions ``metric`` reads (negative counts from the
+            end); only those are unembedded. Default: the metric's ``positions``
+            attribute, else the last position if a probe shows the metric reads only it
+            (see :func:`headscope.fastpatch.metric_positions`), else all.
+        fast: the exact fast path of :mod:`headscope.fastpatch` (re-entry at ``z``,
+            prefix reuse, unchanged rows skipped, metric positions only); ``False`` runs
+            every patched copy through the whole model.
+        dtype: ``"bfloat16"`` (or ``torch.bfloat16``) runs the patched copies of the fast
+            path in that precision, on low-precision copies of the blocks (the model is
+            untouched); the sweep is then repeated in float32 on its first, middle and
+            last layer and the largest difference is reported in
+            ``info["dtype_error"]``. Default: the model's own dtype.
         normalize: report ``(m − m_corrupt)/(m_clean − m_corrupt)``; else the raw metric.
 
     Returns:
-        HeadResult with axes ``("layer", "head")`` or ``("layer", "pos", "head")``.
+        HeadResult with axes ``("layer", "head")`` or ``("layer", "pos", "head")``;
+        ``info["engine"]`` says which path ran and ``info["metric_positions"]`` which
+        positions were unembedded.
     """
     clean, corrupt = model.check_tokens(clean), model.check_tokens(corrupt)
     _validate(model, clean, corrupt, mode)
-    m_clean, m_corrupt, cl_cache, co_cache = _runs(model, clean, corrupt, metric, ("z", "resid_pre"), normalize)
+    m_clean, m_corrupt, cl_cache, co_cache, cl_logits, co_logits = _runs(
+        model, clean, corrupt, metric, ("z", "resid_pre"), normalize, return_logits=True
+    )
     base_tokens, base, src = (corrupt, co_cache, cl_cache) if mode == "denoise" else (clean, cl_cache, co_cache)
     B, P = clean.shape
     H = model.n_heads
     layers = list(range(model.n_layers)) if layers is None else list(layers)
     out = torch.full((model.n_layers, P, H) if per_position else (model.n_layers, H), float("nan"))
-    use_fast = fast and _fast_ok(model)
+    budget = parse_memory(max_memory)
+    low = _low_precision(dtype)
+    if low is not None and not (fast and _prefix_ok(model)):
+        raise HeadscopeError(
+            "dtype= applies to the fast path only, which this model cannot take (no HF module tree, hooked "
+            "patches active, or fast=False); leave dtype unset"
+        )
+    if fast and _prefix_ok(model):
+        base_logits = co_logits if mode == "denoise" else cl_logits
+        pos, how = metric_positions(metric, base_logits, positions)
+        run = (clean, corrupt, base_tokens, base_logits, src, metric)
+        opts = (per_position, pos, budget, max_rows, (m_clean, m_corrupt, mode, normalize))
+        _prefix_sweep(model, *run, out, layers, *opts, show_progress, dtype=low)
+        axes = ("layer", "pos", "head") if per_position else ("layer", "head")
+        info = _info(model, mode, m_clean, m_corrupt, normalize, site="z", per_position=per_position)
+        info.update({"engine": "prefix", "metric_positions": pos, "metric_positions_from": how})
+        if low is not None:
+            check = sorted({layers[0], layers[len(layers) // 2], layers[-1]})
+            ref = torch.full_like(out, float("nan"))
+            _prefix_sweep(model, *run, ref, check, *opts, False)
+            err = float((out[check] - ref[check]).abs().max())
+            info["dtype"] = str(low).removeprefix("torch.")
+            info["dtype_error"] = {"max_abs_vs_float32": err, "layers_checked": check, "n_scores": ref[check].numel()}
+        return HeadResult(out, axes, {"pos": _pos_labels(model, clean)}, info)
+    # Under model.hooked(...) patches the cached residuals already carry them; a re-entry
+    # would skip those below the patched layer, so every copy runs the whole model.
+    use_fast = fast and _fast_ok(model) and not getattr(model, "_active", None)
     per_chunk = max(1, max_rows // B)
     for L in progress(layers, desc="patching heads") if show_progress else layers:
         jobs = [(h, p) for h in range(H) for p in (range(P) if per_position else [None])]
@@ -136,7 +202,102 @@ def patch_heads(
                     out[L, h] = v
     axes = ("layer", "pos", "head") if per_position else ("layer", "head")
     info = _info(model, mode, m_clean, m_corrupt, normalize, site="z", per_position=per_position)
+    info["engine"] = "reentry" if use_fast else "full"
     return HeadResult(out, axes, {"pos": _pos_labels(model, clean)}, info)
+
+
+def _prefix_sweep(
+    model: HeadModel,
+    clean: Tensor,
+    corrupt: Tensor,
+    base_tokens: Tensor,
+    base_logits: Tensor,
+    src: HeadCache,
+    metric: Metric,
+    out: Tensor,
+    layers: Sequence[int],
+    per_position: bool,
+    pos: list[int],
+    budget: int,
+    max_rows: int,
+    norm: tuple,
+    show_progress: bool,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Fill ``out`` by the exact fast path of :mod:`headscope.fastpatch`.
+
+    Per-position: one group per (layer, position ``p``); the copies of a group patch one
+    head each at ``p``, for the base rows whose clean and corrupt prompts already differ
+    at or before ``p`` (for the others the patch is the identity). All positions: one
+    group per layer, starting at the first position where any row differs.
+    """
+    m_clean, m_corrupt, mode, normalize = norm
+    B, T = base_tokens.shape
+    H = model.n_heads
+    sweep = PrefixSweep(model, base_tokens, pos, dtype=dtype)
+    if dtype is None:
+        _check_sweep_base(sweep, base_logits[:, pos])
+    first = first_difference(clean, corrupt)  # [B]
+    m_base = m_corrupt if mode == "denoise" else m_clean
+    s_base = _score(m_base, m_clean, m_corrupt, mode, normalize)
+    buf = torch.full((B, T, sweep.base_logits.shape[-1]), float("nan"), dtype=sweep.base_logits.dtype)
+    pos_t = torch.tensor(pos)
+    per_token = sweep.bytes_per_token()
+    logit_bytes = 8 * len(pos) * sweep.base_logits.shape[-1]
+    starts = list(range(T)) if per_position else [int(first.min())]
+    with sweep.session():
+        for L in progress(layers, desc="patching heads") if show_progress else layers:
+            zb, zs = sweep.z[L], src.z[L].to(sweep.z[L].dtype)
+            for p in starts:
+                active = torch.nonzero(first <= p).flatten() if per_position else torch.nonzero(first < T).flatten()
+                if p >= T or active.numel() == 0:
+                    if per_position:
+                        out[L, p] = s_base
+                    else:
+                        out[L] = s_base
+                    continue
+                nA = active.numel()
+                q = 1 if per_position else T - p
+                per_copy = per_token * (T - p) + logit_bytes
+                n_heads = max(1, min(H, budget // (per_copy * nA), max_rows // nA))
+                for hs in chunks(list(range(H)), n_heads):
+                    rows = active.repeat(len(hs))
+                    z_new = zb[rows, p : p + q].clone()
+                    for j, h in enumerate(hs):
+                        z_new[j * nA : (j + 1) * nA, :, h] = zs[active, p : p + q, h]
+                    lg = sweep.run(L, p, rows, z_new)
+                    for j, h in enumerate(hs):
+                        buf[:, pos_t] = sweep.base_logits
+                        buf[active[:, None], pos_t[None, :]] = lg[j * nA : (j + 1) * nA]
+                        v = _score(metric(buf).detach(), m_clean, m_corrupt, mode, normalize)
+                        if per_position:
+                            out[L, p, h] = v
+                        else:
+                            out[L, h] = v
+
+
+def _low_precision(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or dtype in ("float32", torch.float32):
+        return None
+    table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if isinstance(dtype, str) and dtype in table:
+        return table[dtype]
+    if dtype in (torch.bfloat16, torch.float16):
+        return dtype
+    raise HeadscopeError(f"unknown sweep dtype {dtype!r}; use bfloat16, float16 or leave it unset (float32)")
+
+
+def _check_sweep_base(sweep: PrefixSweep, ref: Tensor) -> None:
+    """The fast path's own base run must reproduce the backend's logits ``ref`` (a cheap
+    guard against an architecture whose blocks it calls differently)."""
+    ref = ref.to(sweep.base_logits.dtype)
+    err = float((sweep.base_logits - ref).abs().max())
+    scale = max(1.0, float(ref.abs().max()))
+    if not err <= 1e-4 * scale:
+        raise HeadscopeError(
+            f"the fast patching path does not reproduce this model's logits (max difference {err:.3g}); "
+            "run with fast=False (CLI --no-fast) and report the architecture"
+        )
 
 
 def patch_layers(

@@ -54,6 +54,13 @@ class ArchPaths:
     fast_reentry: bool = False
     attn_out: str | None = None
     mlp_flat: bool = False
+    #: Edge-level analyses (headscope/eap.py): the norm in front of attention and the one
+    #: in front of the MLP (block submodules), the module whose input is the MLP's input,
+    #: and whether attention and MLP read the same residual (GPT-J; GPT-NeoX per config).
+    attn_norm: str = "input_layernorm"
+    mlp_norm: str = "post_attention_layernorm"
+    mlp_in: str = "mlp"
+    parallel: bool | str = False
 
 
 LLAMA_PATHS = ArchPaths(
@@ -63,19 +70,22 @@ PHI3_PATHS = replace(LLAMA_PATHS, qkv=None, qkv_fused="qkv_proj")
 GEMMA2_PATHS = replace(LLAMA_PATHS, attn_out="post_attention_layernorm", mlp="post_feedforward_layernorm")
 GPT2_PATHS = ArchPaths(
     "transformer.h", "attn", "c_proj", "mlp", "transformer.ln_f", "lm_head", "transformer.wte",
-    qkv=None, qkv_fused="c_attn", conv1d=True, fast_reentry=True,
+    qkv=None, qkv_fused="c_attn", conv1d=True, fast_reentry=True, attn_norm="ln_1", mlp_norm="ln_2",
 )  # fmt: skip
 NEOX_PATHS = ArchPaths(
     "gpt_neox.layers", "attention", "dense", "mlp", "gpt_neox.final_layer_norm", "lm_head", "gpt_neox.embed_in",
     qkv=None, qkv_fused="query_key_value", qkv_layout="heads", fast_reentry=True,
+    parallel="use_parallel_residual",
 )  # fmt: skip
 OPT_PATHS = ArchPaths(
     "model.decoder.layers", "self_attn", "out_proj", "fc2", "model.decoder.final_layer_norm", "lm_head",
     "model.decoder.embed_tokens", mlp_flat=True, fast_reentry=True,
+    attn_norm="self_attn_layer_norm", mlp_norm="final_layer_norm", mlp_in="fc1",
 )  # fmt: skip
 GPTJ_PATHS = ArchPaths(
-    "transformer.h", "attn", "out_proj", "mlp", "transformer.ln_f", "lm_head", "transformer.wte", fast_reentry=True
-)
+    "transformer.h", "attn", "out_proj", "mlp", "transformer.ln_f", "lm_head", "transformer.wte", fast_reentry=True,
+    attn_norm="ln_1", mlp_norm="ln_1", parallel=True,
+)  # fmt: skip
 _LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "gemma", "olmo", "olmo2", "granite"}
 
 #: model_type (the HF config's) -> its paths. docs/models.md lists what each supports.

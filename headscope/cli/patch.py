@@ -38,6 +38,18 @@ def register(sub) -> None:
     p.add_argument(
         "--site", default="heads", choices=("heads", "resid_pre", "attn_out", "mlp_out"), help="what to patch [heads]"
     )
+    p.add_argument(
+        "--max-memory",
+        default=None,
+        metavar="SIZE",
+        help="activation memory one forward pass of the sweep may hold, e.g. 512MB or 2GB [256MB]",
+    )
+    p.add_argument(
+        "--no-fast",
+        action="store_true",
+        help="run every patched copy through the whole model (the exact fast path is the default; "
+        "docs/headscope.md, 'How the sweep is fast')",
+    )
     add_output_args(p, "out/patch")
     p.set_defaults(func=cmd_patch)
 
@@ -55,9 +67,11 @@ def register(sub) -> None:
 
 
 def cmd_patch(args) -> int:
+    from headscope.fastpatch import parse_memory
     from headscope.patching import patch_task
 
-    task = task_from_args(args)  # validate the task before loading the model
+    task = task_from_args(args)  # validate the task and the memory budget before loading the model
+    max_memory = parse_memory(args.max_memory)
     model = model_from_args(args)
     batch = task.prepare(model, answer_tokens=args.answer_tokens)
     print(
@@ -67,9 +81,16 @@ def cmd_patch(args) -> int:
         file=sys.stderr,
     )
     if args.site == "heads":
-        res = patch_task(model, batch, mode=args.mode, per_position=args.per_position)
+        res = patch_task(
+            model,
+            batch,
+            mode=args.mode,
+            per_position=args.per_position,
+            max_memory=max_memory,
+            fast=not args.no_fast,
+        )
     else:
-        res = patch_task(model, batch, sites=args.site, mode=args.mode, per_position=True)
+        res = patch_task(model, batch, sites=args.site, mode=args.mode, per_position=True, fast=not args.no_fast)
     res.info.update({"task": batch.name, "prompts": batch.clean.shape[0], "task_description": task.description})
     stem = Path(args.out) / run_stem(args, batch.name, args.site, args.mode, "pos" if args.per_position else None)
     files = res.save(stem)

@@ -127,6 +127,7 @@ class TaskBatch:
         def fn(logits: Tensor) -> Tensor:
             return logit_diff(logits, ans.to(logits.device), wrong.to(logits.device))
 
+        fn.positions = (-1,)  # type: ignore[attr-defined]  # read by patching: only the last position is unembedded
         return fn
 
 
