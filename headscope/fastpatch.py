@@ -20,11 +20,12 @@ scores equal TransformerLens's ``get_act_patch_attn_head_out_by_pos`` / ``_all_p
    their first ``f`` tokens, every activation at positions ``< f`` is the same in both
    runs, so patching it is the identity: those rows keep the base run's logits and no
    forward pass is spent on them (TransformerLens computes them anyway).
-4. **Unembed only what the metric reads.** The metric's positions are declared
+4. **Compute only what the metric reads.** The metric's positions are declared
    (``positions=`` or a ``positions`` attribute on the metric) or found by a probe: the
    metric is evaluated once on the base logits with every position but the last set to
-   NaN, and if the value is unchanged only the last position is unembedded. The metric
-   still receives ``[batch, pos, vocab]`` logits; positions it does not read hold NaN.
+   NaN, and if the value is unchanged only the last position is unembedded. The last
+   block's MLP, too, runs on those positions only. The metric still receives
+   ``[batch, pos, vocab]`` logits; positions it does not read hold NaN.
 
 Rows of one forward pass are bounded by ``max_memory`` (bytes of activations per
 forward, estimated from the model's widths; ``DEFAULT_MAX_MEMORY``).
@@ -92,6 +93,21 @@ class _KV:
         if pre is None or pre[0].shape[-2] == 0:
             return key, value
         return torch.cat([pre[0], key], dim=-2), torch.cat([pre[1], value], dim=-2)
+
+
+@contextmanager
+def _swap_forward(mod: nn.Module, fn: Callable) -> Iterator[None]:
+    """``mod``'s forward is ``fn`` inside the block. An instance attribute, restored
+    exactly on exit (nnsight keeps its own wrapper in that slot)."""
+    had, prev = "forward" in mod.__dict__, mod.__dict__.get("forward")
+    mod.__dict__["forward"] = fn
+    try:
+        yield
+    finally:
+        if had:
+            mod.__dict__["forward"] = prev
+        else:
+            mod.__dict__.pop("forward", None)
 
 
 def _original(mod: nn.Module) -> nn.Module:
@@ -366,17 +382,9 @@ class PrefixSweep(BlockRunner):
         def replaced(*args, **kwargs):
             return (attn_out,) + (None,) * (n_out - 1) if n_out else attn_out
 
-        # An instance attribute, restored exactly: nnsight keeps its own wrapper there.
-        had, prev = "forward" in attn.__dict__, attn.__dict__.get("forward")
-        attn.__dict__["forward"] = replaced
-        try:
+        with _swap_forward(attn, replaced):
             h_in = self.resid[layer][:, start : start + q].index_select(0, rows)
             h_new = self._block(layer, h_in, rows, start, None)
-        finally:
-            if had:
-                attn.__dict__["forward"] = prev
-            else:
-                attn.__dict__.pop("forward", None)
         if q < T - start:  # per-position: positions after `start` are unchanged at this layer
             h = torch.cat([h_new, self.resid[layer + 1][:, start + q :].index_select(0, rows)], dim=1)
         else:
@@ -387,10 +395,29 @@ class PrefixSweep(BlockRunner):
             if i > layer
         }
         cache = _KV(prefix)
-        for i in range(layer + 1, len(self.blocks)):
+        last = len(self.blocks) - 1
+        for i in range(layer + 1, last):
             h = self._block(i, h, rows, start, cache)
-        out = self.base_logits.index_select(0, rows)
         idx = [j for j, p in enumerate(self.positions) if p >= start]
+        if layer < last:
+            # The last block's MLP runs on the metric's positions only: nothing reads the
+            # others (their outputs stay zero there), and the MLP is most of a block.
+            keep = [self.positions[j] - start for j in idx]
+            mlp = get_path(self.blocks[last], self.paths.mlp_in)
+            if self.paths.mlp_flat or len(keep) == h.shape[1]:
+                h = self._block(last, h, rows, start, cache)
+            else:
+                orig = mlp.forward
+
+                def only_read(x: Tensor, *args, **kwargs) -> Tensor:
+                    y = orig(x[:, keep], *args, **kwargs)
+                    out = y.new_zeros(x.shape[:2] + y.shape[2:])
+                    out[:, keep] = y
+                    return out
+
+                with _swap_forward(mlp, only_read):
+                    h = self._block(last, h, rows, start, cache)
+        out = self.base_logits.index_select(0, rows)
         if idx:
             hp = h[:, [self.positions[j] - start for j in idx]]
             out[:, idx] = self.unembed(hp).float()
