@@ -178,3 +178,70 @@ def knockout_plot(curve: dict, title: str = "knockout", y_title: str = "score") 
         y_title=y_title,
         title=title,
     )
+
+
+def circuit_graph(scores, edges: Sequence[str] | None = None, title: str = "circuit") -> go.Figure:
+    """A circuit as a graph: layers left to right, nodes (input, heads, MLPs, logits),
+    one line per edge whose width follows ``|score|`` (blue > 0, red < 0).
+
+    Args:
+        scores: :class:`headscope.eap.EdgeScores`.
+        edges: the edges to draw (default: the 30 strongest).
+    """
+    g = scores.graph
+    edges = list(edges) if edges is not None else scores.top(30)
+    H = g.n_heads
+
+    def where(node: str) -> tuple[float, float]:
+        node = node.split("<")[0]
+        if node == "input":
+            return -1.0, (H - 1) / 2
+        if node == "logits":
+            return float(g.n_layers), (H - 1) / 2
+        if node.startswith("m"):
+            return int(node[1:]) + 0.5, H + 0.5
+        layer, rest = node[1:].split(".")
+        idx = int(rest[2:]) if rest.startswith("kv") else int(rest[1:])
+        if rest.startswith("kv"):
+            idx = idx * (H // g.n_kv_heads) + (H // g.n_kv_heads - 1) / 2
+        return float(layer), float(idx)
+
+    vals = [scores.edge(e) for e in edges]
+    top = max([abs(v) for v in vals] + [1e-12])
+    fig = go.Figure()
+    for e, v in zip(edges, vals):
+        u, r = e.split("->")
+        (x0, y0), (x1, y1) = where(u), where(r)
+        fig.add_trace(
+            go.Scatter(
+                x=[x0, x1],
+                y=[y0, y1],
+                mode="lines",
+                line={"width": 0.5 + 6 * abs(v) / top, "color": "#2166ac" if v >= 0 else "#b2182b"},
+                hovertext=plotly_text(f"{e}: {v:+.4g}"),
+                hoverinfo="text",
+                showlegend=False,
+            )
+        )
+    nodes = sorted({n.split("<")[0] for e in edges for n in e.split("->")})
+    xy = [where(n) for n in nodes]
+    fig.add_trace(
+        go.Scatter(
+            x=[p[0] for p in xy],
+            y=[p[1] for p in xy],
+            mode="markers+text",
+            text=nodes,
+            textposition="top center",
+            marker={"size": 12, "color": "#444"},
+            hoverinfo="text",
+            showlegend=False,
+        )
+    )
+    fig.update_layout(
+        title=plotly_text(title),
+        xaxis={"title": "layer", "tickvals": list(range(-1, g.n_layers + 1)),
+               "ticktext": ["input", *[str(i) for i in range(g.n_layers)], "logits"]},
+        yaxis={"title": "head (MLPs on top)", "zeroline": False},
+        template="plotly_white",
+    )  # fmt: skip
+    return fig

@@ -102,3 +102,25 @@ def test_edge_auroc_closed_form():
     assert edge_auroc(es, names[-3:])["auroc"] == pytest.approx(0.0)
     with pytest.raises(HeadscopeError):
         edge_auroc(es, names)
+
+
+def test_cli_discover_then_score(tmp_path, capsys):
+    import json
+
+    from headscope.cli import main
+
+    args = ["--model", "induction", "--task", "induction", "-n", "8"]
+    truth = "tests/circuits/induction.edges.json"
+    out = tmp_path / "c"
+    opts = ["--method", "eap", "--edges", "6", "--truth", truth, "--out", str(out)]
+    assert main(["circuits", "discover", *args, *opts]) == 0
+    report = json.loads(next(out.glob("*_edges_eap_*seed0.json")).read_text())
+    circuit = json.loads(next(out.glob("*_circuit.json")).read_text())
+    ranked = sorted(report["scores"].items(), key=lambda kv: -abs(kv[1]))
+    assert sorted(e for e, _ in ranked[:6]) == circuit["edges"] and len(report["circuit"]) == 6
+    assert 0.0 <= report["auroc"] <= 1.0 and next(out.glob("*.html")).stat().st_size > 0
+    capsys.readouterr()
+    assert main(["circuits", "score", str(next(out.glob("*_circuit.json"))), *args]) == 0
+    printed = capsys.readouterr().out
+    assert f"faithfulness {report['faithfulness']:.3f}" in printed
+    assert main(["circuits", "discover", *args, "--truth", "missing.json", "--out", str(out)]) == 2
