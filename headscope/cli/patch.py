@@ -50,6 +50,20 @@ def register(sub) -> None:
         help="run every patched copy through the whole model (the exact fast path is the default; "
         "docs/headscope.md, 'How the sweep is fast')",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="spread the sweep's layers over N Ray workers, each with its own model copy (docs/scale.md) [off]",
+    )
+    p.add_argument("--address", default=None, help="with --workers: join this Ray cluster (auto, ray://host:10001)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="DIR",
+        help="with --workers: write finished layers to DIR; rerunning the same sweep resumes from it",
+    )
     add_output_args(p, "out/patch")
     p.set_defaults(func=cmd_patch)
 
@@ -72,6 +86,12 @@ def cmd_patch(args) -> int:
 
     task = task_from_args(args)  # validate the task and the memory budget before loading the model
     max_memory = parse_memory(args.max_memory)
+    if args.workers < 0:
+        raise HeadscopeError(f"--workers must be >= 0; got {args.workers}")
+    if (args.address or args.checkpoint) and not args.workers:
+        raise HeadscopeError("--address and --checkpoint go with --workers N (a sharded sweep)")
+    if args.workers and args.site != "heads":
+        raise HeadscopeError("--workers shards head sweeps only; drop it for --site " + args.site)
     model = model_from_args(args)
     batch = task.prepare(model, answer_tokens=args.answer_tokens)
     print(
@@ -80,7 +100,25 @@ def cmd_patch(args) -> int:
         f"{batch.clean.shape[0]} prompt pairs of {batch.clean.shape[1]} tokens ({task.description})",
         file=sys.stderr,
     )
-    if args.site == "heads":
+    if args.workers:
+        from headscope.sharding import sharded_patch_heads
+
+        res = sharded_patch_heads(
+            args.model,
+            batch.clean,
+            batch.corrupt,
+            batch.metric_fn(),
+            backend=args.backend,
+            workers=args.workers,
+            address=args.address,
+            checkpoint=args.checkpoint,
+            mode=args.mode,
+            per_position=args.per_position,
+            max_memory=max_memory,
+            fast=not args.no_fast,
+        )
+        res.info["task"] = batch.name
+    elif args.site == "heads":
         res = patch_task(
             model,
             batch,
