@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -34,33 +33,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tl_edge_scores(model, clean, corrupt, ans, wrong) -> dict[str, float]:
-    from transformer_lens.tools.analysis.attribution_patching import EdgeAttributionConfig, attribution_patch
-
-    def writer(n) -> str:
-        return {"embed": "input", "mlp_out": f"m{n.layer}"}.get(n.kind, f"a{n.layer}.h{n.head}")
-
-    def reader(n) -> str:
-        if n.kind in ("q_input", "k_input", "v_input"):
-            return f"a{n.layer}.h{n.head}<{n.kind[0]}>"
-        return f"m{n.layer}" if n.kind == "mlp_in" else "logits"
-
-    out: dict[str, float] = defaultdict(float)
-    B = clean.shape[0]
-    for b in range(B):
-
-        def one(lg, b=b):
-            return lg[0, -1, ans[b]] - lg[0, -1, wrong[b]]
-
-        res = attribution_patch(model.bridge, clean[b : b + 1], corrupt[b : b + 1], one, EdgeAttributionConfig("edge"))
-        for (w, r), v in res.edge_scores.items():
-            out[f"{writer(w)}->{reader(r)}"] += v / B
-    return out
-
-
 def main() -> None:
     from scipy.stats import spearmanr
 
+    from headscope.backends.tl import tl_edge_attribution
     from headscope.eap import edge_attribution
     from headscope.faithfulness import MIB_FRACTIONS, Ablator, edge_auroc
     from headscope.graph import load_edges
@@ -98,7 +74,7 @@ def main() -> None:
             }
         )
     t0 = time.process_time()
-    peer = tl_edge_scores(model, clean, corrupt, batch.answer, batch.wrong)
+    peer = tl_edge_attribution(model, clean, corrupt, batch.answer, batch.wrong)
     t_tl = time.process_time() - t0
     t0 = time.process_time()
     den = edge_attribution(model, clean, corrupt, metric, direction="denoise")

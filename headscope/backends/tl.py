@@ -181,3 +181,37 @@ class TLModel(BaseHeadModel):
             z.z[L] = store[L].detach().clone()
             g.z[L] = gr.detach().clone()
         return m.detach(), z, g
+
+
+def tl_edge_attribution(
+    model: TLModel, clean: Tensor, corrupt: Tensor, answer: Tensor, wrong: Tensor
+) -> dict[str, float]:
+    """TransformerLens 4.3's own edge attribution (``attribution_patch``, edge granularity,
+    its denoising convention), named in headscope's graph (``a0.h1->a1.h2<k>``): the
+    last-position logit difference ``answer − wrong``, one prompt pair at a time, summed
+    over positions and averaged over pairs. The peer of :mod:`headscope.eap` in tests and
+    benchmarks/circuit_discovery.py; it refuses grouped-query and parallel-block models.
+    """
+    from collections import defaultdict
+
+    from transformer_lens.tools.analysis.attribution_patching import EdgeAttributionConfig, attribution_patch
+
+    def writer(n) -> str:
+        return {"embed": "input", "mlp_out": f"m{n.layer}"}.get(n.kind, f"a{n.layer}.h{n.head}")
+
+    def reader(n) -> str:
+        if n.kind in ("q_input", "k_input", "v_input"):
+            return f"a{n.layer}.h{n.head}<{n.kind[0]}>"
+        return f"m{n.layer}" if n.kind == "mlp_in" else "logits"
+
+    out: dict[str, float] = defaultdict(float)
+    B = clean.shape[0]
+    for b in range(B):
+
+        def one(lg: Tensor, b: int = b) -> Tensor:
+            return lg[0, -1, answer[b]] - lg[0, -1, wrong[b]]
+
+        res = attribution_patch(model.bridge, clean[b : b + 1], corrupt[b : b + 1], one, EdgeAttributionConfig("edge"))
+        for (w, r), v in res.edge_scores.items():
+            out[f"{writer(w)}->{reader(r)}"] += v / B
+    return dict(out)

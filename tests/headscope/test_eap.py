@@ -10,13 +10,11 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from headscope.archcheck import VOCAB, tiny_model_dir
+from headscope.archcheck import _inputs, tiny_model_dir
 from headscope.common.errors import HeadscopeError
 from headscope.eap import edge_attribution
 from headscope.graph import HeadGraph, load_edges, save_edges
@@ -30,15 +28,8 @@ def root(tmp_path_factory):
     return tmp_path_factory.mktemp("eap_archs")
 
 
-def _prompts(seed: int = 0, batch: int = 3, pos: int = 6):
-    g = torch.Generator().manual_seed(seed)
-    clean = torch.randint(4, VOCAB, (batch, pos), generator=g)
-    clean[:, 0] = 2
-    corrupt = clean.clone()
-    corrupt[:, 2:4] = torch.randint(4, VOCAB, (batch, 2), generator=g)
-    ans = torch.randint(4, VOCAB, (batch,), generator=g)
-    wrong = (ans + 5 - 4) % (VOCAB - 4) + 4
-    return clean, corrupt, ans, wrong
+def _prompts(seed: int = 0):
+    return _inputs(seed)  # 3 prompts of 6 tokens, differing at positions 2-3
 
 
 def _ld(ans, wrong):
@@ -171,29 +162,13 @@ def test_eap_ig_with_one_step_is_eap_and_backends_agree(root):
 
 @pytest.mark.parametrize("arch", ["gpt2", "phi3"])
 def test_denoising_eap_equals_transformer_lens(arch, root):
-    from transformer_lens.tools.analysis.attribution_patching import EdgeAttributionConfig, attribution_patch
+    from headscope.backends.tl import tl_edge_attribution
 
     model = load_model(str(tiny_model_dir(arch, root)), "tl")
     clean, corrupt, ans, wrong = _prompts(2)
     ours = edge_attribution(model, clean, corrupt, _ld(ans, wrong), direction="denoise")
-    writer = {"embed": lambda n: "input", "attn_head_out": lambda n: f"a{n.layer}.h{n.head}"}
-    writer["mlp_out"] = lambda n: f"m{n.layer}"
-
-    def reader(n) -> str:
-        if n.kind in ("q_input", "k_input", "v_input"):
-            return f"a{n.layer}.h{n.head}<{n.kind[0]}>"
-        return f"m{n.layer}" if n.kind == "mlp_in" else "logits"
-
-    peer: dict[str, float] = defaultdict(float)
-    B = clean.shape[0]
-    for b in range(B):  # TransformerLens scores one pair at a time and averages
-
-        def one(lg, b=b):
-            return lg[0, -1, ans[b]] - lg[0, -1, wrong[b]]
-
-        res = attribution_patch(model.bridge, clean[b : b + 1], corrupt[b : b + 1], one, EdgeAttributionConfig("edge"))
-        for (w, r), v in res.edge_scores.items():  # per position; headscope sums over positions
-            peer[f"{writer[w.kind](w)}->{reader(r)}"] += v / B
+    # TransformerLens scores per position, one pair at a time; the helper sums and averages
+    peer = tl_edge_attribution(model, clean, corrupt, ans, wrong)
     assert len(peer) == ours.info["n_edges"]
     err = max(abs(ours.edge(e) - v) for e, v in peer.items())
     assert err <= TOL * max(1.0, max(abs(v) for v in peer.values()))

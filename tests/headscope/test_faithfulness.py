@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from headscope.archcheck import VOCAB, tiny_model_dir
+from headscope.archcheck import _inputs, _ld, tiny_model_dir
 from headscope.common.errors import HeadscopeError
 from headscope.eap import EdgeScores, edge_attribution
 from headscope.faithfulness import Ablator, cmd, cpr, edge_auroc, greedy_edges
@@ -20,20 +20,9 @@ def root(tmp_path_factory):
     return tmp_path_factory.mktemp("faith_archs")
 
 
-def _prompts(seed: int = 0, batch: int = 3, pos: int = 6):
-    g = torch.Generator().manual_seed(seed)
-    clean = torch.randint(4, VOCAB, (batch, pos), generator=g)
-    clean[:, 0] = 2
-    corrupt = clean.clone()
-    corrupt[:, 2:4] = torch.randint(4, VOCAB, (batch, 2), generator=g)
-    ans = torch.randint(4, VOCAB, (batch,), generator=g)
-    wrong = (ans + 5 - 4) % (VOCAB - 4) + 4
-
-    def metric(lg):
-        idx = torch.arange(lg.shape[0])
-        return (lg[:, -1][idx, ans] - lg[:, -1][idx, wrong]).mean()
-
-    return clean, corrupt, metric
+def _prompts(seed: int = 0):
+    clean, corrupt, ans, wrong = _inputs(seed)  # 3 prompts of 6 tokens, differing at positions 2-3
+    return clean, corrupt, lambda lg: _ld(lg, ans, wrong)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox", "opt", "gptj"])
