@@ -172,8 +172,7 @@ def _run_ray(model, backend, clean, corrupt, metric, layers, kwargs, workers, ad
 
     started = False
     if not ray.is_initialized():
-        init = {"address": address} if address else {"num_cpus": workers}
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **init)
+        start_ray(**({"address": address} if address else {"num_cpus": workers}))
         started = True
     try:
         task = ray.remote(num_cpus=1, max_retries=max_retries)(_run_layer)
@@ -191,3 +190,24 @@ def _run_ray(model, backend, clean, corrupt, metric, layers, kwargs, workers, ad
     finally:
         if started:
             ray.shutdown()
+
+
+def start_ray(attempts: int = 3, **kwargs) -> None:
+    """``ray.init`` (no dashboard, quiet), retried: Ray gives its local node a fixed 30 s to
+    start, which a loaded machine can miss."""
+    import ray
+
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
+            return
+        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for a slow start
+            if "timed out during startup" not in str(e):
+                raise
+            last = e
+            ray.shutdown()
+    raise HeadscopeError(
+        f"Ray did not start in {attempts} tries of 30 s each ({last}); the machine is probably overloaded: "
+        "retry when it is quieter, or start Ray yourself (ray start --head) and pass address='auto'"
+    )

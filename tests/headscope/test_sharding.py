@@ -16,7 +16,7 @@ from headscope.common.errors import HeadscopeError
 from headscope.common.threads import num_threads
 from headscope.loading import load_model
 from headscope.patching import patch_heads
-from headscope.sharding import sharded_patch_heads
+from headscope.sharding import sharded_patch_heads, start_ray
 
 ray = pytest.importorskip("ray")
 
@@ -24,7 +24,7 @@ ray = pytest.importorskip("ray")
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     """One local Ray for the module (sharded_patch_heads reuses a running Ray)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    start_ray(num_cpus=2)
     yield
     ray.shutdown()
 
