@@ -13,7 +13,7 @@ headscope runs its exact fast path (headscope/fastpatch.py: re-entry at ``z``, r
 the unpatched prefix, patches that change nothing skipped, only the metric's position
 unembedded). Each row prints both times, the ratio, the largest difference between the
 two normalised score maps (in brackets: in raw metric units; the normalisation divides by
-the clean-vs-corrupt gap, about 0.003 logits on these random models), each sweep's CPU
+the clean-vs-corrupt gap, which is small on these random models), each sweep's CPU
 time over that of the plain forwards it replaces (one plain HF forward of the batch per
 patched component: TransformerLens's own work), and the peak RSS each sweep adds
 (sampled every 2 ms).
