@@ -57,7 +57,7 @@ def main() -> None:
     ab = Ablator(model, clean, corrupt, metric)
     rows = []
     scores = {}
-    for method in ("eap", "eap-ig", "exact"):
+    for method in ("eap", "eap-ig", "eap-ig-activations", "exact"):
         t0 = time.process_time()
         s = edge_attribution(model, clean, corrupt, metric, method=method, steps=args.steps)
         dt = time.process_time() - t0
@@ -65,7 +65,7 @@ def main() -> None:
         curve = ab.curve(s, MIB_FRACTIONS)
         rows.append(
             {
-                "method": method + (f" ({args.steps} steps)" if method == "eap-ig" else ""),
+                "method": method + (f" ({args.steps} steps)" if method.startswith("eap-ig") else ""),
                 "auroc": edge_auroc(s, truth)["auroc"],
                 "cpr": curve["cpr"],
                 "cmd": curve["cmd"],

@@ -8,6 +8,12 @@ change between the two runs, ``G_v = ∂m/∂(input of reader v)``):
 * **EAP-IG, inputs** (Hanna, Pezzelle & Belinkov 2024): ``G_v`` averaged over ``steps``
   runs whose input embeddings lie on the straight line from the other run's to the base
   run's (``other + k/steps·(base − other)``, ``k = 1..steps``); with one step it is EAP.
+* **EAP-IG, activations** (the reference code's ``ig-activations``): ``G_v`` averaged over
+  runs on the base prompts in which *one* node at a time (the embeddings, a layer's whole
+  attention output, or an MLP's output) is held at ``other + k/steps·(base − other)``,
+  ``k = 1..steps``, with no gradient through it; ``(1 + 2·n_layers)·steps`` backward passes.
+  The reference code (hannamw/EAP-IG) averages its *inputs* variant over ``k = 0..steps−1``
+  instead of the paper's ``1..steps``; headscope follows the paper, so that one step is EAP.
 * **exact**: the base run with reader ``v``'s input alone moved by ``Δ_u``
   (``norm(r + Δ_u)`` feeds only that head's query, key or value projection, or only the
   MLP, or only the unembedding), minus the base metric. One patched copy per edge, batched
@@ -45,7 +51,7 @@ from headscope.common.errors import HeadscopeError
 from headscope.fastpatch import BlockRunner
 from headscope.graph import HeadGraph
 
-Method = Literal["eap", "eap-ig", "exact"]
+Method = Literal["eap", "eap-ig", "eap-ig-activations", "exact"]
 Metric = Callable[[Tensor], Tensor]
 
 
@@ -162,7 +168,7 @@ class _Arch:
 def _record(arch: _Arch, n_layers: int, detach: bool) -> Iterator[dict]:
     """Hooks that record, per layer, the attention norm's input, the projection outputs,
     ``z``, the MLP norm's input, the MLP's input and output (removed on exit)."""
-    rec: dict = {k: {} for k in ("attn_in", "proj", "z", "mlp_norm_in", "mlp_in", "mlp_out")}
+    rec: dict = {k: {} for k in ("attn_in", "proj", "z", "attn_out", "mlp_norm_in", "mlp_in", "mlp_out")}
     handles = []
 
     def keep(x: Tensor) -> Tensor:
@@ -188,6 +194,9 @@ def _record(arch: _Arch, n_layers: int, detach: bool) -> Iterator[dict]:
         def mlp_out(mod, args, out, L=L):
             rec["mlp_out"][L] = keep(out[0] if isinstance(out, tuple) else out)
 
+        def o_out(mod, args, out, L=L):
+            rec["attn_out"][L] = keep(out)
+
         handles.append(arch.attn_norm(L).register_forward_pre_hook(pre_attn_norm))
         handles.append(arch.mlp_norm(L).register_forward_pre_hook(pre_mlp_norm))
         for mod in arch.projections(L):
@@ -195,6 +204,7 @@ def _record(arch: _Arch, n_layers: int, detach: bool) -> Iterator[dict]:
         handles.append(arch.o_proj(L).register_forward_pre_hook(pre_z))
         handles.append(arch.mlp_in(L).register_forward_pre_hook(pre_mlp_in))
         handles.append(arch.mlp(L).register_forward_hook(mlp_out))
+        handles.append(arch.o_proj(L).register_forward_hook(o_out))
     try:
         yield rec
     finally:
@@ -223,10 +233,39 @@ def _vjp(norm: nn.Module, x: Tensor, grads: Tensor) -> Tensor:
 
 
 def _reader_grads(
-    runner: BlockRunner, arch: _Arch, graph: HeadGraph, resid0: Tensor, metric: Metric
+    runner: BlockRunner,
+    arch: _Arch,
+    graph: HeadGraph,
+    resid0: Tensor,
+    metric: Metric,
+    override: tuple[str, int, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(metric, G)``: ``G`` ``[n_readers, B, T, d]`` the metric's gradient with respect to
-    every reader's own copy of its input residual, at a run entering with ``resid0``."""
+    every reader's own copy of its input residual, at a run entering with ``resid0``.
+    ``override=("attn"|"mlp", L, value)`` replaces that layer's attention (``o_proj``) or MLP
+    output by the constant ``value`` (no gradient flows through it)."""
+    B, T, d = resid0.shape
+    handles = []
+    if override is not None:
+        kind, L, value = override
+        mod = arch.o_proj(L) if kind == "attn" else arch.mlp(L)
+
+        def fixed(m, args, out, value=value):
+            o = out[0] if isinstance(out, tuple) else out
+            v = value.detach().reshape(o.shape).to(o.dtype)
+            return (v,) + tuple(out[1:]) if isinstance(out, tuple) else v
+
+        handles.append(mod.register_forward_hook(fixed))
+    try:
+        return _reader_grads_run(runner, arch, graph, resid0, metric)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _reader_grads_run(
+    runner: BlockRunner, arch: _Arch, graph: HeadGraph, resid0: Tensor, metric: Metric
+) -> tuple[Tensor, Tensor]:
     B, T, d = resid0.shape
     with _record(arch, graph.n_layers, detach=False) as rec, torch.enable_grad():
         h0 = resid0.detach().clone().requires_grad_(True)
@@ -284,11 +323,13 @@ def edge_attribution(
         :class:`EdgeScores`; ``info`` holds the method, direction, steps and the base and
         other metric values.
     """
-    if method not in ("eap", "eap-ig", "exact"):
-        raise HeadscopeError(f"unknown edge attribution method {method!r}; use eap, eap-ig or exact")
+    if method not in ("eap", "eap-ig", "eap-ig-activations", "exact"):
+        raise HeadscopeError(
+            f"unknown edge attribution method {method!r}; use eap, eap-ig, eap-ig-activations or exact"
+        )
     if direction not in ("noise", "denoise"):
         raise HeadscopeError(f"unknown direction {direction!r}; use noise (EAP-IG's) or denoise")
-    if method == "eap-ig" and steps < 1:
+    if method.startswith("eap-ig") and steps < 1:
         raise HeadscopeError(f"EAP-IG needs steps >= 1; got {steps}")
     _check_model(model)
     clean, corrupt = model.check_tokens(clean), model.check_tokens(corrupt)
@@ -313,6 +354,21 @@ def edge_attribution(
         delta = a_other - a_base  # [n_writers, B, T, d]
         if method == "exact":
             scores = _exact(base, arch, graph, rec_b, delta, metric, m_base, max_rows)
+        elif method == "eap-ig-activations":
+            G = torch.zeros(len(graph.readers), *base.resid0.shape)
+            nodes: list[tuple[str, int, Tensor, Tensor]] = [("input", -1, base.resid0, other.resid0)]
+            for L in range(graph.n_layers):
+                nodes.append(("attn", L, rec_b["attn_out"][L], rec_o["attn_out"][L]))
+                nodes.append(("mlp", L, rec_b["mlp_out"][L], rec_o["mlp_out"][L]))
+            for kind, L, b_out, o_out in nodes:
+                for k in range(1, steps + 1):
+                    value = o_out + (k / steps) * (b_out - o_out)
+                    if kind == "input":
+                        G += _reader_grads(base, arch, graph, value, metric)[1]
+                    else:
+                        G += _reader_grads(base, arch, graph, base.resid0, metric, (kind, L, value))[1]
+            G /= len(nodes) * steps
+            scores = torch.einsum("ubtd,rbtd->ur", delta.float(), G.float())
         else:
             n = steps if method == "eap-ig" else 1
             G = torch.zeros(len(graph.readers), *base.resid0.shape)
@@ -323,7 +379,7 @@ def edge_attribution(
     scores = torch.where(graph.mask, scores, torch.full_like(scores, float("nan")))
     info = {
         "method": method,
-        "steps": steps if method == "eap-ig" else 1,
+        "steps": steps if method.startswith("eap-ig") else 1,
         "direction": direction,
         "metric_base": float(m_base),
         "metric_other": float(m_other),

@@ -57,7 +57,12 @@ def _register_discovery(csub) -> None:
     add_model_args(d)
     add_task_args(d, 24)
     _discovery_args(d)
-    d.add_argument("--method", default="eap-ig", choices=("eap", "eap-ig", "exact"), help="edge scores [eap-ig]")
+    d.add_argument(
+        "--method",
+        default="eap-ig",
+        choices=("eap", "eap-ig", "eap-ig-activations", "exact"),
+        help="edge scores [eap-ig: its inputs variant]",
+    )
     d.add_argument("--steps", type=int, default=5, help="EAP-IG integration steps [5]")
     d.add_argument("--how", default="top", choices=("top", "greedy"), help="circuit from scores [top]")
     d.add_argument("--edges", type=int, default=20, help="circuit size in edges [20]")

@@ -2,8 +2,9 @@
 
 * A hand-written forward of a tiny grouped-query Llama in which every reader (each head's
   query, each key/value group, each MLP, the logits) gets its own copy of the residual
-  stream, plus an offset ``δ``: EAP and EAP-IG equal ``Δ_u · ∂m/∂δ_v`` from autograd on
-  it, and exact edge patching equals its run with ``δ_v = Δ_u``.
+  stream, plus an offset ``δ``: EAP and both EAP-IG variants equal ``Δ_u · ∂m/∂δ_v`` from
+  autograd on it (the activations variant holding one node's output at a time), and exact
+  edge patching equals its run with ``δ_v = Δ_u``.
 * TransformerLens 4.3's own ``attribution_patch`` (edge granularity, summed over positions)
   on GPT-2 and Phi-3 equals headscope's EAP in the denoising direction.
 """
@@ -40,13 +41,16 @@ def _ld(ans, wrong):
     return metric
 
 
-def _hand_forward(hf, tokens, resid0=None, delta=None):
-    """A tiny Llama forward written out head by head; reader ``v`` sees ``r + delta[v]``.
+def _hand_forward(hf, tokens, resid0=None, delta=None, fixed=None):
+    """A tiny Llama forward written out head by head; reader ``v`` sees ``r + delta[v]``;
+    ``fixed["attn{L}"]`` / ``fixed["m{L}"]`` replace a layer's attention / MLP output.
 
-    Returns logits and every writer's contribution (input, each head, each MLP)."""
+    Returns logits and every writer's contribution (input, each head, each MLP), and each
+    layer's attention output under ``attn{L}``."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     delta = delta or {}
+    fixed = fixed or {}
     cfg = hf.config
     H, K = cfg.num_attention_heads, cfg.num_key_value_heads
     dh = cfg.hidden_size // H
@@ -76,10 +80,12 @@ def _hand_forward(hf, tokens, resid0=None, delta=None):
         outs = [zs[hh] @ at.o_proj.weight[:, hh * dh : (hh + 1) * dh].T for hh in range(H)]
         for hh in range(H):
             writers[f"a{L}.h{hh}"] = outs[hh]
-        mid = r + sum(outs)
+        writers[f"attn{L}"] = sum(outs)
+        mid = r + fixed.get(f"attn{L}", writers[f"attn{L}"])
         x = blk.post_attention_layernorm(mid + delta.get(f"m{L}", 0.0))
         mlp = blk.mlp.down_proj(F.silu(blk.mlp.gate_proj(x)) * blk.mlp.up_proj(x))
         writers[f"m{L}"] = mlp
+        mlp = fixed.get(f"m{L}", mlp)
         h = mid + mlp
     logits = hf.lm_head(hf.model.norm(h + delta.get("logits", 0.0)))
     return logits, writers
@@ -102,7 +108,7 @@ def test_graph_shape_and_names():
         g.edge_index("a0.h9->logits")
 
 
-@pytest.mark.parametrize("method", ["eap", "eap-ig", "exact"])
+@pytest.mark.parametrize("method", ["eap", "eap-ig", "eap-ig-activations", "exact"])
 def test_against_the_hand_written_forward(method, root):
     path = tiny_model_dir("llama", root)
     model = load_model(str(path), "nnsight")
@@ -124,15 +130,21 @@ def test_against_the_hand_written_forward(method, root):
                 i, j = graph.edge_index(e)
                 ref[i, j] = float(metric(_hand_forward(hf, clean, delta={v: d_w[u]})[0])) - m0
     else:
-        steps = 3 if method == "eap-ig" else 1
+        steps = 3 if method.startswith("eap-ig") else 1
+        # (held node, interpolation point) of every gradient pass
+        held = ["input"] if method != "eap-ig-activations" else ["input", "attn0", "m0", "attn1", "m1"]
+        passes = [(n, k / steps) for n in held for k in range(1, steps + 1)]
         G = {v: 0.0 for v in graph.readers}
-        for k in range(1, steps + 1):
-            point = w_corrupt["input"] + k / steps * (w_clean["input"] - w_corrupt["input"])
-            deltas = {v: torch.zeros_like(point, requires_grad=True) for v in graph.readers}
-            m = metric(_hand_forward(hf, clean, resid0=point.detach(), delta=deltas)[0])
-            grads = torch.autograd.grad(m, [deltas[v] for v in graph.readers])
+        for node, a in passes:
+            point = w_corrupt[node] + a * (w_clean[node] - w_corrupt[node])
+            resid0 = point.detach() if node == "input" else w_clean["input"]
+            fixed = {} if node == "input" else {node: point.detach()}
+            deltas = {v: torch.zeros_like(resid0, requires_grad=True) for v in graph.readers}
+            m = metric(_hand_forward(hf, clean, resid0=resid0, delta=deltas, fixed=fixed)[0])
+            # a held attention output cuts its own layer's q/k/v from the metric: gradient 0
+            grads = torch.autograd.grad(m, [deltas[v] for v in graph.readers], allow_unused=True)
             for v, gr in zip(graph.readers, grads):
-                G[v] = G[v] + gr / steps
+                G[v] = G[v] + (0.0 if gr is None else gr / len(passes))
         for e in graph.edges():
             u, v = e.split("->")
             i, j = graph.edge_index(e)
