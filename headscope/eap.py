@@ -96,9 +96,12 @@ def _check_model(model) -> None:
 
 
 def _weight(mod: nn.Module) -> Tensor:
-    w = mod.weight
-    assert isinstance(w, Tensor)
-    return w.detach()
+    from headscope.backends.base import materialized
+
+    with materialized(mod):
+        w = mod.weight
+        assert isinstance(w, Tensor)
+        return w.detach().clone()
 
 
 class _Arch:

@@ -21,8 +21,19 @@ def _resolve(name: str) -> tuple[Path | str, bool]:
     return resolve_model_name(name)
 
 
-def load_hf(name: str, device: str | torch.device | None = "auto", dtype: torch.dtype = torch.float32):
-    """(hf_model, tokenizer or None, path) for an alias, a local folder or a cached hub id."""
+def load_hf(
+    name: str,
+    device: str | torch.device | None = "auto",
+    dtype: torch.dtype = torch.float32,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | None = None,
+):
+    """(hf_model, tokenizer or None, path) for an alias, a local folder or a cached hub id.
+
+    ``device_map`` / ``max_memory`` / ``offload_folder`` go to ``from_pretrained``
+    (accelerate): layers may sit on different devices, in CPU memory or on disk
+    (``"disk"``; a temporary folder is used when ``offload_folder`` is not given)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -31,8 +42,19 @@ def load_hf(name: str, device: str | torch.device | None = "auto", dtype: torch.
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # loading is quick; restored below (no global side effect)
     try:
+        placement: dict = {}
+        if device_map is not None:
+            placement = {"device_map": device_map, "max_memory": max_memory}
+            if offload_folder is None and _wants_disk(device_map):
+                import tempfile
+
+                offload_folder = tempfile.mkdtemp(prefix="headscope-offload-")
+            if offload_folder is not None:
+                placement["offload_folder"] = offload_folder
+        elif max_memory is not None or offload_folder is not None:
+            raise HeadscopeError("max_memory and offload_folder go with device_map (e.g. device_map='auto')")
         hf = AutoModelForCausalLM.from_pretrained(
-            str(src), attn_implementation="eager", dtype=dtype, local_files_only=local or None
+            str(src), attn_implementation="eager", dtype=dtype, local_files_only=local or None, **placement
         )
     except (OSError, ValueError) as e:
         if local:
@@ -45,7 +67,9 @@ def load_hf(name: str, device: str | torch.device | None = "auto", dtype: torch.
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    nn.Module.to(hf, dev).eval()  # the untyped-decorated HF .to() confuses type checkers
+    if device_map is None:
+        nn.Module.to(hf, dev)  # the untyped-decorated HF .to() confuses type checkers
+    hf.eval()
     tok = None
     try:
         if _declares_generic_tokenizer(src):
@@ -104,8 +128,18 @@ def wrap(
     return model
 
 
+def _wants_disk(device_map) -> bool:
+    return isinstance(device_map, dict) and "disk" in {str(v) for v in device_map.values()}
+
+
 def load_model(
-    name: str = "llama", backend: str = "tl", device: str | torch.device | None = "auto", allow_unk: bool = False
+    name: str = "llama",
+    backend: str = "tl",
+    device: str | torch.device | None = "auto",
+    allow_unk: bool = False,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | None = None,
 ):
     """Load a HeadModel.
 
@@ -117,12 +151,17 @@ def load_model(
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         allow_unk: accept text prompts with words outside the vocabulary (by default they
             raise a HeadscopeError naming the words, instead of silently becoming ``<unk>``).
+        device_map, max_memory, offload_folder: spread a model that does not fit one device
+            over several, CPU memory or disk (accelerate; e.g. ``device_map="auto"`` or
+            ``{"model.layers.1": "disk", ...}``); see docs/scale.md.
     """
     if backend not in BACKENDS:
         raise HeadscopeError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     if name.startswith(("tracr-", "tracr:")):  # compiled RASP programs: TL native bridge
         return load_tracr(name, backend=backend, device=device)
-    hf, tok, path = load_hf(name, device)
+    if device_map is not None and name.startswith(("tracr-", "tracr:")):
+        raise HeadscopeError("tracr organisms are tiny and load whole; drop device_map")
+    hf, tok, path = load_hf(name, device, device_map=device_map, max_memory=max_memory, offload_folder=offload_folder)
     return wrap(hf, tok, backend=backend, name=name, path=path, allow_unk=allow_unk)
 
 

@@ -128,8 +128,10 @@ class BaseHeadModel:
 
     def unembed_bias(self) -> Tensor | None:
         """The bias of the unembedding, or None."""
-        b = getattr(get_path(self.hf_model, self.paths.unembed), "bias", None)
-        return None if b is None else b.detach()
+        mod = get_path(self.hf_model, self.paths.unembed)
+        with materialized(mod):
+            b = getattr(_plain(mod), "bias", None)
+            return None if b is None else b.detach().clone()
 
     def blocks(self) -> list[nn.Module]:
         """The torch modules of the decoder blocks (as the backend runs them)."""
@@ -137,12 +139,15 @@ class BaseHeadModel:
 
     def unembed_matrix(self) -> Tensor:
         """``W_U`` as ``[d_model, d_vocab]``."""
-        return get_path(self.hf_model, self.paths.unembed).weight.detach().T
+        mod = get_path(self.hf_model, self.paths.unembed)
+        with materialized(mod):
+            return _weight_of(mod).T.clone()
 
     def o_proj_weight(self, layer: int) -> Tensor:
         """``W_O`` of a layer as ``[n_heads, d_head, d_model]``."""
         mod = get_path(get_path(self.hf_model, self.paths.layers)[layer], f"{self.paths.attn}.{self.paths.o_proj}")
-        w = mod.weight.detach()
+        with materialized(mod):
+            w = _weight_of(mod).clone()
         if self.paths.conv1d:  # GPT-2 Conv1D: [in, out]
             w = w.T
         return w.T.reshape(self.n_heads, self.d_head, self.d_model)
@@ -169,3 +174,27 @@ class BaseHeadModel:
             cache["blocks.1.attn.hook_z"]    # [batch, pos, n_heads, d_head]
         """
         return self.run_with_heads(tokens, layers=layers, sites=sites, pattern=pattern)
+
+
+def _plain(mod: nn.Module) -> nn.Module:
+    return getattr(mod, "_original_component", mod)
+
+
+def _weight_of(mod: nn.Module) -> Tensor:
+    w = _plain(mod).weight
+    assert isinstance(w, Tensor)
+    return w.detach()
+
+
+@contextmanager
+def materialized(mod: nn.Module) -> Iterator[None]:
+    """Inside the block, ``mod``'s weights are real tensors even when a device map offloads
+    them (accelerate keeps offloaded weights on the meta device between forwards)."""
+    mod = _plain(mod)
+    if getattr(mod, "_hf_hook", None) is None and not any(p.is_meta for p in mod.parameters()):
+        yield
+        return
+    from accelerate.utils import align_module_device
+
+    with align_module_device(mod, torch.device("cpu")):
+        yield
