@@ -108,7 +108,10 @@ def direct_logit_attribution(
     norm = model.final_norm()
     if norm is None:
         raise HeadscopeError(f"direct logit attribution needs the final norm; {model.name} has none")
-    weight = norm.weight
+    from headscope.backends.base import materialized
+
+    with materialized(norm):  # a device map may keep it on disk between forwards
+        weight = norm.weight.detach().clone() if isinstance(norm.weight, Tensor) else norm.weight
     if not isinstance(weight, Tensor):
         raise HeadscopeError(
             f"the final norm of {model.name} has no weight tensor; direct logit attribution needs one"
@@ -182,9 +185,12 @@ def _norm_eps(norm) -> float:
 def _rms_gain(norm, d_model: int, eps: float) -> Tensor:
     """The effective per-dimension gain of an RMS norm, read from the module itself:
     ``norm(1) · sqrt(1 + eps)`` (Llama's ``w``, Gemma's ``1 + w``: no per-family rule)."""
-    p = next(norm.parameters())
-    ones = torch.ones(1, d_model, dtype=p.dtype, device=p.device)
-    return (norm(ones)[0] * (1.0 + eps) ** 0.5).detach()
+    from headscope.backends.base import materialized
+
+    with materialized(norm):  # a device map may keep it on disk (meta) between forwards
+        p = next(norm.parameters())
+        ones = torch.ones(1, d_model, dtype=p.dtype, device=p.device)
+        return (norm.forward(ones)[0] * (1.0 + eps) ** 0.5).detach().clone()
 
 
 def _post_attention_norms(model) -> list | None:

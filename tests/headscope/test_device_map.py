@@ -1,7 +1,7 @@
 """A model spread over CPU memory and disk by an accelerate device map gives the same
 results as the same model in one piece (headscope.load_model(..., device_map=...)).
 
-Route (no mock): layer 1 and the unembedding of a tiny Llama are offloaded to disk, so
+Route (no mock): layer 1, the final norm and the unembedding of a tiny Llama are offloaded to disk, so
 accelerate keeps their weights on the meta device and loads them for every forward; the
 analyses that read weights directly (DLA, edge attribution) go through the same hooks.
 """
@@ -22,7 +22,7 @@ MAP = {
     "model.embed_tokens": "cpu",
     "model.layers.0": "cpu",
     "model.layers.1": "disk",
-    "model.norm": "cpu",
+    "model.norm": "disk",
     "model.rotary_emb": "cpu",
     "lm_head": "disk",
 }
