@@ -84,15 +84,24 @@ class EdgeScores:
 
 
 def _check_model(model) -> None:
-    if not model.supports("fast_reentry") or getattr(model, "hf_model", None) is None:
+    native = model.supports("edges") and hasattr(model, "block_runner")
+    if not native and (not model.supports("fast_reentry") or getattr(model, "hf_model", None) is None):
         raise HeadscopeError(
-            "edge attribution runs on Hugging Face decoder models (both backends); this model has no HF module tree"
+            "edge attribution runs on Hugging Face decoder models (both backends) and on the tracr organisms; this "
+            "model has neither an HF module tree nor native blocks"
         )
     if model.paths.attn_out is not None:
         raise HeadscopeError(
             "edge attribution needs head outputs that add linearly into the residual stream; this architecture "
             "normalises the attention output before adding it (Gemma 2), so a head's contribution is not its own"
         )
+
+
+def _runner(model, tokens: Tensor) -> BlockRunner:
+    """The block runner of ``model`` on ``tokens``: a :class:`BlockRunner` on an HF module
+    tree, or the model's own (``block_runner``: the tracr organisms' native blocks)."""
+    own = getattr(model, "block_runner", None)
+    return own(tokens) if own is not None else BlockRunner(model, tokens)
 
 
 def _weight(mod: nn.Module) -> Tensor:
@@ -192,7 +201,14 @@ def _record(arch: _Arch, n_layers: int, detach: bool) -> Iterator[dict]:
             rec["z"][L] = keep(args[0])
 
         def pre_mlp_in(mod, args, L=L):
-            rec["mlp_in"][L] = keep(args[0])
+            if detach:
+                rec["mlp_in"][L] = args[0].detach()
+                return None
+            # A view of its own, so that its gradient is the MLP's alone even where the MLP
+            # norm is the identity and hands on the residual tensor itself (tracr).
+            x = args[0].view_as(args[0])
+            rec["mlp_in"][L] = x
+            return (x,) + tuple(args[1:])
 
         def mlp_out(mod, args, out, L=L):
             rec["mlp_out"][L] = keep(out[0] if isinstance(out, tuple) else out)
@@ -343,8 +359,8 @@ def edge_attribution(
         )
     base_t, other_t = (clean, corrupt) if direction == "noise" else (corrupt, clean)
     graph = HeadGraph.from_model(model)
-    base = BlockRunner(model, base_t)
-    other = BlockRunner(model, other_t)
+    base = _runner(model, base_t)
+    other = _runner(model, other_t)
     with base.session():
         arch = _Arch(base)
         with torch.no_grad():

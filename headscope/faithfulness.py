@@ -30,8 +30,7 @@ import torch
 from torch import Tensor
 
 from headscope.common.errors import HeadscopeError
-from headscope.eap import EdgeScores, _Arch, _check_model, _proj_columns, _record, _writers
-from headscope.fastpatch import BlockRunner
+from headscope.eap import EdgeScores, _Arch, _check_model, _proj_columns, _record, _runner, _writers
 from headscope.graph import HeadGraph
 
 Metric = Callable[[Tensor], Tensor]
@@ -93,8 +92,8 @@ class Ablator:
         clean, corrupt = model.check_tokens(clean), model.check_tokens(corrupt)
         self.metric_fn = metric
         self.graph = HeadGraph.from_model(model)
-        self.runner = BlockRunner(model, clean)
-        other = BlockRunner(model, corrupt)
+        self.runner = _runner(model, clean)
+        other = _runner(model, corrupt)
         with self.runner.session(), torch.no_grad():
             self.arch = _Arch(self.runner)
             with _record(self.arch, self.graph.n_layers, detach=True) as rec:

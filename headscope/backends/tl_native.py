@@ -16,21 +16,45 @@ Differences from :class:`~headscope.backends.tl.TLModel`:
 - ``run_from_layer`` is a full run with ``resid_pre`` of the re-entry layer replaced
   (exact, not faster); fast sweeps therefore use the plain patched path;
 - ``generate`` is refused: outputs are not inputs (a tracr model maps a sequence to a
-  sequence of the same length, it does not continue it).
+  sequence of the same length, it does not continue it);
+- edge attribution and circuit faithfulness (:mod:`headscope.eap`,
+  :mod:`headscope.faithfulness`) run on the native blocks through
+  :class:`NativeBlockRunner` and :data:`NATIVE_PATHS` (the native model is pre-norm, with
+  ``q``/``k``/``v``/``o`` linear layers and an ``in``/``out`` MLP, so the HF edge code's
+  hooks apply unchanged); :func:`weight_edges` reads a compiled program's true circuit
+  off its weights.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from headscope.backends._hf import ArchPaths
 from headscope.backends.tl import TLModel
 from headscope.common.errors import HeadscopeError
 from headscope.model import Patch, _check_reentry, check_patches
+
+#: Module paths of TransformerLens's native model under the bridge (its ``NativeBlock``:
+#: ``ln1 -> attn(q, k, v, o) -> ln2 -> mlp(in, out)``, pre-norm, sequential).
+NATIVE_PATHS = ArchPaths(
+    layers="blocks",
+    attn="attn",
+    o_proj="o",
+    mlp="mlp",
+    final_norm="ln_final",
+    unembed="unembed",
+    embed="embed",
+    qkv=("q", "k", "v"),
+    attn_norm="ln1",
+    mlp_norm="ln2",
+    mlp_in="mlp",
+)
 
 
 class TracrTokenizer:
@@ -101,6 +125,7 @@ class TLNativeModel(TLModel):
         self.n_ctx = int(cfg.n_ctx)
         self.device = next(bridge.parameters()).device
         self._active: list[Patch] = []
+        self.paths = NATIVE_PATHS
 
     # -- tokens ----------------------------------------------------------------------
     def token_id(self, word: str) -> int:
@@ -142,8 +167,13 @@ class TLNativeModel(TLModel):
         )
 
     def supports(self, feature: str) -> bool:
-        """A tracr program: no HF module tree (no fast re-entry, no tuning) and no generation."""
-        return feature in ("qkv_sites", "head_grads")
+        """A tracr program: no HF module tree (no fast re-entry, no tuning) and no generation;
+        edge attribution runs on its native blocks (:class:`NativeBlockRunner`)."""
+        return feature in ("qkv_sites", "head_grads", "edges")
+
+    def block_runner(self, tokens: Tensor) -> NativeBlockRunner:
+        """A :class:`NativeBlockRunner` on ``tokens`` (what edge attribution runs)."""
+        return NativeBlockRunner(self, tokens)
 
     # -- weights ---------------------------------------------------------------------
     def final_norm(self) -> nn.Module | None:
@@ -167,6 +197,92 @@ class TLNativeModel(TLModel):
     def o_proj_weight(self, layer: int) -> Tensor:
         """``W_O`` of a layer as ``[n_heads, d_head, d_model]`` (``bridge.W_O[layer]``)."""
         return self.bridge.W_O[layer].detach()
+
+
+class NativeBlockRunner:
+    """:class:`headscope.fastpatch.BlockRunner`'s interface on a native bridge: the cached
+    input of block 0 (token + position embeddings), runs that enter block ``L`` with a given
+    residual, and the unembedding. Attention is bidirectional or causal as the program's
+    config says; positions are absolute (added before block 0), so re-entry needs no
+    position arguments beyond the default ones.
+    """
+
+    def __init__(self, model: TLNativeModel, tokens: Tensor) -> None:  # noqa: D107
+        if getattr(model, "_active", None):
+            raise HeadscopeError("edge attribution cannot run under model.hooked(...) patches")
+        self.model = model
+        self.paths = model.paths
+        self.B, self.T = tokens.shape
+        self.blocks: list[nn.Module] = list(model.bridge.blocks)
+        self.norm = model.bridge.ln_final
+        self.lm_head = model.bridge.unembed
+        got: list[Tensor] = []
+
+        def keep(mod: nn.Module, args: tuple) -> None:
+            got.append(args[0].detach())
+
+        h = self.blocks[0].register_forward_pre_hook(keep)
+        try:
+            with torch.no_grad():
+                model.logits(tokens)
+        finally:
+            h.remove()
+        self.resid0: Tensor = got[0]
+
+    def unembed(self, h: Tensor) -> Tensor:
+        """Logits of final residuals ``[..., d_model]`` (final norm, if any, and ``W_U``)."""
+        return self.lm_head(self.norm(h))
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Nothing to swap: the native blocks are called as they are."""
+        yield
+
+    def forward(self, hidden: Tensor, start_layer: int = 0, rows: Tensor | None = None) -> Tensor:
+        """The final residual of a run entering block ``start_layer`` with ``hidden``
+        ``[R, T, d_model]`` (``rows`` is accepted for BlockRunner's signature: every row of a
+        native run is called the same way)."""
+        R, T = hidden.shape[:2]
+        pos = torch.arange(T, device=hidden.device).expand(R, T)
+        for blk in self.blocks[start_layer:]:
+            (hidden,) = blk(hidden, attention_mask=None, position_ids=pos)
+        return hidden
+
+
+def weight_edges(model: TLNativeModel, tol: float = 1e-6) -> list[str]:
+    """The edges of a compiled program's circuit, read off its weights.
+
+    tracr gives every RASP variable its own residual dimensions, so writer ``u`` feeds reader
+    ``v`` exactly when ``u``'s output matrix and ``v``'s input matrix share a dimension:
+    ``max |W_write(u) @ W_read(v)| > tol``. Writers: ``input`` (token and position
+    embeddings), each head (its ``z`` slice of ``W_O``), each MLP (``W_out``); readers: each
+    head's ``W_Q``/``W_K``/``W_V`` slice, each MLP's ``W_in``, and ``W_U``. The names are
+    :class:`headscope.graph.HeadGraph`'s; only edges the graph has (``u`` writes before
+    ``v`` reads) are returned. Meaningful for tracr's one-variable-per-dimension residuals,
+    not for trained models, where every product is non-zero.
+    """
+    from headscope.graph import HeadGraph
+
+    g = HeadGraph.from_model(model)
+    b = model.bridge
+    H, dh = model.n_heads, model.d_head
+    w_in: list[Tensor] = [torch.cat([b.embed.weight, b.pos_embed.weight]).detach()]  # [rows, d]
+    r_in: list[Tensor] = []  # [d, cols], in reader order
+    for L, blk in enumerate(b.blocks):
+        Wo = blk.attn.o.weight.detach().T.reshape(H, dh, -1)  # [H, dh, d]
+        w_in += [Wo[h] for h in range(H)] + [blk.mlp.out.weight.detach().T]
+        for proj in (blk.attn.q, blk.attn.k, blk.attn.v):
+            Wp = proj.weight.detach().reshape(-1, dh, proj.weight.shape[1])  # [n, dh, d]
+            r_in += [Wp[h].T for h in range(Wp.shape[0])]
+        r_in.append(getattr(blk.mlp, "in").weight.detach().T)
+    r_in.append(model.unembed_matrix())
+    mask = g.mask
+    out = []
+    for i, u in enumerate(g.writers):
+        for j, v in enumerate(g.readers):
+            if bool(mask[i, j]) and float((w_in[i] @ r_in[j]).abs().max()) > tol:
+                out.append(f"{u}->{v}")
+    return out
 
 
 def boot_tracr(folder: Path, device: torch.device) -> TLNativeModel:
