@@ -331,9 +331,13 @@ _CONFIG_FIELDS = (
 )
 
 
-def tracr_bridge(assembled) -> tuple[nn.Module, dict[str, Tensor], dict]:
+def tracr_bridge(assembled, output_label: str | None = None) -> tuple[nn.Module, dict[str, Tensor], dict]:
     """Convert a tracr ``AssembledTransformerModel`` (or a stand-in with the same
     attributes) with TransformerLens's ``utilities/tracr.py`` helpers.
+
+    ``output_label``: the program's output variable (tracr's ``program.label``). Without it
+    TransformerLens infers it as the one variable whose values equal the output encoder's,
+    which fails where several variables share those values (``dyck``: four booleans).
 
     Returns the booted native bridge (weights loaded, ``eval()``), its state dict, and the
     config fields that ``config.json`` stores for :func:`boot_tracr`.
@@ -346,7 +350,7 @@ def tracr_bridge(assembled) -> tuple[nn.Module, dict[str, Tensor], dict]:
     )
 
     cfg = make_tracr_transformer_bridge_config(assembled)
-    state = make_tracr_transformer_bridge_state_dict(assembled)
+    state = make_tracr_transformer_bridge_state_dict(assembled, output_label=output_label)
     fields = {k: getattr(cfg, k) for k in _CONFIG_FIELDS}
     bridge = getattr(TransformerBridge, "boot_native")(cfg)  # attached by importing sources.native
     _, unexpected = bridge.load_state_dict(state, strict=False)

@@ -1,6 +1,6 @@
 """Compile the bundled tracr organisms (``data/models/tracr-NAME/``) once, offline.
 
-What: three RASP programs whose attention heads have roles known by construction are
+What: five RASP programs whose attention heads have roles known by construction are
 compiled to transformer weights with tracr (``tracr-pypi``, needs jax + dm-haiku),
 converted with TransformerLens's tracr helpers
 (``transformer_lens.utilities.tracr.make_tracr_transformer_bridge_config`` /
@@ -9,6 +9,13 @@ converted with TransformerLens's tracr helpers
 ``config.json`` + ``CARD.md``. At run time headscope loads them into a TransformerLens
 ``TransformerBridge`` through the native source (``TransformerBridge.boot_native``);
 jax is never a runtime dependency.
+
+Only programs with a categorical output can be bundled: TransformerLens's helpers read
+the output vocabulary from ``output_encoder.encoding_map`` and raise
+``NotImplementedError`` for a numerical output (tracr's ``NumericalEncoder``, e.g.
+``lib.make_frac_prevs`` or ``lib.make_pair_balance`` on their own). ``dyck`` therefore
+carries two ``make_frac_prevs`` heads (numerical aggregates) inside a program whose
+output is categorical.
 
 How: the script runs in two interpreters. Stage ``compile`` needs tracr and runs in a
 throwaway venv; it writes the raw tracr parameters (``raw.npz``) and metadata
@@ -42,7 +49,7 @@ import numpy as np
 
 BOS, PAD = "BOS", "PAD"
 
-# name -> (description, input vocabulary, max_seq_len, causal, head roles by construction)
+# name -> source (RASP, for the card), vocab, max_seq_len, causal, what (it computes), notes (optional, for the card)
 PROGRAMS: dict[str, dict] = {
     "reverse": {
         "source": (
@@ -77,6 +84,43 @@ PROGRAMS: dict[str, dict] = {
         "causal": True,
         "what": "at each position, the previous token followed by the token two back (e.g. 'cb')",
     },
+    "hist": {
+        "source": (
+            "same_tok = Select(tokens, tokens, EQ)\n"
+            "hist = SelectorWidth(same_tok)                                   # make_hist()"
+        ),
+        "vocab": ["a", "b", "c"],
+        "max_seq_len": 5,
+        "causal": False,
+        "what": "at each position, how many tokens of the input equal this token (a histogram)",
+    },
+    "dyck": {
+        "source": (
+            "length = SelectorWidth(Select(tokens, tokens, TRUE))            # make_length\n"
+            "prevs = Select(indices, indices, LEQ)                            # key <= query\n"
+            "opens = numerical(Aggregate(prevs, numerical(tokens == '('), default=0))   # make_frac_prevs\n"
+            "closes = numerical(Aggregate(prevs, numerical(tokens == ')'), default=0))  # make_frac_prevs\n"
+            "balance = numerical(LinearSequenceMap(opens, closes, 1, -1))     # make_pair_balance\n"
+            "any_negative = numerical(Map(lambda x: x, balance < 0))\n"
+            "has_neg = numerical(Aggregate(Select(indices, indices, TRUE), any_negative, default=0))\n"
+            "last_zero = Aggregate(Select(indices, length - 1, EQ), balance == 0)\n"
+            "shuffle_dyck = last_zero & ~has_neg                              # make_shuffle_dyck(['()'])"
+        ),
+        "vocab": ["(", ")", "x"],
+        "max_seq_len": 5,
+        "causal": False,
+        "what": (
+            "whether the parentheses are balanced (Dyck-1; `x` is a filler token), the same "
+            "answer (True/False) at every position"
+        ),
+        "notes": (
+            "Unnamed RASP variables appear as `map_N`: L4H0's query reads `length - 1` (the index\n"
+            "of the last position) and its value `balance == 0`; `bools_open` / `bools_close` are\n"
+            "`numerical(tokens == '(')` / `')'`. L1H0 and L1H1 are `make_frac_prevs` heads: numerical\n"
+            "aggregates (the mean of a 0/1 variable over keys `k <= q`), each writing one residual\n"
+            "dimension; L4H1 is one too (the mean of `any_negative` over all keys)."
+        ),
+    },
 }
 
 
@@ -95,6 +139,10 @@ def _program(name: str):
         s1 = lib.shift_by(1, rasp.tokens).named("prev1")
         s2 = lib.shift_by(2, rasp.tokens).named("prev2")
         return rasp.SequenceMap(lambda a, b: f"{a}{b}", s1, s2).named("pair")
+    if name == "hist":
+        return lib.make_hist()
+    if name == "dyck":
+        return lib.make_shuffle_dyck(["()"])
     raise KeyError(name)
 
 
@@ -122,8 +170,9 @@ def stage_compile(out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     for name, prog in PROGRAMS.items():
+        program = _program(name)
         m = compiling.compile_rasp_to_model(
-            _program(name),
+            program,
             vocab=set(prog["vocab"]),
             max_seq_len=prog["max_seq_len"],
             causal=prog["causal"],
@@ -168,6 +217,7 @@ def stage_compile(out: Path) -> None:
                 "layer_norm": bool(mc.layer_norm),
             },
             "residual_labels": labels,
+            "output_label": program.label,
             "input_encoding": [[k, int(v)] for k, v in m.input_encoder.encoding_map.items()],
             "output_encoding": [[k, int(v)] for k, v in m.output_encoder.encoding_map.items()],
             "heads": heads,
@@ -204,6 +254,8 @@ class _TracrStandIn:
 def _card(name: str, prog: dict, meta: dict, cfg: dict, n_checked: int) -> str:
     inp = ", ".join(f"`{k}`→{v}" for k, v in meta["input_encoding"])
     outp = ", ".join(f"`{k}`→{v}" for k, v in meta["output_encoding"])
+    n_max = prog["max_seq_len"]
+    notes = f"\n{prog['notes']}\n" if prog.get("notes") else ""
     rows = []
     for head, r in meta["heads"].items():
         role = ", ".join(r["writes"]) if r["writes"] else "none (all weights zero: an unused head slot)"
@@ -250,13 +302,12 @@ the attention half of a `SelectorWidth`, which attends to BOS and to the selecte
 | head | query reads | key reads | value reads | writes |
 |---|---|---|---|---|
 {chr(10).join(rows)}
-
+{notes}
 ## Checked
 
 The bridge's logits equal tracr's own (final residual × categorical unembed) within
 1e-3, and its argmax outputs equal tracr's decoded outputs wherever those are defined, on
-all {n_checked} recorded example inputs (every length 1..{prog["max_seq_len"]});
-`tests/circuits/test_circuits.py` re-checks them.
+all {n_checked} recorded example inputs (every length 1..{n_max}); `tests/circuits/test_circuits.py` re-checks them.
 """
 
 
@@ -278,7 +329,9 @@ def _convert_all(raw: Path, out_root: Path) -> None:
         meta = json.loads((raw / f"{name}.json").read_text())
         npz = dict(np.load(raw / f"{name}.npz"))
         stand_in = _TracrStandIn(npz, meta)
-        bridge, state, fields = tracr_bridge(stand_in)
+        # tracr's own output label: TransformerLens cannot infer it where several variables
+        # share the output's values (dyck)
+        bridge, state, fields = tracr_bridge(stand_in, output_label=meta.get("output_label"))
         enc = {str(k): v for k, v in meta["input_encoding"]}
         dec = {v: k for k, v in meta["output_encoding"]}
         n_ok, worst = 0, 0.0

@@ -23,7 +23,7 @@ from headscope.loading import load_model
 from headscope.paths import data_dir
 from headscope.results import parse_head
 
-TRACR = ("reverse", "sort", "shift2")
+TRACR = ("reverse", "sort", "shift2", "hist", "dyck")
 
 
 def _write(tmp_path: Path, text: str, name: str = "spec.toml") -> Path:
