@@ -16,7 +16,7 @@ from torch import Tensor
 from headscope.common.errors import HeadscopeError
 from headscope.common.progress import progress
 from headscope.controls import random_heads
-from headscope.model import HeadCache, HeadModel, Patch
+from headscope.model import HeadCache, HeadModel, Patch, remote_sweep
 from headscope.results import HeadResult
 
 Metric = Callable[[Float[Tensor, " batch pos vocab"]], Tensor]
@@ -26,6 +26,7 @@ Metric = Callable[[Float[Tensor, " batch pos vocab"]], Tensor]
 # Attribution patching
 
 
+@remote_sweep
 def attribution_patching(
     model: HeadModel,
     clean: Int[Tensor, " batch pos"],

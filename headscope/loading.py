@@ -107,12 +107,15 @@ def wrap(
     path: str | None = None,
     copy_model: bool = False,
     allow_unk: bool = False,
+    remote: bool | str | None = None,
 ):
     """A HeadModel around an in-memory HF causal LM (``copy_model`` deep-copies it first,
     which you need to give the same model to both backends: the TL bridge edits it in place).
-    ``allow_unk``: accept text prompts with words outside the vocabulary (default: an error)."""
+    ``allow_unk``: accept text prompts with words outside the vocabulary (default: an error).
+    ``remote``: see :func:`load_model`."""
     if backend not in BACKENDS:
         raise HeadscopeError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    remote = check_remote(remote, backend)
     if copy_model:
         hf_model = copy.deepcopy(hf_model)
     model: Any
@@ -124,8 +127,28 @@ def wrap(
         from headscope.backends.nnsight import NNsightModel
 
         model = NNsightModel.from_hf(hf_model, tokenizer, name=name, path=path)
+        model.remote = remote
     model.allow_unk = allow_unk
     return model
+
+
+def check_remote(remote: bool | str | None, backend: str) -> bool | str:
+    """``remote`` as nnsight takes it (``False``, ``True``, ``"local"`` or a host URL), or a
+    HeadscopeError naming what is accepted."""
+    if remote in (None, False, "", "off"):
+        return False
+    if remote in ("ndif", "1", "true"):
+        remote = True
+    if not (
+        remote is True or remote == "local" or (isinstance(remote, str) and remote.startswith(("http://", "https://")))
+    ):
+        raise HeadscopeError(
+            f"remote={remote!r} is not understood; use True (NDIF), 'local' (nnsight's local simulation of a "
+            "remote job) or a host URL"
+        )
+    if backend != "nnsight":
+        raise HeadscopeError("remote execution runs through nnsight; use backend='nnsight' (CLI: --backend nnsight)")
+    return remote
 
 
 def _wants_disk(device_map) -> bool:
@@ -140,6 +163,7 @@ def load_model(
     device_map: str | dict | None = None,
     max_memory: dict | None = None,
     offload_folder: str | None = None,
+    remote: bool | str | None = None,
 ):
     """Load a HeadModel.
 
@@ -154,15 +178,21 @@ def load_model(
         device_map, max_memory, offload_folder: spread a model that does not fit one device
             over several, CPU memory or disk (accelerate; e.g. ``device_map="auto"`` or
             ``{"model.layers.1": "disk", ...}``); see docs/scale.md.
+        remote: nnsight backend only. ``True`` (or ``"ndif"``) runs every trace on NDIF
+            (key from the ``NDIF_API_KEY`` environment variable), a URL another host,
+            ``"local"`` nnsight's local simulation of a remote job (serialised and run
+            here, what the tests use). Sweeps run as one remote session each; fast paths
+            are off. See docs/scale.md.
     """
     if backend not in BACKENDS:
         raise HeadscopeError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    remote = check_remote(remote, backend)
     if name.startswith(("tracr-", "tracr:")):  # compiled RASP programs: TL native bridge
         return load_tracr(name, backend=backend, device=device)
     if device_map is not None and name.startswith(("tracr-", "tracr:")):
         raise HeadscopeError("tracr organisms are tiny and load whole; drop device_map")
     hf, tok, path = load_hf(name, device, device_map=device_map, max_memory=max_memory, offload_folder=offload_folder)
-    return wrap(hf, tok, backend=backend, name=name, path=path, allow_unk=allow_unk)
+    return wrap(hf, tok, backend=backend, name=name, path=path, allow_unk=allow_unk, remote=remote)
 
 
 def load_tracr(name: str, backend: str = "tl", device: str | torch.device | None = "auto"):

@@ -21,11 +21,12 @@ or ``with`` block ends, also when the body raises.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import torch
 from jaxtyping import Float, Int
@@ -486,3 +487,28 @@ def _check_reentry(patches: Sequence[Patch], layer: int) -> None:
     low = sorted({p.layer for p in patches if p.layer < layer})
     if low:
         raise HeadscopeError(f"patches on layers {low} lie below the re-entry layer {layer}; they would never run")
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def remote_sweep(fn: _F) -> _F:
+    """Run an analysis ``fn(model, ...)`` as one remote session when ``model`` is a remote
+    nnsight model (one job per sweep, not one per patch); otherwise call it as it is."""
+
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        if not getattr(model, "remote", False) or getattr(model, "_in_session", False):
+            return fn(model, *args, **kwargs)
+        box: dict[str, Any] = {}
+        model._in_session = True
+        try:
+            # nnsight ships this block's code and the objects it names; the traces fn makes
+            # run inside the session (``_trace`` sees ``_in_session``).
+            with model.nn_model.session(remote=model.remote):
+                box["out"] = fn(model, *args, **kwargs)
+        finally:
+            model._in_session = False
+        return box["out"]
+
+    return wrapper  # type: ignore[return-value]

@@ -32,7 +32,7 @@ from headscope.common.errors import HeadscopeError
 from headscope.common.metrics import normalized_patching_metric
 from headscope.common.progress import progress
 from headscope.fastpatch import PrefixSweep, first_difference, metric_positions, parse_memory
-from headscope.model import HeadCache, HeadModel, Patch, Site
+from headscope.model import HeadCache, HeadModel, Patch, Site, remote_sweep
 from headscope.results import HeadResult
 
 Metric = Callable[[Float[Tensor, " batch pos vocab"]], Tensor]
@@ -95,6 +95,7 @@ def _prefix_ok(model: HeadModel) -> bool:
     )
 
 
+@remote_sweep
 def patch_heads(
     model: HeadModel,
     clean: Int[Tensor, " batch pos"],
@@ -300,6 +301,7 @@ def _check_sweep_base(sweep: PrefixSweep, ref: Tensor) -> None:
         )
 
 
+@remote_sweep
 def patch_layers(
     model: HeadModel,
     clean: Int[Tensor, " batch pos"],
@@ -433,6 +435,7 @@ def ablate_heads(
 # Path patching
 
 
+@remote_sweep
 def path_patch_heads(
     model: HeadModel,
     clean: Int[Tensor, " batch pos"],

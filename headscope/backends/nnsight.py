@@ -9,6 +9,14 @@ GPT-NeoX's ``query_key_value``, Phi-3's ``qkv_proj``), split per head the way th
 splits them. Every run is one ``model.trace``; activations are
 read with ``.save()`` and patched by assigning ``.input`` / ``.output``, in the order the
 forward pass reaches them (nnsight runs the intervention code interleaved with the model).
+
+Remote execution (``remote=True``, a host URL, or ``"local"``; docs/scale.md): every trace
+goes through nnsight's remote path (``model.trace(..., remote=...)``), and a sweep wrapped
+by :func:`headscope.model.remote_sweep` runs as *one* ``model.session(remote=...)`` job whose traces stay
+inside it. ``"local"`` is nnsight's serverless simulation: the request is serialised and
+deserialised with local modules hidden, as a server would, then run here. A remote model
+runs no fast path (re-entry, prefix reuse and edge attribution call the HF blocks directly,
+which a server does not allow); ``run_from_layer`` becomes a patched full run.
 """
 
 from __future__ import annotations
@@ -38,10 +46,16 @@ class NNsightModel(BaseHeadModel):
 
     backend = "nnsight"
 
-    def __init__(self, nn_model, hf_model: nn.Module, tokenizer, name: str) -> None:
-        """Wrap an nnsight ``TransformersModel`` around ``hf_model`` (use :meth:`from_hf` to build one)."""
+    def __init__(self, nn_model, hf_model: nn.Module, tokenizer, name: str, remote: bool | str = False) -> None:
+        """Wrap an nnsight ``TransformersModel`` around ``hf_model`` (use :meth:`from_hf` to build one).
+
+        ``remote``: ``False`` (run here), ``True`` (NDIF, key from ``NDIF_API_KEY``), a host
+        URL, or ``"local"`` (nnsight's serialise-and-run-here simulation of a remote job).
+        """
         super().__init__(hf_model, tokenizer, name)
         self.nn_model = nn_model
+        self.remote = remote
+        self._in_session = False
         self._tokens_shape: tuple[int, ...] = (0, 0)
         self._order = _ORDER_POST_NORM if self.paths.attn_out is not None else _ORDER
 
@@ -61,6 +75,19 @@ class NNsightModel(BaseHeadModel):
         tok = tokenizer if tokenizer is not None else placeholder_tokenizer()
         nn_model = TransformersModel(hf_model, tokenizer=tok)
         return cls(nn_model, hf_model, tokenizer, name)
+
+    def _trace(self, tokens: Tensor):
+        """``nn_model.trace(tokens)``: remote where the model is, unless a remote session
+        already carries this trace."""
+        if self.remote and not self._in_session:
+            return self.nn_model.trace(tokens, remote=self.remote)
+        return self.nn_model.trace(tokens)
+
+    def supports(self, feature: str) -> bool:
+        """As :meth:`BaseHeadModel.supports`; a remote model has no fast re-entry."""
+        if self.remote and feature == "fast_reentry":
+            return False
+        return super().supports(feature)
 
     def check_tokens(self, tokens: Tensor) -> Tensor:
         """Validate ``tokens`` and remember their shape (architectures that flatten
@@ -192,7 +219,7 @@ class NNsightModel(BaseHeadModel):
     # -- runs ----------------------------------------------------------------------
     def _logits_trace(self, tokens: Tensor, patches: Sequence[Patch]) -> Tensor:
         """Logits of one trace with the active and the given patches."""
-        with self.nn_model.trace(tokens):
+        with self._trace(tokens):
             self._intervene(patches)
             out = get_path(self.nn_model, self.paths.unembed).output.save()
         return out
@@ -226,7 +253,7 @@ class NNsightModel(BaseHeadModel):
         saved: dict[tuple[str, int], Any] = {}
         active = group_patches(self._active)
         fused = self.paths.qkv_fused is not None
-        with self.nn_model.trace(tokens):
+        with self._trace(tokens):
             for L in range(max(layers) + 1 if layers else 0):
                 for site in self._order:
                     if site in _PROJ:
@@ -279,6 +306,9 @@ class NNsightModel(BaseHeadModel):
         patches = list(patches)
         check_patches(self, patches)
         _check_reentry(patches + list(self._active), layer)
+        if self.remote:  # no local block swap on a server: replace the residual in a full run
+            enter = Patch(layer=layer, site="resid_pre", mode="replace", value=resid_pre.to(self.device))
+            return self._logits_trace(tokens, [enter, *patches])
         with resid_reentry(self.blocks(), layer, resid_pre.to(self.device)):
             return self._logits_trace(tokens, patches)
 
@@ -299,7 +329,7 @@ class NNsightModel(BaseHeadModel):
         zsaved: dict[int, Any] = {}
         out: dict[str, Any] = {}
         with torch.enable_grad():
-            with self.nn_model.trace(tokens):
+            with self._trace(tokens):
                 self._intervene(())
                 for L in layers:
                     zs[L] = self._o_proj(L).input

@@ -55,6 +55,13 @@ def add_model_args(p: argparse.ArgumentParser, device: bool = True) -> None:
         action="store_true",
         help="analyse prompts with words outside the model's vocabulary (default: an error naming them)",
     )
+    p.add_argument(
+        "--remote",
+        default=None,
+        metavar="WHERE",
+        help="with --backend nnsight: run every trace remotely, one session per sweep: ndif (key from NDIF_API_KEY), "
+        "a host URL, or local (nnsight's local simulation of a remote job); docs/scale.md [off]",
+    )
     # main() resolves --model before heavy imports, only for commands declared here (the
     # companions' --model options name their own models, not HeadModels).
     p.set_defaults(_headmodel=True)
@@ -69,6 +76,7 @@ def model_from_args(args):
         backend=args.backend,
         device=getattr(args, "device", "auto"),
         allow_unk=bool(getattr(args, "allow_unk", False)),
+        remote=getattr(args, "remote", None),
     )
 
 

@@ -90,6 +90,8 @@ def cmd_patch(args) -> int:
         raise HeadscopeError(f"--workers must be >= 0; got {args.workers}")
     if (args.address or args.checkpoint) and not args.workers:
         raise HeadscopeError("--address and --checkpoint go with --workers N (a sharded sweep)")
+    if args.workers and getattr(args, "remote", None):
+        raise HeadscopeError("--workers runs local model copies; drop --remote (or --workers)")
     if args.workers and args.site != "heads":
         raise HeadscopeError("--workers shards head sweeps only; drop it for --site " + args.site)
     model = model_from_args(args)
