@@ -64,9 +64,11 @@ def _runs(
     sites: Sequence[str],
     normalize: bool = True,
     return_logits: bool = False,
+    layers: Sequence[int] | None = None,
 ):
-    cl_logits, cl_cache = model.run_with_heads(clean, sites=tuple(sites))
-    co_logits, co_cache = model.run_with_heads(corrupt, sites=tuple(sites))
+    # Caches only for the layers a sweep patches (all, by default).
+    cl_logits, cl_cache = model.run_with_heads(clean, layers=layers, sites=tuple(sites))
+    co_logits, co_cache = model.run_with_heads(corrupt, layers=layers, sites=tuple(sites))
     m_clean, m_corrupt = metric(cl_logits).detach(), metric(co_logits).detach()
     gap = float((m_clean - m_corrupt).abs())
     if normalize and gap < MIN_GAP * max(1.0, abs(float(m_clean)), abs(float(m_corrupt))):
@@ -145,7 +147,7 @@ def patch_heads(
     clean, corrupt = model.check_tokens(clean), model.check_tokens(corrupt)
     _validate(model, clean, corrupt, mode)
     m_clean, m_corrupt, cl_cache, co_cache, cl_logits, co_logits = _runs(
-        model, clean, corrupt, metric, ("z", "resid_pre"), normalize, return_logits=True
+        model, clean, corrupt, metric, ("z", "resid_pre"), normalize, return_logits=True, layers=layers
     )
     base_tokens, base, src = (corrupt, co_cache, cl_cache) if mode == "denoise" else (clean, cl_cache, co_cache)
     B, P = clean.shape
@@ -368,15 +370,77 @@ def patch_layers(
     return HeadResult(out, axes, {"pos": _pos_labels(model, clean)}, info)
 
 
-def patch_task(model: HeadModel, task, *, sites: str = "heads", **kwargs) -> HeadResult:
-    """Run :func:`patch_heads` (``sites="heads"``) or :func:`patch_layers` on a Task / TaskBatch."""
+#: Prompt pairs per chunk of a task sweep (:func:`patch_task`); larger tasks run in chunks.
+DEFAULT_MAX_PAIRS = 1024
+
+
+def patch_task(
+    model: HeadModel, task, *, sites: str = "heads", max_pairs: int | None = DEFAULT_MAX_PAIRS, **kwargs
+) -> HeadResult:
+    """Run :func:`patch_heads` (``sites="heads"``) or :func:`patch_layers` on a Task / TaskBatch.
+
+    A task of more than ``max_pairs`` prompt pairs runs in chunks of at most that many, so
+    memory stays bounded however many pairs there are (caches, logits and the fast path's
+    base run are per chunk). The task's metric is a mean over pairs, so the chunks' raw
+    metrics, weighted by their sizes, give the whole task's; the normalisation is applied
+    once, to those totals. ``max_pairs=None`` runs the task as one batch.
+    """
     batch = task.prepare(model) if hasattr(task, "prepare") else task
     fn = patch_heads if sites == "heads" else patch_layers
     if sites not in ("heads",):
         kwargs.setdefault("site", sites)
-    res = fn(model, batch.clean, batch.corrupt, batch.metric_fn(), **kwargs)
+    N = int(batch.clean.shape[0])
+    if max_pairs is not None and max_pairs < 1:
+        raise HeadscopeError(f"max_pairs must be >= 1 (or None for one batch); got {max_pairs}")
+    if max_pairs is None or N <= max_pairs:
+        res = fn(model, batch.clean, batch.corrupt, batch.metric_fn(), **kwargs)
+    else:
+        res = _chunked(model, fn, batch, max_pairs, kwargs)
     res.info["task"] = batch.name
     return res
+
+
+def _chunked(model: HeadModel, fn, batch, max_pairs: int, kwargs: dict) -> HeadResult:
+    """:func:`patch_task` in chunks of ``max_pairs`` pairs (raw metrics, then one normalisation)."""
+    import dataclasses
+
+    normalize = kwargs.pop("normalize", True)
+    mode = kwargs.get("mode", "denoise")
+    N = int(batch.clean.shape[0])
+    total = None
+    m_clean = m_corrupt = 0.0
+    res = None
+    starts = list(range(0, N, max_pairs))
+    show = kwargs.get("show_progress", True)
+    for i in progress(starts, desc="prompt chunks") if show else starts:
+        part = dataclasses.replace(
+            batch,
+            clean=batch.clean[i : i + max_pairs],
+            corrupt=batch.corrupt[i : i + max_pairs],
+            answer=batch.answer[i : i + max_pairs],
+            wrong=batch.wrong[i : i + max_pairs],
+        )
+        n = int(part.clean.shape[0])
+        res = fn(
+            model, part.clean, part.corrupt, part.metric_fn(), normalize=False, **{**kwargs, "show_progress": False}
+        )
+        raw = res.scores.double() * n
+        total = raw if total is None else total + raw
+        m_clean += res.info["metric_clean"] * n
+        m_corrupt += res.info["metric_corrupt"] * n
+    assert res is not None and total is not None
+    mean, mc, mk = total / N, torch.tensor(m_clean / N), torch.tensor(m_corrupt / N)
+    gap = float((mc - mk).abs())
+    if normalize and gap < MIN_GAP * max(1.0, abs(float(mc)), abs(float(mk))):
+        raise HeadscopeError(
+            f"the metric barely differs between clean ({float(mc):.4g}) and corrupt ({float(mk):.4g}) prompts (gap "
+            f"{gap:.2g}): the corruption does not change the answer; use a corruption that changes the model's answer"
+        )
+    scores = _score(mean, mc, mk, mode, normalize).float()
+    info = {**res.info, **_info(model, mode, mc, mk, normalize, site=res.info.get("site", "z"))}
+    info.update({"n_pairs": N, "max_pairs": max_pairs, "n_chunks": len(starts)})
+    info["per_position"] = res.info.get("per_position")
+    return HeadResult(scores, res.axes, res.labels, info)
 
 
 def _score(m: Tensor, m_clean: Tensor, m_corrupt: Tensor, mode: str, normalize: bool) -> Tensor:

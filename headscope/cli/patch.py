@@ -45,6 +45,13 @@ def register(sub) -> None:
         help="activation memory one forward pass of the sweep may hold, e.g. 512MB or 2GB [256MB]",
     )
     p.add_argument(
+        "--max-pairs",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="run a larger prompt set in chunks of N pairs, so memory stays bounded (docs/scale.md) [1024]",
+    )
+    p.add_argument(
         "--no-fast",
         action="store_true",
         help="run every patched copy through the whole model (the exact fast path is the default; "
@@ -88,6 +95,8 @@ def cmd_patch(args) -> int:
     max_memory = parse_memory(args.max_memory)
     if args.workers < 0:
         raise HeadscopeError(f"--workers must be >= 0; got {args.workers}")
+    if args.max_pairs < 1:
+        raise HeadscopeError(f"--max-pairs must be >= 1; got {args.max_pairs}")
     if (args.address or args.checkpoint) and not args.workers:
         raise HeadscopeError("--address and --checkpoint go with --workers N (a sharded sweep)")
     if args.workers and getattr(args, "remote", None):
@@ -128,9 +137,18 @@ def cmd_patch(args) -> int:
             per_position=args.per_position,
             max_memory=max_memory,
             fast=not args.no_fast,
+            max_pairs=args.max_pairs,
         )
     else:
-        res = patch_task(model, batch, sites=args.site, mode=args.mode, per_position=True, fast=not args.no_fast)
+        res = patch_task(
+            model,
+            batch,
+            sites=args.site,
+            mode=args.mode,
+            per_position=True,
+            fast=not args.no_fast,
+            max_pairs=args.max_pairs,
+        )
     res.info.update({"task": batch.name, "prompts": batch.clean.shape[0], "task_description": task.description})
     stem = Path(args.out) / run_stem(args, batch.name, args.site, args.mode, "pos" if args.per_position else None)
     files = res.save(stem)
