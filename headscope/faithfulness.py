@@ -244,8 +244,13 @@ def _sorted(x: Sequence[float], y: Sequence[float]) -> tuple[list[float], list[f
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def edge_auroc(scores: EdgeScores, truth: Sequence[str]) -> dict:
-    """ROC and AUROC of ``|score|`` for recovering the edges of a known circuit ``truth``."""
+def edge_auroc(scores: EdgeScores, truth: Sequence[str], rtol: float = 1e-6) -> dict:
+    """ROC and AUROC of ``|score|`` for recovering the edges of a known circuit ``truth``.
+
+    Scores within ``rtol × max|score|`` of zero count as exactly zero (tied): edges a
+    corruption does not move score zero up to float rounding, and rounding noise would
+    otherwise rank them arbitrarily (a batch and the mean of its pairs round differently).
+    """
     from sklearn.metrics import roc_auc_score, roc_curve
 
     g = scores.graph
@@ -256,6 +261,8 @@ def edge_auroc(scores: EdgeScores, truth: Sequence[str]) -> dict:
         g.edge_index(e)
     y = [1 if e in true else 0 for e in names]
     s = [abs(float(scores.scores[i, j])) for i, j in idx]
+    floor = rtol * max(s, default=0.0)
+    s = [v if v > floor else 0.0 for v in s]
     if not 0 < sum(y) < len(y):
         raise HeadscopeError("edge recovery needs a known circuit with some, but not all, of the graph's edges")
     fpr, tpr, _ = roc_curve(y, s)
