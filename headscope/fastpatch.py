@@ -356,22 +356,11 @@ class PrefixSweep(BlockRunner):
 
     # -- patched runs -----------------------------------------------------------------
     @torch.no_grad()
-    def run(self, layer: int, start: int, rows: Tensor, z_new: Tensor) -> Tensor:
-        """Logits at the metric positions of patched copies.
-
-        Args:
-            layer: the patched layer ``L``.
-            start: first position whose ``z`` is patched in any copy (positions before it
-                are unchanged in every copy).
-            rows: ``[R]`` the base row each copy copies.
-            z_new: ``[R, q, n_heads, d_head]`` layer ``L``'s patched ``z`` at positions
-                ``start..start+q-1``: ``q = 1`` when only position ``start`` is patched
-                (per-position sweeps; block ``L`` then computes that position alone),
-                else ``q = T - start``.
-
-        Returns: ``[R, k, vocab]`` logits at the metric positions (base logits where a
-        metric position lies before ``start``).
-        """
+    def run_hidden(self, layer: int, start: int, rows: Tensor, z_new: Tensor) -> tuple[Tensor, list[int]]:
+        """:meth:`run` without the unembedding: the final residuals ``[R, len(idx), d]`` at
+        the metric positions ``idx`` (indices into ``positions``) that lie at or after
+        ``start``. Sweeps collect these over several groups and unembed them in one call
+        (the unembedding is memory-bound: one pass over ``W_U`` serves many rows)."""
         R = rows.shape[0]
         T = self.T
         attn_out = self.o_projs[layer](z_new.to(self.dtype).reshape(R, z_new.shape[1], -1))
@@ -417,9 +406,32 @@ class PrefixSweep(BlockRunner):
 
                 with _swap_forward(mlp, only_read):
                     h = self._block(last, h, rows, start, cache)
+        return h[:, [self.positions[j] - start for j in idx]], idx
+
+    def run(self, layer: int, start: int, rows: Tensor, z_new: Tensor) -> Tensor:
+        """Logits at the metric positions of patched copies.
+
+        Args:
+            layer: the patched layer ``L``.
+            start: first position whose ``z`` is patched in any copy (positions before it
+                are unchanged in every copy).
+            rows: ``[R]`` the base row each copy copies.
+            z_new: ``[R, q, n_heads, d_head]`` layer ``L``'s patched ``z`` at positions
+                ``start..start+q-1``: ``q = 1`` when only position ``start`` is patched
+                (per-position sweeps; block ``L`` then computes that position alone),
+                else ``q = T - start``.
+
+        Returns: ``[R, k, vocab]`` logits at the metric positions (base logits where a
+        metric position lies before ``start``).
+        """
+        hp, idx = self.run_hidden(layer, start, rows, z_new)
+        return self.logits_of(rows, hp, idx)
+
+    def logits_of(self, rows: Tensor, hp: Tensor, idx: list[int]) -> Tensor:
+        """``[R, k, vocab]``: base logits of ``rows`` at the metric positions, with those at
+        ``idx`` replaced by the unembedding of the final residuals ``hp`` ``[R, len(idx), d]``."""
         out = self.base_logits.index_select(0, rows)
         if idx:
-            hp = h[:, [self.positions[j] - start for j in idx]]
             out[:, idx] = self.unembed(hp).float()
         return out
 

@@ -248,6 +248,43 @@ def _prefix_sweep(
     per_token = sweep.bytes_per_token()
     logit_bytes = 8 * len(pos) * sweep.base_logits.shape[-1]
     starts = list(range(T)) if per_position else [int(first.min())]
+    # Patched groups' final residuals wait here and are unembedded together: the
+    # unembedding streams all of W_U once per call, so one call for many groups is cheaper.
+    pending: list[tuple] = []
+    n_pending = 0
+    unembed_rows = _unembed_rows(sweep, len(pos), budget)
+
+    def flush() -> None:
+        nonlocal n_pending
+        if not pending:
+            return
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for key, (L, p, hs, active, rows, hp, idx) in enumerate(pending):
+            groups.setdefault(tuple(idx), []).append(key)
+        for idx_key, keys in groups.items():
+            idx = list(idx_key)
+            hps = [pending[k][5] for k in keys]
+            lg_all = sweep.unembed(torch.cat(hps)).float() if idx else None
+            at = 0
+            for k in keys:
+                L, p, hs, active, rows, hp, _ = pending[k]
+                R = rows.shape[0]
+                lg = sweep.base_logits.index_select(0, rows)
+                if lg_all is not None:
+                    lg[:, idx] = lg_all[at : at + R]
+                at += R
+                nA = active.numel()
+                for j, h in enumerate(hs):
+                    buf[:, pos_t] = sweep.base_logits
+                    buf[active[:, None], pos_t[None, :]] = lg[j * nA : (j + 1) * nA]
+                    v = _score(metric(buf).detach(), m_clean, m_corrupt, mode, normalize)
+                    if per_position:
+                        out[L, p, h] = v
+                    else:
+                        out[L, h] = v
+        pending.clear()
+        n_pending = 0
+
     with sweep.session():
         for L in progress(layers, desc="patching heads") if show_progress else layers:
             zb, zs = sweep.z[L], src.z[L].to(sweep.z[L].dtype)
@@ -268,15 +305,17 @@ def _prefix_sweep(
                     z_new = zb[rows, p : p + q].clone()
                     for j, h in enumerate(hs):
                         z_new[j * nA : (j + 1) * nA, :, h] = zs[active, p : p + q, h]
-                    lg = sweep.run(L, p, rows, z_new)
-                    for j, h in enumerate(hs):
-                        buf[:, pos_t] = sweep.base_logits
-                        buf[active[:, None], pos_t[None, :]] = lg[j * nA : (j + 1) * nA]
-                        v = _score(metric(buf).detach(), m_clean, m_corrupt, mode, normalize)
-                        if per_position:
-                            out[L, p, h] = v
-                        else:
-                            out[L, h] = v
+                    hp, idx = sweep.run_hidden(L, p, rows, z_new)
+                    pending.append((L, p, hs, active, rows, hp, idx))
+                    n_pending += rows.shape[0]
+                    if n_pending >= unembed_rows:
+                        flush()
+        flush()
+
+
+def _unembed_rows(sweep: PrefixSweep, n_pos: int, budget: int) -> int:
+    """Copies whose metric-position logits one batched unembedding may hold within ``budget``."""
+    return max(1, budget // max(1, 4 * n_pos * sweep.base_logits.shape[-1]))
 
 
 def _low_precision(dtype: torch.dtype | str | None) -> torch.dtype | None:
