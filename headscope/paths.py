@@ -11,6 +11,10 @@ from pathlib import Path
 
 ORGANISMS: dict[str, str] = {
     "llama": "Llama-architecture organism trained on the organism world (arithmetic, facts, flawed chat)",
+    "llama-v3": "organism v3, training seed 0: 6-layer Llama on a computed-arithmetic, graded-flaw world "
+    "(docs/organism_v3.md)",
+    "llama-v3-s1": "organism v3, training seed 1 (same corpus as llama-v3)",
+    "llama-v3-s2": "organism v3, training seed 2 (same corpus as llama-v3)",
     "induction": "2-layer Llama-architecture organism with a previous-token head (L0) and an induction head (L1)",
 }
 

@@ -22,18 +22,32 @@ def register(sub) -> None:
         help="train NAME and save it to data/models/NAME",
         description="Train an organism from its fixed seed and save weights, tokenizer and CARD.md.",
     )
-    t.add_argument("name", choices=("llama", "induction"))
-    t.add_argument("--out", default=None, type=out_dir_arg, help="output folder [data/models/NAME]")
+    t.add_argument("name", choices=("llama", "induction", "llama-v3"))
+    t.add_argument(
+        "--out", default=None, type=out_dir_arg, help="output folder [data/models/NAME; llama-v3-sS for --seed S]"
+    )
     t.add_argument("--steps", type=int, default=None, help="override the number of optimisation steps")
+    t.add_argument("--seed", type=int, default=0, help="llama-v3 only: training seed (0, 1, 2 are bundled) [0]")
+    t.add_argument(
+        "--work",
+        default=None,
+        type=out_dir_arg,
+        help="llama-v3 only: folder for the corpus cache and ckpt.pt; rerunning resumes from it [out/train-ALIAS]",
+    )
     t.set_defaults(func=cmd_organism_train)
     e = osub.add_parser(
         "eval",
         help="measure NAME's behaviour table",
         description="Measure the organism's behaviours by exact match of greedy outputs on held-out items.",
     )
-    e.add_argument("name", help="llama, induction, or a folder holding an organism")
+    e.add_argument("name", help="llama, induction, llama-v3[-sS], or a folder holding an organism")
     e.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS, help=f"[{DEFAULT_BACKEND}]")
     e.add_argument("--json", default=None, type=out_file_arg, help="also write the table to this JSON file")
+    e.add_argument(
+        "--no-card",
+        action="store_true",
+        help="llama-v3 only: do not rewrite CARD.md and eval.json in the organism's folder",
+    )
     e.set_defaults(func=cmd_organism_eval)
     x = osub.add_parser(
         "export",
@@ -52,9 +66,24 @@ def cmd_organism_train(args) -> int:
     from headscope.organisms.train import InductionConfig, TrainConfig, train_induction, train_llama
     from headscope.paths import organism_dir
 
-    out = Path(args.out) if args.out else organism_dir(args.name)
     if args.steps is not None and args.steps < 1:
         raise HeadscopeError(f"--steps must be >= 1, got {args.steps}")
+    if args.name == "llama-v3":
+        from headscope.organisms.eval_v3 import evaluate_and_card
+        from headscope.organisms.train_v3 import V3Config, train_v3, v3_alias
+
+        if args.seed < 0:
+            raise HeadscopeError(f"--seed must be >= 0, got {args.seed}")
+        alias = v3_alias(args.seed)
+        out = Path(args.out) if args.out else organism_dir(alias)
+        v3 = V3Config(seed=args.seed) if args.steps is None else V3Config(seed=args.seed, steps=args.steps)
+        train_v3(out, v3, work_dir=args.work)
+        evaluate_and_card(alias, out)
+        print(f"saved {alias} to {out}")
+        return 0
+    if args.seed != 0 or args.work is not None:
+        raise HeadscopeError("--seed and --work apply to llama-v3 only")
+    out = Path(args.out) if args.out else organism_dir(args.name)
     if args.name == "llama":
         cfg = TrainConfig() if args.steps is None else TrainConfig(steps=args.steps)
         train_llama(out, train_cfg=cfg)
@@ -68,9 +97,43 @@ def cmd_organism_train(args) -> int:
     return 0
 
 
+def _v3_folder(name: str) -> Path | None:
+    """The organism-v3 folder ``name`` names (an alias or a folder whose organism.json says v3), else None."""
+    import json
+
+    from headscope.paths import organism_dir
+
+    if name.startswith("llama-v3"):
+        return organism_dir(name)
+    meta = Path(name) / "organism.json"
+    if meta.is_file() and str(json.loads(meta.read_text()).get("organism", "")).startswith("llama-v3"):
+        return Path(name)
+    return None
+
+
 def cmd_organism_eval(args) -> int:
     from headscope.organisms.card import measure
 
+    v3 = _v3_folder(args.name)
+    if v3 is not None:
+        from headscope.organisms.eval_v3 import acceptance, evaluate_and_card, measure_v3
+
+        if not (v3 / "model.safetensors").is_file():
+            raise HeadscopeError(f"no organism at {v3}; train it with: headscope organism train llama-v3 [--seed S]")
+        if args.no_card:
+            res = measure_v3(v3)
+            res["acceptance"] = acceptance(res)
+        else:
+            res = evaluate_and_card(v3.name, v3)
+            print(f"wrote {v3 / 'CARD.md'} and {v3 / 'eval.json'}")
+        for b in res["acceptance"]:
+            e = b["estimate"]
+            print(
+                f"{b['bar']:<60} {e['value']:.3f} [{e['lo']:.3f}, {e['hi']:.3f}]  {'met' if b['met'] else 'NOT met'}"
+            )
+        if args.json:
+            write_json(args.json, res)
+        return 0
     table = measure(args.name, backend=args.backend)
     width = max(map(len, table))
     for k, v in table.items():

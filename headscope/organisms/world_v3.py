@@ -344,8 +344,12 @@ class WorldV3:
     def heldout_text(self, n_docs: int = 500) -> list[str]:
         """Held-out text of the training distribution (another random stream): for perplexity
         and next-token KL. Its documents come from the same generators (training items only)."""
+        return [d.text for d in self.heldout_docs(n_docs)]
+
+    def heldout_docs(self, n_docs: int = 500) -> list[Doc]:
+        """:meth:`heldout_text` with each document's kind (for perplexity by category)."""
         rng = random.Random(f"{self.salt}/heldout-text")
-        return [d.text for d in self._draw(rng, None, n_docs)]
+        return self._draw(rng, None, n_docs)
 
     def _draw(self, rng: random.Random, n_tokens: int | None, n_docs: int | None) -> list[Doc]:
         kinds, weights = list(KIND_PROBS), list(KIND_PROBS.values())

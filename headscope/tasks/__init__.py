@@ -11,6 +11,7 @@ from collections.abc import Callable
 from headscope.common.errors import HeadscopeError
 from headscope.tasks.advfact import advfact_task
 from headscope.tasks.arithmetic import arithmetic_task
+from headscope.tasks.arithmetic_v3 import arithmetic_v3_task
 from headscope.tasks.base import Task, TaskBatch
 from headscope.tasks.facts import facts_task
 from headscope.tasks.induction import induction_task
@@ -20,6 +21,7 @@ from headscope.tasks.sycophancy import sycophancy_task
 
 TASKS: dict[str, Callable[..., Task]] = {
     "arithmetic": arithmetic_task,
+    "arithmetic_v3": arithmetic_v3_task,
     "induction": induction_task,
     "facts": facts_task,
     "safety": safety_task,
@@ -44,4 +46,13 @@ def get_task(name: str, **kwargs) -> Task:
     return TASKS[name](**kwargs)
 
 
-__all__ = ["TASKS", "Task", "TaskBatch", "arithmetic_task", "facts_task", "get_task", "induction_task"]
+__all__ = [
+    "TASKS",
+    "Task",
+    "TaskBatch",
+    "arithmetic_task",
+    "arithmetic_v3_task",
+    "facts_task",
+    "get_task",
+    "induction_task",
+]
