@@ -186,7 +186,8 @@ def cmd_models(args) -> int:
 
     present = bundled_models()
     for name, desc in ORGANISMS.items():
-        state = "ready" if name in present else "missing (headscope organism train " + name + ")"
+        train = f"llama-v3 --seed {name.rsplit('-s', 1)[1]}" if name.startswith("llama-v3-s") else name
+        state = "ready" if name in present else f"missing (headscope organism train {train})"
         print(f"{name:<14} {state:<10} {desc}  [{organism_dir(name)}]")
     for folder in sorted((organism_dir("llama").parent).glob("tracr-*")):
         print(
