@@ -83,7 +83,7 @@ def _compact(obj):
     return obj
 
 
-def run(model_name: str, draws: int, per_group: int) -> dict:
+def run(model_name: str, draws: int, per_group: int, knockout: bool = True) -> dict:
     from headscope.loading import load_model
 
     t0 = time.time()
@@ -130,10 +130,13 @@ def run(model_name: str, draws: int, per_group: int) -> dict:
         conditions["union"] = [tuple(h) for h in union.heads]
     for k in KS:
         conditions[f"union top-{k}"] = ranked[:k]
+    res["conditions"] = {k: [format_head(h) for h in v] for k, v in conditions.items()}
+    if not knockout:
+        res["seconds"] = round(time.time() - t0, 1)
+        return res
     evaluate = [r for r, b in zip(evaluate_all, base_ev) if b]
     ko = ar.knockout_placebo(model, evaluate, conditions, reference, n_draws=draws, show_progress=False)
     res["knockout"] = ko
-    res["conditions"] = {k: [format_head(h) for h in v] for k, v in conditions.items()}
     res["seconds"] = round(time.time() - t0, 1)
     return res
 
@@ -162,6 +165,9 @@ def table(res: dict) -> str:
         low = ", ".join(f"L{L}H{h} {s:+.3f}" for s, L, h in sorted(flat)[:5])
         rows.append([name, f"{d['k']} / 48", ", ".join(d["heads"]) or "–", low, "met" if d["k"] <= 4 else "not met"])
     lines.append(md_table(["counterfactual", "heads ≤ −5 %", "selected", "five lowest scores", "≤ 4 of 48"], rows))
+    if "knockout" not in res:
+        lines += ["", "Knockout: not run for this model (`--stage identify`).", ""]
+        return "\n".join(lines)
     ko = res["knockout"]
     lines += [
         "",
@@ -218,11 +224,62 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def seeds_table(base: Path) -> str:
+    """Which selected heads recur across the training seeds whose results are present."""
+    runs = {}
+    for seed, path in ((0, base), *((s, Path(f"{base}_s{s}")) for s in (1, 2))):
+        if path.with_suffix(".json").is_file():
+            runs[seed] = json.loads(path.with_suffix(".json").read_text())
+    lines = [
+        "# Arithmetic key heads across organism v3's training seeds",
+        "",
+        "Regenerate: `python experiments/arith_v3_table.py --stage seeds` (reads `arith_v3.json`, "
+        "`arith_v3_s1.json`, `arith_v3_s2.json` where present). Heads selected by path patching "
+        "(relative answer-logit score ≤ −5 %) on each seed's identify half; seeds: "
+        + ", ".join(str(s) for s in runs)
+        + ". Seeds share the corpus and differ in initialisation and batch order. Heads of one layer "
+        "are interchangeable under relabelling, so a role recurs when a head of the same layer is "
+        "selected by the same counterfactual; the same index recurring is not expected.",
+        "",
+    ]
+    rows = []
+    for name in (*MAPS, "union"):
+        per = {s: set(r["identify"][name]["heads"]) for s, r in runs.items()}
+        common = set.intersection(*per.values()) if per else set()
+        layers = [sorted({h.split("H")[0] for h in per[s]}) for s in runs]
+        same_layers = "yes" if all(x == layers[0] for x in layers) else "no"
+        cells = [", ".join(sorted(per[s])) or "–" for s in runs]
+        rows.append([name, *cells, ", ".join(sorted(common)) or "none", same_layers])
+    header = ["map", *(f"seed {s}" for s in runs), "same index in every seed", "same layers in every seed"]
+    lines.append(md_table(header, rows))
+    rows = []
+    for s, r in runs.items():
+        ko = r.get("knockout")
+        u = ko["conditions"]["union"] if ko and "union" in ko["conditions"] else None
+        rows.append(
+            [
+                s,
+                fmt_ci(Estimate(**r["base"]["evaluate"])),
+                r["identify"]["union"]["k"],
+                fmt_ci(Estimate(**u["accuracy"])) if u else "not run",
+                fmt_ci(Estimate(**u["gap"])) if u else "not run",
+            ]
+        )
+    lines += ["", md_table(["seed", "base (evaluate)", "union k", "union knockout", "gap vs placebo"], rows), ""]
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="llama-v3")
     ap.add_argument("--out", default="docs/results/arith_v3")
-    ap.add_argument("--stage", default="main", choices=("main", "table"))
+    ap.add_argument(
+        "--stage",
+        default="main",
+        choices=("main", "identify", "table", "seeds"),
+        help="main: identify + knockout; identify: identification only; table: Markdown from the JSON; "
+        "seeds: the cross-seed table of the selected heads from every {out}[_sN].json present",
+    )
     ap.add_argument("--draws", type=int, default=50)
     ap.add_argument("--per-group", type=int, default=64)
     args = ap.parse_args()
@@ -232,8 +289,13 @@ def main() -> int:
     suffix = "_" + args.model.rsplit("-", 1)[-1] if args.model.startswith("llama-v3-s") else ""
     out = Path(args.out + suffix)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.stage == "main":
-        res = run(args.model, args.draws, args.per_group)
+    if args.stage == "seeds":
+        text = seeds_table(Path(args.out))
+        Path(args.out + "_seeds.md").write_text(text)
+        print(text)
+        return 0
+    if args.stage in ("main", "identify"):
+        res = run(args.model, args.draws, args.per_group, knockout=args.stage == "main")
         out.with_suffix(".json").write_text(json.dumps(_compact(res), indent=1, default=str) + "\n")
     res = json.loads(out.with_suffix(".json").read_text())
     out.with_suffix(".md").write_text(table(res))
