@@ -39,6 +39,13 @@ Protocol (issue #16; written before the run, docs/sac.md "Protocol"):
   (all − alone) > −0.10), for every method gated and ungated.
 
     python experiments/sac_table.py [--k 4] [--alpha 1.0] [--random-draws 20] [--out docs/results/sac]
+    python experiments/sac_table.py --model llama-v3 --out docs/results/sac_v3   # organism v3 (issue 17)
+
+On organism v3 (``--model llama-v3``) the data come from :mod:`headscope.tasks.sac_v3`
+(same tasks, measures, conditions, statistics and bars; identification and fitting on
+*training* items split identify / fit by item, every score on the world's held-out items
+in held-out wordings; a response's class is its first word) — the protocol above is
+otherwise unchanged and was fixed before the v3 run.
 
 One seed (the organism, splits and fits are deterministic); on 1 CPU thread it took
 the wall time recorded in the JSON (``seconds``).
@@ -68,6 +75,7 @@ def main() -> None:
     ap.add_argument("--random-draws", type=int, default=20)
     ap.add_argument("--out", default="docs/results/sac")
     ap.add_argument("--backend", default="tl")
+    ap.add_argument("--model", default="llama", help="llama (v2 organism) or an organism-v3 alias (llama-v3[-sS])")
     ap.add_argument("--from-raw", action="store_true", help="only redo the statistics from OUT_prompts.json")
     ap.add_argument(
         "--extend-random",
@@ -90,11 +98,10 @@ def main() -> None:
     from headscope.loading import load_model
     from headscope.papers import sac
     from headscope.steering import union_gate
-    from headscope.tasks.sac import organism_eval_sets, organism_sac
 
     t0 = time.perf_counter()
-    m = load_model("llama", args.backend)
-    data = organism_sac()
+    m = load_model(args.model, args.backend)
+    data, sets = _data(args.model, m)
     tasks = list(data.tasks)
     sel = sac.identify(m, data, k=args.k, show_progress=False)
     heads = sac.heads_of(sel)
@@ -146,7 +153,6 @@ def main() -> None:
     log(f"{len(cond)} conditions fitted {time.perf_counter() - t0:.1f}s; evaluating")
     ev = sac.evaluate_outcomes(m, data, cond, show_progress=False)
     log(f"evaluated {time.perf_counter() - t0:.1f}s")
-    sets = organism_eval_sets()
     info = {
         "identify": sac.summary(sel),
         "alpha": a,
@@ -163,18 +169,34 @@ def main() -> None:
         "seconds": time.perf_counter() - t0,
         "threads": 1,
         "backend": args.backend,
+        "model": args.model,
     }
     raw = {
         "info": info,
-        "prompts": {mname: [it["prompt"] for it in v] for mname, v in sets.items()},
+        "prompts": {mname: [_prompt(it) for it in v] for mname, v in sets.items()},
         "outcomes": {c: {mname: [int(x) for x in v] for mname, v in e["outcomes"].items()} for c, e in ev.items()},
         "kl_last": {c: e[sac.KL] for c, e in ev.items()},
     }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out + "_prompts.json", "w") as f:
         json.dump(raw, f, separators=(",", ":"))
-    sac.save(sel, os.path.join(os.path.dirname(args.out) or ".", "sac_identify"))
+    sac.save(sel, args.out + "_identify")
     report(raw, args.out)
+
+
+def _data(model_name: str, m):
+    """(SacData, evaluation sets per measure) of the v2 organism or of an organism-v3 alias."""
+    if model_name == "llama":
+        from headscope.tasks.sac import organism_eval_sets, organism_sac
+
+        return organism_sac(), organism_eval_sets()
+    from headscope.tasks.sac_v3 import organism_v3_sac, v3_eval_sets
+
+    return organism_v3_sac(m.tokenizer), v3_eval_sets()
+
+
+def _prompt(it) -> str:
+    return it["prompt"] if isinstance(it, dict) else it.prompt
 
 
 def extend_random(args) -> None:
@@ -184,15 +206,14 @@ def extend_random(args) -> None:
     from headscope.common.progress import log
     from headscope.loading import load_model
     from headscope.papers import sac
-    from headscope.tasks.sac import organism_sac
 
     path = args.out + "_prompts.json"
     with open(path) as f:
         raw = json.load(f)
     info = raw["info"]
     t0 = time.perf_counter()
-    m = load_model("llama", args.backend)
-    data = organism_sac()
+    m = load_model(args.model, args.backend)
+    data, _ = _data(args.model, m)
     tasks = list(data.tasks)
     heads = sac.heads_of(sac.identify(m, data, k=info["k"], show_progress=False))
     stored = {t: [tuple(h) for h in hs] for t, hs in info["heads"].items()}
@@ -232,6 +253,7 @@ def report(raw: dict, out: str) -> None:
     }
     res = analyse(ev, info["measures"])
     res.update(info)
+    res["out"] = out
     with open(out + ".json", "w") as f:
         json.dump(res, f, indent=1)
     md = markdown(res)
@@ -303,11 +325,12 @@ def markdown(res: dict) -> str:
         return ", ".join(format_head(tuple(h)) for h in hs)
 
     out = [
-        "# SAC results on `llama` (evaluation split, disjoint by item from identification and fitting)",
+        f"# SAC results on `{res.get('model', 'llama')}` "
+        "(evaluation split, disjoint by item from identification and fitting)",
         "",
         f"k = {res['k']} heads per task, α = {res['alpha']}, RepE layers {res['repe_layers']}; "
         "protocol, splits and bars: docs/sac.md and the docstring of `experiments/sac_table.py`. "
-        "Per-prompt outcomes: `docs/results/sac_prompts.json`.",
+        f"Per-prompt outcomes: `{res.get('out', 'docs/results/sac')}_prompts.json`.",
         "",
         "SAC heads (identify split): " + "; ".join(f"{t}: {fmt(hs)}" for t, hs in heads.items()),
         "",
