@@ -259,13 +259,22 @@ def seeds_table(base: Path) -> str:
         rows.append(
             [
                 s,
-                fmt_ci(Estimate(**r["base"]["evaluate"])),
+                f"{fmt_ci(Estimate(**r['base']['evaluate']))} ({r['base']['evaluate']['n']})",
                 r["identify"]["union"]["k"],
                 fmt_ci(Estimate(**u["accuracy"])) if u else "not run",
+                f"{u['placebo']['mean']:.3f} ± {u['placebo']['sd']:.3f} (p {u['placebo']['p']:.3f})" if u else "–",
                 fmt_ci(Estimate(**u["gap"])) if u else "not run",
             ]
         )
-    lines += ["", md_table(["seed", "base (evaluate)", "union k", "union knockout", "gap vs placebo"], rows), ""]
+    header = [
+        "seed",
+        "base accuracy, evaluate [95% CI] (n)",
+        "union k",
+        "union knockout accuracy [95% CI]",
+        "placebo mean ± sd (p)",
+        "gap vs placebo [95% CI]",
+    ]
+    lines += ["", md_table(header, rows), ""]
     return "\n".join(lines)
 
 
