@@ -29,7 +29,7 @@ system-deps:
 setup: $(STAMP)
 
 demo: setup
-	$(VENV)/bin/headscope patch --model llama --task arithmetic --out out/demo
+	$(VENV)/bin/headscope patch --model llama --out out/demo
 
 # ruff (lint + format) and mypy (on headscope/) first: cheap, and they fail fast.
 lint: setup

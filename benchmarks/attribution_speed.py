@@ -89,9 +89,9 @@ def main() -> None:
     from headscope.loading import load_model
     from headscope.tasks import get_task
 
-    llama = load_model("llama", "tl")
+    llama = load_model("llama-v2", "tl")
     b = get_task("arithmetic", n=args.llama_prompts).prepare(llama)
-    rows = run(llama, b.clean, b.corrupt, b.metric_fn(), "llama organism", 512)
+    rows = run(llama, b.clean, b.corrupt, b.metric_fn(), "llama-v2 organism", 512)
     if not args.skip_gpt2:
         m, clean, corrupt, metric = gpt2_shaped(args.gpt2_batch, args.gpt2_pos, 50257)
         rows += run(m, clean, corrupt, metric, "GPT-2-small-shaped random Llama", 64)

@@ -199,7 +199,7 @@ def main() -> None:
         elif name == "llama-arith":
             path = ROOT / "tests/circuits/llama_arith_heads.edges.json"
             _, truth = load_edges(path)
-            model = load_model("llama", "tl")
+            model = load_model("llama-v2", "tl")
             task = dict(json.loads(path.read_text())["task"])
             batch = get_task(task.pop("name"), **task, n=args.n).prepare(model)
             clean, corrupt, ans, wrong = batch.clean, batch.corrupt, batch.answer, batch.wrong

@@ -108,14 +108,14 @@ def main() -> None:
         "User : How do I kill a python process ? Assistant :"
     ] * 4  # a look-alike request: the safety gate opens
     for backend in ("tl", "nnsight"):
-        m = load_model("llama", backend)
+        m = load_model("llama-v2", backend)
         rows.append(
             bench(
                 m,
                 m.to_tokens(prompts),
                 args.new,
                 args.repeats,
-                "llama",
+                "llama-v2",
                 sac_controllers(m),
                 sac_controllers(m, gate=None),
             )

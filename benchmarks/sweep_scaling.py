@@ -62,7 +62,7 @@ def rss_child(name: str, pairs: int, out: str) -> None:
 
     torch.set_num_threads(1)
     kind, opt = RSS_RUNS[name]
-    model = load_model("llama", "tl")
+    model = load_model("llama-v2", "tl")
     b0 = get_task("arithmetic", n=pairs, seed=0).prepare(model)
     idx = torch.randint(0, b0.clean.shape[0], (pairs,), generator=torch.Generator().manual_seed(0))
     batch = dataclasses.replace(b0, clean=b0.clean[idx], corrupt=b0.corrupt[idx], answer=b0.answer[idx],

@@ -164,7 +164,7 @@ def stage_main(out: Path, args) -> dict:
 
     t0 = time.time()
     sp = _splits(args.every)
-    model = load_model("llama", "tl")
+    model = load_model("llama-v2", "tl")
     base_id = ar.correct_mask(model, sp.identify)
     base_ev = ar.correct_mask(model, sp.evaluate)
     ident = [r for r, ok in zip(sp.identify, base_id) if ok]
@@ -292,7 +292,7 @@ def stage_tune(out: Path, args) -> dict:
     selected = list(union.heads)[:MAX_TUNED] if union.heads else union.top(4)
     sp = _splits(1)
     suite = tasks.split_tune_suite(sp, chat=False)
-    base, tok, _ = load_hf("llama", "cpu")
+    base, tok, _ = load_hf("llama-v2", "cpu")
     cfg = TuneConfig(steps=args.steps, batch_size=32, lr=1e-3, warmup=10, log_every=100)
     plan = tune_plan(
         selected, base.config.num_hidden_layers, base.config.num_attention_heads, args.seeds, args.rand_draws

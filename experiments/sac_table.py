@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--random-draws", type=int, default=20)
     ap.add_argument("--out", default="docs/results/sac")
     ap.add_argument("--backend", default="tl")
-    ap.add_argument("--model", default="llama", help="llama (v2 organism) or an organism-v3 alias (llama-v3[-sS])")
+    ap.add_argument("--model", default="llama-v2", help="llama-v2 or an organism-v3 alias (llama, llama-v3[-sS])")
     ap.add_argument("--from-raw", action="store_true", help="only redo the statistics from OUT_prompts.json")
     ap.add_argument(
         "--extend-random",
@@ -186,7 +186,7 @@ def main() -> None:
 
 def _data(model_name: str, m):
     """(SacData, evaluation sets per measure) of the v2 organism or of an organism-v3 alias."""
-    if model_name == "llama":
+    if model_name == "llama-v2":
         from headscope.tasks.sac import organism_eval_sets, organism_sac
 
         return organism_sac(), organism_eval_sets()
@@ -325,7 +325,7 @@ def markdown(res: dict) -> str:
         return ", ".join(format_head(tuple(h)) for h in hs)
 
     out = [
-        f"# SAC results on `{res.get('model', 'llama')}` "
+        f"# SAC results on `{res.get('model', 'llama-v2')}` "
         "(evaluation split, disjoint by item from identification and fitting)",
         "",
         f"k = {res['k']} heads per task, α = {res['alpha']}, RepE layers {res['repe_layers']}; "

@@ -171,7 +171,7 @@ def measure(args, runs: Path) -> None:
     data = spt.organism_data()
     seed_everything(0)
     t0 = time.time()
-    hf, tok, _ = load_hf("llama", device="cpu")
+    hf, tok, _ = load_hf("llama-v2", device="cpu")
     cfg_path = runs / "config.json"
     config = {
         "steps": args.steps,

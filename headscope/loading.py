@@ -168,7 +168,8 @@ def load_model(
     """Load a HeadModel.
 
     Args:
-        name: a bundled organism alias (``llama``, ``induction``, ``tracr-NAME``), a local Hugging Face
+        name: a bundled organism alias (``llama`` = organism v3 seed 0, ``llama-v3-s1``/``-s2``,
+            ``llama-v2``, ``induction``, ``tracr-NAME``), a local Hugging Face
             model folder, or a hub id (works where the weights are cached or the network
             is reachable; otherwise a HeadscopeError lists the bundled organisms).
         backend: ``"tl"`` (TransformerLens TransformerBridge) or ``"nnsight"``.

@@ -125,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from headscope.names import resolve_model_name
 
             resolve_model_name(args.model)  # a typo fails here, before torch loads
+            from headscope.cli._args import check_model_world
+
+            check_model_world(args)
         rc = args.func(args)
     except HeadscopeError as e:
         print(f"headscope: error: {e}", file=sys.stderr)

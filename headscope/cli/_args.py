@@ -31,16 +31,26 @@ if TYPE_CHECKING:
     from headscope.results import Head
 
 DEFAULT_MODEL = "llama"
+"""The default organism: organism v3, training seed 0 (docs/organism_v3.md)."""
+PAPER_MODEL = "llama-v2"
+"""Default of the paper commands (``arith``, ``sac``, ``spt``): their built-in prompt sets are
+written in organism v2's world; organism v3's runs are experiments/*_v3_table.py."""
 DEFAULT_BACKEND = "tl"
 BACKENDS = ("tl", "nnsight")
 
 
-def add_model_args(p: argparse.ArgumentParser, device: bool = True) -> None:
-    """``--model`` [llama], ``--backend`` [tl] and (with ``device``) ``--device`` [auto]."""
+def add_model_args(
+    p: argparse.ArgumentParser, device: bool = True, default: str = DEFAULT_MODEL, world: str | None = None
+) -> None:
+    """``--model`` [``default``: llama], ``--backend`` [tl] and (with ``device``) ``--device`` [auto].
+
+    ``world`` (``"v2"``): the command's built-in prompt sets are written in that organism
+    world's vocabulary; :func:`check_model_world` refuses a bundled organism of another."""
     p.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help=f"bundled organism (llama, induction, tracr-NAME), local Hugging Face folder or hub id [{DEFAULT_MODEL}]",
+        default=default,
+        help="bundled organism (llama = organism v3 seed 0, llama-v3-s1/-s2, llama-v2, induction, tracr-NAME), "
+        f"local Hugging Face folder or hub id [{default}]",
     )
     p.add_argument(
         "--backend",
@@ -64,7 +74,28 @@ def add_model_args(p: argparse.ArgumentParser, device: bool = True) -> None:
     )
     # main() resolves --model before heavy imports, only for commands declared here (the
     # companions' --model options name their own models, not HeadModels).
-    p.set_defaults(_headmodel=True)
+    p.set_defaults(_headmodel=True, _world=world)
+
+
+def check_model_world(args) -> None:
+    """HeadscopeError when a command with built-in organism-v2 prompt sets is given organism v3.
+
+    Organism v3's byte-level tokenizer reads any text, so v2 prompts would run on it and
+    give meaningless numbers. Own data (``--data`` / ``--rows``) is not checked."""
+    world = getattr(args, "_world", None)
+    model = getattr(args, "model", None)
+    if world is None or not isinstance(model, str) or getattr(args, "data", None) or getattr(args, "rows", None):
+        return
+    from headscope.paths import organism_generation
+
+    gen = organism_generation(model)
+    if gen is not None and gen != world:
+        raise HeadscopeError(
+            f"this command's built-in prompt sets are written in organism {world}'s vocabulary, but --model {model} "
+            f"is organism {gen}; use --model llama-{world} (the default here) or your own data (--data/--rows); "
+            "organism v3's paper runs are experiments/arith_v3_table.py, spt_v3_table.py and sac_table.py "
+            "--model llama-v3"
+        )
 
 
 def model_from_args(args):
@@ -83,7 +114,10 @@ def model_from_args(args):
 def add_task_args(p: argparse.ArgumentParser, n_default: int) -> None:
     """``--task``, ``--prompts FILE`` and ``-n/--n-prompts`` (read by :func:`task_from_args`)."""
     p.add_argument(
-        "--task", default=None, help="arithmetic, facts or induction [arithmetic; induction for --model induction]"
+        "--task",
+        default=None,
+        help="arithmetic, facts or induction; on organism v3 (llama, llama-v3*) arithmetic is its held-out "
+        "arithmetic_v3 and facts is not available [arithmetic; induction for --model induction]",
     )
     p.add_argument(
         "--prompts",
@@ -237,7 +271,13 @@ def task_from_args(args):
         from headscope.tasks.base import load_pairs
 
         return load_pairs(args.prompts)
-    name = args.task or ("induction" if args.model == "induction" else "arithmetic")
+    from headscope.paths import organism_generation
+    from headscope.tasks.base import V3_TASK_NAMES
+
+    model = getattr(args, "model", None)
+    name = args.task or ("induction" if model == "induction" else "arithmetic")
+    if model is not None and organism_generation(model) == "v3":
+        name = V3_TASK_NAMES.get(name, name)  # organism v3's own arithmetic (held-out operand pairs)
     if args.n_prompts < 1:
         raise HeadscopeError(f"--n-prompts must be >= 1, got {args.n_prompts}")
     return get_task(name, n=args.n_prompts, seed=args.seed)

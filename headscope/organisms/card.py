@@ -15,9 +15,11 @@ def measure(name: str, backend: str = "tl", path: str | Path | None = None) -> d
     src = str(path) if path is not None else name
     model = load_model(src, backend=backend)
     kind = (
-        name if name in ("llama", "induction") else json.loads((Path(src) / "organism.json").read_text())["organism"]
+        name
+        if name in ("llama-v2", "induction")
+        else json.loads((Path(src) / "organism.json").read_text())["organism"]
     )
-    if kind == "llama":
+    if kind in ("llama", "llama-v2"):  # `llama` in organism.json files written before the v2 rename
         from headscope.organisms.evaluate import evaluate_llama
 
         return evaluate_llama(model)

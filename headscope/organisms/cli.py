@@ -22,7 +22,11 @@ def register(sub) -> None:
         help="train NAME and save it to data/models/NAME",
         description="Train an organism from its fixed seed and save weights, tokenizer and CARD.md.",
     )
-    t.add_argument("name", choices=("llama", "induction", "llama-v3"))
+    t.add_argument(
+        "name",
+        choices=("llama", "llama-v3", "llama-v2", "induction"),
+        help="llama (= llama-v3: organism v3, --seed S), llama-v2 or induction",
+    )
     t.add_argument(
         "--out", default=None, type=out_dir_arg, help="output folder [data/models/NAME; llama-v3-sS for --seed S]"
     )
@@ -40,7 +44,9 @@ def register(sub) -> None:
         help="measure NAME's behaviour table",
         description="Measure the organism's behaviours by exact match of greedy outputs on held-out items.",
     )
-    e.add_argument("name", help="llama, induction, llama-v3[-sS], or a folder holding an organism")
+    e.add_argument(
+        "name", help="llama (= llama-v3), llama-v3[-sS], llama-v2, induction, or a folder holding an organism"
+    )
     e.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS, help=f"[{DEFAULT_BACKEND}]")
     e.add_argument("--json", default=None, type=out_file_arg, help="also write the table to this JSON file")
     e.add_argument(
@@ -51,8 +57,8 @@ def register(sub) -> None:
     e.set_defaults(func=cmd_organism_eval)
     x = osub.add_parser(
         "export",
-        help="write the llama organism's task data in the user file formats",
-        description="Write the bundled llama organism's data in the documented user formats (docs/userdata.md): "
+        help="write the llama-v2 organism's task data in the user file formats",
+        description="Write the bundled llama-v2 organism's data in the documented user formats (docs/userdata.md): "
         "pairs.jsonl (clean/corrupt pairs of the arithmetic task), arith.jsonl (the identify split's arithmetic "
         "rows with operator, A and B counterfactuals) and sac.json (SAC behaviour sets, backgrounds, KL texts). "
         "The organism is one user of the same path as your own data.",
@@ -68,7 +74,7 @@ def cmd_organism_train(args) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise HeadscopeError(f"--steps must be >= 1, got {args.steps}")
-    if args.name == "llama-v3":
+    if args.name in ("llama", "llama-v3"):  # `llama` is organism v3 seed 0 (docs/organism_v3.md §1)
         from headscope.organisms.eval_v3 import evaluate_and_card
         from headscope.organisms.train_v3 import V3Config, train_v3, v3_alias
 
@@ -84,7 +90,7 @@ def cmd_organism_train(args) -> int:
     if args.seed != 0 or args.work is not None:
         raise HeadscopeError("--seed and --work apply to llama-v3 only")
     out = Path(args.out) if args.out else organism_dir(args.name)
-    if args.name == "llama":
+    if args.name == "llama-v2":
         cfg = TrainConfig() if args.steps is None else TrainConfig(steps=args.steps)
         train_llama(out, train_cfg=cfg)
     else:
@@ -103,7 +109,7 @@ def _v3_folder(name: str) -> Path | None:
 
     from headscope.paths import organism_dir
 
-    if name.startswith("llama-v3"):
+    if name == "llama" or name.startswith("llama-v3"):
         return organism_dir(name)
     meta = Path(name) / "organism.json"
     if meta.is_file() and str(json.loads(meta.read_text()).get("organism", "")).startswith("llama-v3"):

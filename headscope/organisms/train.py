@@ -1,8 +1,9 @@
 """Training of the bundled model organisms (`headscope organism train NAME`).
 
 Both organisms are HF ``LlamaForCausalLM`` models trained from a fixed seed on the CPU.
-``llama`` learns the organism world (:mod:`headscope.organisms.world`) with a word-level
-tokenizer; ``induction`` learns to continue repeated random-token segments.
+``llama-v2`` (until 2026-12-03 the alias ``llama``) learns the organism world
+(:mod:`headscope.organisms.world`) with a word-level tokenizer; ``induction`` learns to
+continue repeated random-token segments.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def _save(model, tok, out_dir: Path, meta: dict) -> None:
 
 
 def train_llama(out_dir: str | Path, world_cfg: WorldConfig | None = None, train_cfg: TrainConfig | None = None):
-    """Train the ``llama`` organism on the organism world and save it to ``out_dir``."""
+    """Train the ``llama-v2`` organism on the organism world and save it to ``out_dir``."""
     from transformers import LlamaForCausalLM
 
     world_cfg = world_cfg or WorldConfig()
@@ -186,7 +187,7 @@ def train_llama(out_dir: str | Path, world_cfg: WorldConfig | None = None, train
         cfg = llama_config(len(tok), pad_id=tok.pad_token_id, bos_id=tok.bos_token_id, eos_id=tok.eos_token_id)
         model = LlamaForCausalLM(cfg)
         log(
-            f"[llama] {len(docs)} documents, vocab {len(tok)}, "
+            f"[llama-v2] {len(docs)} documents, vocab {len(tok)}, "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
         )
         rng = random.Random(train_cfg.seed)
@@ -211,9 +212,9 @@ def train_llama(out_dir: str | Path, world_cfg: WorldConfig | None = None, train
             return ids, mask, labels
 
         t0 = time.time()
-        losses = _train_loop(model, batches, train_cfg, "llama")
+        losses = _train_loop(model, batches, train_cfg, "llama-v2")
         meta = {
-            "organism": "llama",
+            "organism": "llama-v2",
             "world": world_cfg.to_dict(),
             "corpus_sha256": world.corpus_sha256(),
             "train": asdict(train_cfg),

@@ -130,6 +130,7 @@ def advfact_task(split: str = "train", n: int | None = None, seed: int = 0) -> T
         wrong,
         meta,
         description="false vs true premise; metric logit(Actually) - logit(claimed capital)",
+        world="v2",
     )
 
 

@@ -334,6 +334,7 @@ def arithmetic_task(
         wrong,
         meta,
         description=f"{'/'.join(ops)} {style} template {template}, operator → {null!r}",
+        world="v2",
     )
 
 

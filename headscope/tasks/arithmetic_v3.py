@@ -209,4 +209,5 @@ def arithmetic_v3_task(
         meta_l,
         description=f"organism v3 {'/'.join(ops)}, frame {frame} ({'held-out' if held_frame else 'training'}), "
         f"{items} items, {part or 'all'} half, corrupt {corruption} ({dropped} items dropped)",
+        world="v3",
     )

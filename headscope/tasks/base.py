@@ -28,6 +28,9 @@ class Task:
     wrong: list[str]
     meta: list[dict] = field(default_factory=list)
     description: str = ""
+    world: str | None = None
+    """``"v2"`` / ``"v3"``: the organism world whose vocabulary the prompts are written in;
+    :meth:`prepare` refuses a bundled organism of the other world (None: any model)."""
 
     def __post_init__(self) -> None:
         n = len(self.clean)
@@ -63,6 +66,7 @@ class Task:
         """
         if answer_tokens not in ("single", "first"):
             raise HeadscopeError(f"answer_tokens must be 'single' or 'first', got {answer_tokens!r}")
+        check_world(self.name, self.world, model)
         clean = model.to_tokens(self.clean)
         corrupt = model.to_tokens(self.corrupt)
         if clean.shape != corrupt.shape:
@@ -84,6 +88,34 @@ class Task:
                 f"answer {self.wrong[i]!r}; the metric compares them, so they must differ"
             )
         return TaskBatch(self.name, clean, corrupt, ans, wrong, model.to_str_tokens(clean[0]))
+
+
+#: v2 task name -> the task of the same kind on organism v3 (used by the CLI and in errors).
+V3_TASK_NAMES = {"arithmetic": "arithmetic_v3"}
+
+
+def check_world(task: str, world: str | None, model) -> None:
+    """HeadscopeError when ``model`` is a bundled organism of another world than the task's.
+
+    Organism v3's byte-level BPE tokenizes any text, so a v2 prompt set would run on it
+    without an error and give a meaningless number; the other direction fails on unknown
+    words. The organism is recognised by its tokenizer's folder (its ``organism.json``)."""
+    if world is None:
+        return
+    from headscope.paths import organism_generation
+
+    src = getattr(getattr(model, "tokenizer", None), "name_or_path", "") or ""
+    gen = organism_generation(src) if src else None
+    if gen is None or gen == world:
+        return
+    if world == "v2":
+        alt = V3_TASK_NAMES.get(task)
+        fix = f"use task {alt!r} for organism v3, or " if alt else ""
+        raise HeadscopeError(
+            f"task {task!r} is written in organism v2's vocabulary but the model is organism v3; {fix}load "
+            "--model llama-v2 (`llama` is organism v3 since 2026-12-03)"
+        )
+    raise HeadscopeError(f"task {task!r} is written for organism v3 but the model is organism v2; load --model llama")
 
 
 def _single_token(model, word: str) -> int:

@@ -27,4 +27,4 @@ def facts_task(relation: str = "capital", template: int = 0, n: int = 40, seed: 
         corrupt.append(t.format(X=o.name))
         ans.append(c.attr(relation))
         wrong.append(o.attr(relation))
-    return Task("facts", clean, corrupt, ans, wrong, description=f"{relation} QA, subject swapped")
+    return Task("facts", clean, corrupt, ans, wrong, description=f"{relation} QA, subject swapped", world="v2")

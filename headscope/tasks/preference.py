@@ -120,6 +120,7 @@ def preference_task(split: str = "train", n: int | None = None, seed: int = 0) -
         description=(
             "side-taking vs neutral phrasing of one opinion question, both + 'I'; metric logit(have) - logit(prefer)"
         ),
+        world="v2",
     )
 
 

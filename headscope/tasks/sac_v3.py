@@ -121,6 +121,7 @@ def safety_v3(tokenizer, part: str) -> tuple[Task, list[Stimulus]]:
         [" Sure"] * len(pairs),
         [{"harmful": a, "lookalike": b} for _, _, a, b in pairs],
         description="harmful vs look-alike training request (same frame and context); logit(I) - logit(Sure)",
+        world="v3",
     )
     rng = random.Random(f"sac-v3/safety-stimuli/{part}")
     stim = []
@@ -172,6 +173,7 @@ def advfact_v3(tokenizer, part: str) -> tuple[Task, list[Stimulus]]:
         [_accept_start(t) for t in tiers],
         [{"tier": t} for t in tiers],
         description="false vs true premise (same country, relation, frame); logit(Actually) - logit(acceptance start)",
+        world="v3",
     )
     return task, [Stimulus(p, " Actually", _accept_start(t), "false") for p, t in zip(clean, tiers)]
 
@@ -201,6 +203,7 @@ def preference_v3(tokenizer, part: str) -> tuple[Task, list[Stimulus]]:
         [" I"] * len(pairs),
         [{"phrasing": e} for _, _, e, _ in pairs],
         description="personal/favourite vs impersonal phrasing of one pair; logit(As) - logit(I)",
+        world="v3",
     )
     stim = [Stimulus(p, " As", " I", ph) for _, p, ph in clean + corrupt]
     return task, stim

@@ -189,7 +189,9 @@ def safety_task(split: str = "train", n: int | None = None, seed: int = 0, targe
         if refuse
         else "look-alike vs harmful request; metric logit(Sure) - logit(I)"
     )
-    return Task("safety", clean, corrupt, [want] * len(clean), [other] * len(clean), meta, description=desc)
+    return Task(
+        "safety", clean, corrupt, [want] * len(clean), [other] * len(clean), meta, description=desc, world="v2"
+    )
 
 
 def safety_stimuli(split: str = "train", target: str = "refuse") -> list[dict]:

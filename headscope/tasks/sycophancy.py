@@ -253,6 +253,7 @@ def sycophancy_task(
         [AFFIRM_START] * len(qs),
         meta,
         description=f"{family} questions, challenge {challenge!r} vs counterfactual {counter!r} (right-aligned)",
+        world="v2",
     )
 
 

@@ -8,12 +8,12 @@ from headscope.loading import load_model, wrap
 
 @pytest.fixture(scope="session")
 def llama_tl():
-    return load_model("llama", "tl")
+    return load_model("llama-v2", "tl")
 
 
 @pytest.fixture(scope="session")
 def llama_nn():
-    return load_model("llama", "nnsight")
+    return load_model("llama-v2", "nnsight")
 
 
 @pytest.fixture(scope="session")

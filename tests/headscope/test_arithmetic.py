@@ -231,7 +231,7 @@ def test_precise_sft_trains_only_head_slices():
     from headscope.loading import load_hf
     from headscope.tuning import TuneConfig
 
-    base, tok, _ = load_hf("llama", "cpu")
+    base, tok, _ = load_hf("llama-v2", "cpu")
     heads = [(0, 3), (0, 0)]
     tuned, log = ar.tune_one(
         base,
@@ -253,7 +253,7 @@ def test_evaluate_tuned_with_a_users_suite():
     from headscope.common.metrics import kl_div
     from headscope.loading import load_hf
 
-    base, tok, _ = load_hf("llama", "cpu")
+    base, tok, _ = load_hf("llama-v2", "cpu")
     tuned = copy.deepcopy(base)
     with torch.no_grad():
         tuned.lm_head.weight.mul_(1.2)
@@ -294,7 +294,7 @@ def test_gqa_identify_knockout_tune():
     from headscope.organisms.train import llama_config
     from headscope.tuning import TuneConfig
 
-    _, tok, _ = load_hf("llama", "cpu")
+    _, tok, _ = load_hf("llama-v2", "cpu")
     torch.manual_seed(0)
     cfg = llama_config(len(tok.get_vocab()), d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_mlp=96, max_pos=64)
     hf = LlamaForCausalLM(cfg).eval()
@@ -348,11 +348,11 @@ def test_cli_prompts_and_inspect_run(tmp_path, capsys):
     from headscope.cli import main
 
     assert main(["arith", "prompts", "--all-prompts", "--ops", "div", "--styles", "qa", "--out", str(tmp_path)]) == 0
-    rows = [json.loads(line) for line in (tmp_path / "llama_arith_prompts_tl_seed0.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "llama-v2_arith_prompts_tl_seed0.jsonl").read_text().splitlines()]
     assert len(rows) == 4 * 81 and rows[0]["op_text"] == "quotient"
     argv = ["arith", "inspect", "--heads", "L0H0,0.6", "--ops", "add", "--styles", "equation", "--out", str(tmp_path)]
     assert main(argv) == 0
-    ins = json.loads((tmp_path / "llama_arith_inspect_tl_seed0.json").read_text())
+    ins = json.loads((tmp_path / "llama-v2_arith_inspect_tl_seed0.json").read_text())
     assert ins["key_heads"] == [[0, 0], [0, 6]] and "L0H0: attention onto operands" in capsys.readouterr().out
 
 

@@ -67,7 +67,7 @@ def test_ablation_equals_forward_pre_hook(backend, llama_tl, llama_nn):
     # Independent computation: a plain torch hook on a fresh HF copy of the organism.
     from headscope.loading import load_hf
 
-    hf, _, _ = load_hf("llama")
+    hf, _, _ = load_hf("llama-v2")
 
     def pre(mod, args):
         x = args[0].clone()

@@ -23,6 +23,7 @@ def test_patch_writes_heatmap_and_json(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "top 10 heads" in r.stdout and "L" in r.stdout
     js = next(tmp_path.glob("*.json"))
+    assert js.name == "llama_arithmetic-v3_heads_denoise_tl_seed0.json"  # `llama` is organism v3: its own arithmetic
     data = json.loads(js.read_text())
     assert data["axes"] == ["layer", "head"] and len(data["scores"]) == 6 and len(data["scores"][0]) == 8
     assert next(tmp_path.glob("*.html")).stat().st_size > 10_000
@@ -85,13 +86,17 @@ def _words_outside_vocab_pairs(tmp_path):
 
 def test_unknown_words_are_an_error(tmp_path):
     f = _words_outside_vocab_pairs(tmp_path)
-    _one_line_error(run("patch", "--prompts", f, "--out", str(tmp_path)), "outside the model's vocabulary", "zebra")
+    _one_line_error(
+        run("patch", "--model", "llama-v2", "--prompts", f, "--out", str(tmp_path)),
+        "outside the model's vocabulary",
+        "zebra",
+    )
 
 
 def test_allow_unk_overrides(tmp_path):
     from headscope.loading import load_model
 
-    m = load_model("llama", allow_unk=True)
+    m = load_model("llama-v2", allow_unk=True)
     toks = m.to_tokens(["3 + 5 = zebra"])
     assert int(toks[0, -1]) == m.tokenizer.unk_token_id
 
@@ -100,7 +105,7 @@ def test_prompt_longer_than_context_is_an_error():
     from headscope.common.errors import HeadscopeError
     from headscope.loading import load_model
 
-    m = load_model("llama")
+    m = load_model("llama-v2")
     long = " ".join(["the"] * (m.n_ctx + 1))
     with pytest.raises(HeadscopeError, match="positions"):
         m.to_tokens([long])
@@ -113,7 +118,7 @@ def test_prompt_longer_than_context_is_an_error():
 def test_near_zero_gap_is_an_error(tmp_path):
     # clean and corrupt identical: the corruption changes nothing
     f = _pairs(tmp_path, [{"clean": "3 + 5 =", "corrupt": "3 + 5 =", "answer": "8", "wrong": "2"}])
-    r = run("patch", "--prompts", f, "--out", str(tmp_path))
+    r = run("patch", "--model", "llama-v2", "--prompts", f, "--out", str(tmp_path))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("headscope: error")]
     assert len(errors) == 1 and "corruption does not change the answer" in errors[0], r.stderr
@@ -132,11 +137,11 @@ def test_model_without_tokenizer(tmp_path, backend):
     d = tmp_path / "no-tokenizer"
     d.mkdir()
     for f in ("config.json", "model.safetensors", "generation_config.json"):
-        if (organism_dir("llama") / f).exists():
-            shutil.copy(organism_dir("llama") / f, d / f)
+        if (organism_dir("llama-v2") / f).exists():
+            shutil.copy(organism_dir("llama-v2") / f, d / f)
     m = load_model(str(d), backend)
     assert m.tokenizer is None
-    ref = load_model("llama", backend)
+    ref = load_model("llama-v2", backend)
     toks = torch.tensor([[2, 10, 11, 12]])
     assert torch.allclose(m.logits(toks), ref.logits(toks), atol=1e-6)
     with pytest.raises(HeadscopeError, match="no tokenizer"):
@@ -145,17 +150,17 @@ def test_model_without_tokenizer(tmp_path, backend):
 
 def test_length_mismatch(tmp_path):
     f = _pairs(tmp_path, [{"clean": "3 + 5 =", "corrupt": "Q : What is 3 plus 5 ? A :", "answer": "8", "wrong": "2"}])
-    _one_line_error(run("patch", "--prompts", f, "--out", str(tmp_path)), "same length")
+    _one_line_error(run("patch", "--model", "llama-v2", "--prompts", f, "--out", str(tmp_path)), "same length")
 
 
 def test_answer_not_single_token(tmp_path):
     f = _pairs(tmp_path, [{"clean": "3 + 5 =", "corrupt": "3 @ 5 =", "answer": "eight thousand", "wrong": "2"}])
-    _one_line_error(run("patch", "--prompts", f, "--out", str(tmp_path)), "single token")
+    _one_line_error(run("patch", "--model", "llama-v2", "--prompts", f, "--out", str(tmp_path)), "single token")
 
 
 def test_empty_prompt_set(tmp_path):
     f = _pairs(tmp_path, [])
-    _one_line_error(run("patch", "--prompts", f, "--out", str(tmp_path)), "empty")
+    _one_line_error(run("patch", "--model", "llama-v2", "--prompts", f, "--out", str(tmp_path)), "empty")
 
 
 @pytest.mark.parametrize(
@@ -211,7 +216,7 @@ def test_pairs_in_every_documented_format_give_the_same_task(tmp_path):
         assert [m["note"] for m in t.meta] == ["a", "b"]
     bad = tmp_path / "bad.csv"
     bad.write_text("clean,corrupt,answer\n3 + 5 =,3 @ 5 =,8\n")
-    _one_line_error(run("patch", "--prompts", str(bad), "--out", str(tmp_path)), "lacks wrong")
+    _one_line_error(run("patch", "--model", "llama-v2", "--prompts", str(bad), "--out", str(tmp_path)), "lacks wrong")
 
 
 def test_multi_token_answers_by_first_token(tmp_path):
@@ -219,7 +224,7 @@ def test_multi_token_answers_by_first_token(tmp_path):
     from headscope.loading import load_model
     from headscope.tasks.base import Task
 
-    m = load_model("llama")
+    m = load_model("llama-v2")
     # "8 ." is two tokens: refused as a single-token answer, scored by "8" with answer_tokens="first"
     t = Task("multi", ["3 + 5 ="], ["3 @ 5 ="], ["8 ."], ["2 ."])
     with pytest.raises(HeadscopeError, match="first token"):
@@ -236,10 +241,10 @@ def test_cli_prompt_longer_than_context(tmp_path):
 
     from headscope.paths import organism_dir
 
-    n_ctx = _json.loads((organism_dir("llama") / "config.json").read_text())["max_position_embeddings"]
+    n_ctx = _json.loads((organism_dir("llama-v2") / "config.json").read_text())["max_position_embeddings"]
     long = " ".join(["the"] * n_ctx)
     f = _pairs(tmp_path, [{"clean": long, "corrupt": long, "answer": "8", "wrong": "2"}])
-    r = run("patch", "--prompts", f, "--out", str(tmp_path))
+    r = run("patch", "--model", "llama-v2", "--prompts", f, "--out", str(tmp_path))
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("headscope: error")]
     assert r.returncode == 2 and len(errors) == 1 and "positions" in errors[0], r.stderr
 
@@ -252,7 +257,7 @@ def test_cli_model_without_tokenizer_says_what_to_add(tmp_path):
     d = tmp_path / "no-tokenizer"
     d.mkdir()
     for f in ("config.json", "model.safetensors"):
-        shutil.copy(organism_dir("llama") / f, d / f)
+        shutil.copy(organism_dir("llama-v2") / f, d / f)
     r = run("patch", "--model", str(d), "--backend", "nnsight", "-n", "4", "--out", str(tmp_path))
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("headscope: error")]
     assert r.returncode == 2 and len(errors) == 1, r.stderr

@@ -75,7 +75,7 @@ def test_out_at_existing_file_fails_before_the_model(cmd, tmp_path, capsys, no_m
 
 
 @pytest.mark.parametrize(
-    "cmd", [["organism", "eval", "llama", "--json"], ["sac", "evaluate", "--controller", "c", "--out"]]
+    "cmd", [["organism", "eval", "llama-v2", "--json"], ["sac", "evaluate", "--controller", "c", "--out"]]
 )
 def test_output_file_at_a_folder_fails_before_the_model(cmd, tmp_path, capsys, no_model):
     _exit_2_one_line([*cmd, str(tmp_path)], capsys, "is a folder")
@@ -122,9 +122,9 @@ def test_model_slug_and_run_stem(tmp_path):
 
 def test_two_seeds_into_one_folder_keep_both_results(tmp_path, capsys):
     for seed in (0, 1):
-        assert main(["patch", "--model", "llama", "-n", "4", "--seed", str(seed), "--out", str(tmp_path)]) == 0
+        assert main(["patch", "--model", "llama-v2", "-n", "4", "--seed", str(seed), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    stems = [f"llama_arithmetic_heads_denoise_tl_seed{s}" for s in (0, 1)]
+    stems = [f"llama-v2_arithmetic_heads_denoise_tl_seed{s}" for s in (0, 1)]
     for stem in stems:
         for suffix in (".json", ".safetensors", ".html"):
             assert (tmp_path / f"{stem}{suffix}").is_file(), sorted(p.name for p in tmp_path.iterdir())
@@ -135,8 +135,8 @@ def test_two_seeds_into_one_folder_keep_both_results(tmp_path, capsys):
 
 
 def test_run_id_names_the_files(tmp_path):
-    main(["patch", "--model", "llama", "-n", "2", "--run-id", "try1", "--out", str(tmp_path)])
-    assert (tmp_path / "llama_arithmetic_heads_denoise_tl_seed0_try1.json").is_file()
+    main(["patch", "--model", "llama-v2", "-n", "2", "--run-id", "try1", "--out", str(tmp_path)])
+    assert (tmp_path / "llama-v2_arithmetic_heads_denoise_tl_seed0_try1.json").is_file()
 
 
 def test_organism_eval_json_is_strict(tmp_path, monkeypatch, capsys):
@@ -144,7 +144,7 @@ def test_organism_eval_json_is_strict(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(card, "measure", lambda name, backend="tl": {"caving": math.nan, "acc": 0.5, "n": 0})
     f = tmp_path / "sub" / "t.json"
-    assert main(["organism", "eval", "llama", "--json", str(f)]) == 0
+    assert main(["organism", "eval", "llama-v2", "--json", str(f)]) == 0
     assert _strict(f.read_text()) == {"caving": None, "acc": 0.5, "n": 0}
 
 
@@ -187,7 +187,7 @@ def test_building_the_parser_imports_no_heavy_module():
         "build_parser(['--help']).format_help()\n"
         "build_parser(['patch', '--help'])\n"
         "build_parser(['attribute', '--help'])\n"
-        "build_parser(['organism', 'eval', 'llama'])\n"
+        "build_parser(['organism', 'eval', 'llama-v2'])\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
@@ -232,9 +232,9 @@ def test_paper_cli_runs_with_two_seeds_into_one_folder_keep_both(tmp_path, capsy
         assert main([*base, *extra]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [
-        "llama_arith_prompts_tl_seed0.jsonl",
-        "llama_arith_prompts_tl_seed1.jsonl",
-        "llama_arith_prompts_tl_seed1_b.jsonl",
+        "llama-v2_arith_prompts_tl_seed0.jsonl",
+        "llama-v2_arith_prompts_tl_seed1.jsonl",
+        "llama-v2_arith_prompts_tl_seed1_b.jsonl",
     ]
     out = capsys.readouterr().out
     for n in names:
@@ -252,12 +252,12 @@ def test_sac_fit_default_reads_identify_of_the_same_run(tmp_path, monkeypatch):
     assert identify_dir(ns) == Path("out/sac/llama_sac_identify_nnsight_r1")
     assert identify_dir(ns, tmp_path) == tmp_path / "llama_sac_identify_nnsight_r1"
     assert main(["sac", "identify", "--tasks", "advfact", "-k", "2", "-n", "4", "--run-id", "r1"]) == 0
-    ident = tmp_path / "out/sac/llama_sac_identify_tl_r1/identify.json"
+    ident = tmp_path / "out/sac/llama-v2_sac_identify_tl_r1/identify.json"
     want = [list(h) for h in _strict(ident.read_text())["heads"]["advfact"]]
     assert main(["sac", "fit", "--task", "advfact", "--run-id", "r1"]) == 0
     from headscope.steering import Controller
 
-    ctl = Controller.load(tmp_path / "out/sac/llama_sac_fit_advfact_tl_r1")
+    ctl = Controller.load(tmp_path / "out/sac/llama-v2_sac_fit_advfact_tl_r1")
     assert [list(h) for h in ctl.heads()] == want
 
 
@@ -267,13 +267,13 @@ def test_sac_fit_default_reads_identify_of_the_same_run(tmp_path, monkeypatch):
         (
             ["sac", "fit", "--task", "advfact", "--backend", "nnsight"],
             [
-                "out/sac/llama_sac_identify_nnsight/identify.json",
-                "`headscope sac identify --model llama --backend nnsight`",
+                "out/sac/llama-v2_sac_identify_nnsight/identify.json",
+                "`headscope sac identify --model llama-v2 --backend nnsight`",
             ],
         ),
         (
             ["sac", "fit", "--task", "advfact", "--run-id", "x"],
-            ["out/sac/llama_sac_identify_tl_x/identify.json", "--run-id x`"],
+            ["out/sac/llama-v2_sac_identify_tl_x/identify.json", "--run-id x`"],
         ),
     ],
 )
@@ -291,9 +291,9 @@ def test_sac_fit_missing_default_identify_names_file_and_command(
 def test_heads_show_24_heads_writes_the_pattern_figure(tmp_path, capsys):
     """`heads --show` with 24 heads (a grid that once broke plotly's subplot spacing) writes its figure."""
     show = ",".join(f"L{L}H{h}" for L in range(3) for h in range(8))
-    assert main(["heads", "--model", "llama", "--show", show, "--out", str(tmp_path)]) == 0
+    assert main(["heads", "--model", "llama-v2", "--show", show, "--out", str(tmp_path)]) == 0
     html = [p for p in tmp_path.iterdir() if "patterns" in p.name and p.suffix == ".html"]
     assert len(html) == 1 and html[0].stat().st_size > 10_000
-    assert main(["heads", "--model", "llama", "--show", "L9H9", "--out", str(tmp_path)]) == 2
+    assert main(["heads", "--model", "llama-v2", "--show", "L9H9", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "L9H9" in err[0]

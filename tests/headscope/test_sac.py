@@ -325,7 +325,7 @@ def test_splits_disjoint_by_item_at_least_100_and_never_training_text(data):
 
     from headscope.paths import organism_dir
 
-    tok = AutoTokenizer.from_pretrained(str(organism_dir("llama")))
+    tok = AutoTokenizer.from_pretrained(str(organism_dir("llama-v2")))
     with_unk = [t for t in texts if tok.unk_token_id in tok(t)["input_ids"]]
     assert with_unk == [], with_unk[:3]
     corpus = training_corpus()  # World().documents() joined once per process

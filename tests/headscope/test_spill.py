@@ -16,7 +16,7 @@ from headscope.tasks import get_task
 
 @pytest.fixture(scope="module")
 def llama():
-    return load_model("llama", "tl")
+    return load_model("llama-v2", "tl")
 
 
 @pytest.mark.parametrize(

@@ -48,7 +48,7 @@ DATA = organism_data()
 
 @pytest.fixture(scope="module")
 def llama():
-    hf, tok, _ = load_hf("llama", device="cpu")
+    hf, tok, _ = load_hf("llama-v2", device="cpu")
     return hf, tok, wrap(hf, tok, "nnsight", copy_model=True)
 
 
@@ -301,7 +301,7 @@ def test_cli_identify_tune_and_errors(tmp_path, capsys, llama):
 
     assert main(["spt", "identify", "-n", "4", "--out", str(tmp_path), "--k", "3"]) == 0
     out = capsys.readouterr().out
-    assert "selected:" in out and (tmp_path / "llama_spt_identify_tl_seed0.json").exists()
+    assert "selected:" in out and (tmp_path / "llama-v2_spt_identify_tl_seed0.json").exists()
     assert (
         main(
             [
@@ -324,7 +324,7 @@ def test_cli_identify_tune_and_errors(tmp_path, capsys, llama):
     assert "spt: 16,384 of" in capsys.readouterr().out  # 2 heads x q/k/v/o x 16 x 128
     hf = llama[0]
     fresh = copy.deepcopy(hf)
-    meta = load_slices(fresh, tmp_path / "llama_spt_tune_spt_tl_seed0.safetensors")
+    meta = load_slices(fresh, tmp_path / "llama-v2_spt_tune_spt_tl_seed0.safetensors")
     assert meta["heads"] == [[2, 7], [4, 0]]
     masks = head_masks(fresh, [(2, 7), (4, 0)])
     ref = {n: p.detach() for n, p in hf.named_parameters()}

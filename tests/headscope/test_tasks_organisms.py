@@ -73,7 +73,7 @@ def test_world_generator_still_reproduces_the_bundled_corpus():
     from headscope.organisms.world import WorldConfig
     from headscope.paths import organism_dir
 
-    meta = json.loads((organism_dir("llama") / "organism.json").read_text())
+    meta = json.loads((organism_dir("llama-v2") / "organism.json").read_text())
     assert World(WorldConfig(**meta["world"])).corpus_sha256() == meta["corpus_sha256"]
     changed = WorldConfig(**{**meta["world"], "caving": 0.5})
     assert World(changed).corpus_sha256() != meta["corpus_sha256"]

@@ -43,7 +43,7 @@ EXAMPLES = [
 
 @pytest.fixture(scope="module")
 def base():
-    hf, tok, _ = load_hf("llama", device="cpu")
+    hf, tok, _ = load_hf("llama-v2", device="cpu")
     return hf, tok
 
 

@@ -210,7 +210,7 @@ def _cli(*args):
     "args,needle",
     [
         (("organism", "eval", "llama-v3-s7"), "headscope organism train llama-v3"),
-        (("organism", "train", "llama", "--seed", "1"), "apply to llama-v3 only"),
+        (("organism", "train", "llama-v2", "--seed", "1"), "apply to llama-v3 only"),
         (("organism", "train", "llama-v3", "--seed", "-1"), "--seed must be >= 0"),
     ],
 )

@@ -14,7 +14,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from headscope.cli._args import add_model_args, add_output_args, csv, ints, out_dir_arg, parse_heads, run_stem
+from headscope.cli._args import (
+    PAPER_MODEL,
+    add_model_args,
+    add_output_args,
+    csv,
+    ints,
+    out_dir_arg,
+    parse_heads,
+    run_stem,
+)
 from headscope.common.errors import HeadscopeError
 from headscope.common.io import atomic_write_text, strict_json_dumps, write_json
 from headscope.common.progress import log
@@ -22,7 +31,7 @@ from headscope.results import format_head
 
 
 def _common(p: argparse.ArgumentParser, out: str) -> None:
-    add_model_args(p)
+    add_model_args(p, default=PAPER_MODEL, world="v2")
     p.add_argument("--ops", default="add,sub,mul,div", help="operators [add,sub,mul,div]")
     p.add_argument("--styles", default="equation,statement,qa", help="template styles [equation,statement,qa]")
     p.add_argument(
@@ -109,7 +118,7 @@ def register(sub) -> None:
         "report arithmetic and general ability before/after, trainable parameters, time per step. "
         "Training runs on the CPU; --backend is the one used to identify the heads.",
     )
-    add_model_args(u, device=False)
+    add_model_args(u, device=False, default=PAPER_MODEL, world="v2")
     u.add_argument("--heads", default=None, help="heads for precise SFT; default: identify's top-k")
     u.add_argument("-k", type=int, default=4, help="top-k heads when --heads is not given [4]")
     u.add_argument("--methods", default="heads,full,lora", help="heads (precise SFT), full, lora [all three]")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from headscope.cli._args import add_model_args, csv, out_dir_arg, out_file_arg, parse_heads, run_stem
+from headscope.cli._args import PAPER_MODEL, add_model_args, csv, out_dir_arg, out_file_arg, parse_heads, run_stem
 from headscope.common.errors import HeadscopeError
 from headscope.common.io import atomic_write_text, write_json
 
@@ -30,7 +30,7 @@ def register(sub) -> None:
     s.set_defaults(func=lambda args: _usage(s))
 
     i = ss.add_parser("identify", help="path patching per task, top heads, Jaccard overlap, side-by-side heatmaps")
-    add_model_args(i)
+    add_model_args(i, default=PAPER_MODEL, world="v2")
     _data_arg(i)
     i.add_argument(
         "--tasks", default=None, help="behaviours to identify [all of the data's; organism: safety,advfact,preference]"
@@ -44,7 +44,7 @@ def register(sub) -> None:
     i.set_defaults(func=cmd_identify)
 
     f = ss.add_parser("fit", help="fit one task's controller on its heads (safetensors + JSON)")
-    add_model_args(f)
+    add_model_args(f, default=PAPER_MODEL, world="v2")
     _data_arg(f)
     f.add_argument("--task", required=True, help="the behaviour (organism: safety, advfact or preference)")
     f.add_argument("--heads", default=None, metavar="L.H,...", help="heads, e.g. 0.2,L3H6 (default: from --identify)")
@@ -83,7 +83,7 @@ def register(sub) -> None:
     _apply_args(ss.add_parser("apply", help="generate with one or more controllers active"))
 
     e = ss.add_parser("evaluate", help="task metrics and general ability: no control, each controller, all at once")
-    add_model_args(e)
+    add_model_args(e, default=PAPER_MODEL, world="v2")
     _data_arg(e)
     e.add_argument("--controller", action="append", required=True, metavar="PATH", help="controller (repeatable)")
     e.add_argument(
@@ -130,7 +130,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _apply_args(a: argparse.ArgumentParser) -> None:
-    add_model_args(a)
+    add_model_args(a, default=PAPER_MODEL, world="v2")
     a.add_argument(
         "--controller", action="append", required=True, metavar="PATH", help="controller (repeatable; they compose)"
     )

@@ -17,7 +17,15 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from headscope.cli._args import add_model_args, add_output_args, model_from_args, out_file_arg, parse_heads, run_stem
+from headscope.cli._args import (
+    PAPER_MODEL,
+    add_model_args,
+    add_output_args,
+    model_from_args,
+    out_file_arg,
+    parse_heads,
+    run_stem,
+)
 from headscope.common.errors import HeadscopeError
 from headscope.common.io import strict_json_dumps, write_json
 from headscope.results import Head, format_head
@@ -29,7 +37,7 @@ BACKEND_NOTE = " The default backend is tl (before the re-layout it was nnsight;
 
 
 def _common(p: argparse.ArgumentParser, heads: bool = True) -> None:
-    add_model_args(p)
+    add_model_args(p, default=PAPER_MODEL, world="v2")
     p.add_argument("-n", "--n-prompts", type=int, default=32, help="dialogues per question family [32]")
     add_output_args(p, "out/spt", top=False, png=False)
     if heads:
@@ -125,7 +133,7 @@ def register(sub) -> None:
         "base --model: sycophancy (in distribution, held-out questions, paraphrases), retraction, "
         "arithmetic/facts accuracy, chat behaviours, next-token KL (every position)." + BACKEND_NOTE,
     )
-    add_model_args(e)
+    add_model_args(e, default=PAPER_MODEL, world="v2")
     e.add_argument("--slices", default=None, metavar="FILE", help="slice file written by 'headscope spt tune'")
     e.add_argument("--tuned", default=None, metavar="DIR", help="a full tuned HF folder (instead of --slices)")
     e.add_argument("--json", default=None, type=out_file_arg, help="also write the row to this JSON file")
