@@ -200,7 +200,7 @@ class BlockRunner:
     TransformerLens bridge components are swapped for the HF modules they wrap.
     """
 
-    def __init__(self, model, tokens: Tensor) -> None:
+    def __init__(self, model, tokens: Tensor, keep_logits: bool = False) -> None:
         if getattr(model, "_active", None):
             raise HeadscopeError("the fast sweep cannot run under model.hooked(...) patches; use fast=False")
         self.model = model
@@ -215,9 +215,11 @@ class BlockRunner:
         self.lm_head = _original(get_path(hf, self.paths.unembed))
         self.cap = getattr(model.config, "final_logit_softcapping", None)
         self.dtype = next(hf.parameters()).dtype
-        self.calls = self._capture(tokens)
+        self.captured_logits: Tensor | None = None
+        """With ``keep_logits``: the backend's logits ``[B, T, vocab]`` of the capture run."""
+        self.calls = self._capture(tokens, keep_logits)
 
-    def _capture(self, tokens: Tensor) -> list[_Call]:
+    def _capture(self, tokens: Tensor, keep_logits: bool = False) -> list[_Call]:
         """One backend run with pre-hooks on the HF blocks: how each block is called."""
         got: dict[int, tuple] = {}
         attn_len: dict[int, int] = {}
@@ -234,10 +236,12 @@ class BlockRunner:
             attn = _original(get_path(blk, self.paths.attn))
             handles.append(attn.register_forward_hook(post))
         try:
-            self.model.logits(tokens)
+            lg = self.model.logits(tokens)
         finally:
             for h in handles:
                 h.remove()
+        if keep_logits:
+            self.captured_logits = lg
         calls = []
         for i, blk in enumerate(self.blocks):
             sig, d = _bind(blk, *got[i])
@@ -309,9 +313,18 @@ class PrefixSweep(BlockRunner):
     Built by :func:`headscope.patching.patch_heads` on its fast path.
     """
 
-    def __init__(self, model, base_tokens: Tensor, positions: Sequence[int], dtype: torch.dtype | None = None) -> None:
-        super().__init__(model, base_tokens)
-        self.positions = sorted({int(p) for p in positions})
+    def __init__(
+        self,
+        model,
+        base_tokens: Tensor,
+        positions: Sequence[int] | None,
+        dtype: torch.dtype | None = None,
+        keep_logits: bool = False,
+    ) -> None:
+        super().__init__(model, base_tokens, keep_logits=keep_logits)
+        self.base_tokens = base_tokens
+        self.positions: list[int] = []
+        self.columns: Tensor | None = None
         own = self.dtype
         self.dtype = dtype or own
         with _unbridged(self.layers_raw):
@@ -321,6 +334,42 @@ class PrefixSweep(BlockRunner):
                 self.blocks = blocks
                 self.layers_raw = self.blocks
             self._base_run()
+        if positions is not None:
+            self.set_positions(positions)
+
+    def set_positions(self, positions: Sequence[int]) -> None:
+        """The metric's positions: ``base_logits`` becomes the base run's logits there."""
+        self.positions = sorted({int(p) for p in positions})
+        self.columns = None
+        with torch.no_grad():
+            self.base_logits = self.unembed(self.final[:, self.positions]).float()  # [B, k, vocab]
+
+    def set_columns(self, columns: Tensor) -> bool:
+        """Unembed only these vocabulary columns from now on (the metric reads no other):
+        ``base_logits`` becomes ``[B, k, len(columns)]`` and :meth:`unembed_at` returns
+        those columns. False (nothing changes) when the unembedding is not a plain
+        ``nn.Linear`` whose rows can be selected."""
+        head = self.lm_head
+        # accelerate-offloaded weights (meta until its hook loads them) need the module's own call
+        if not isinstance(head, nn.Linear) or head.weight.is_meta or hasattr(head, "_hf_hook"):
+            return False
+        self.columns = columns.to(head.weight.device)
+        with torch.no_grad():
+            self._w_cols = head.weight.index_select(0, self.columns)
+            self._b_cols = None if head.bias is None else head.bias.index_select(0, self.columns)
+            self.base_logits = self.unembed_at(self.final[:, self.positions]).float()
+        return True
+
+    def unembed_at(self, h: Tensor) -> Tensor:
+        """:meth:`unembed`, restricted to :attr:`columns` when they are set: the rows of
+        ``W_U`` the metric reads, so patched copies skip the rest of the vocabulary.
+        (Written here: an HF ``lm_head`` computes every column.)"""
+        if self.columns is None:
+            return self.unembed(h)
+        lg = torch.nn.functional.linear(self.norm(h), self._w_cols, self._b_cols)
+        if self.cap:
+            lg = torch.tanh(lg / self.cap) * self.cap
+        return lg
 
     @torch.no_grad()
     def _base_run(self) -> None:
@@ -350,9 +399,50 @@ class PrefixSweep(BlockRunner):
             for hd in handles:
                 hd.remove()
         self.resid.append(h)
+        self.final = h
         self.kv = kv.kv
         self.z = [z_store[i].reshape(B, T, self.model.n_heads, self.model.d_head) for i in range(len(self.blocks))]
-        self.base_logits = self.unembed(h[:, self.positions]).float()  # [B, k, vocab]
+
+    @torch.no_grad()
+    def source_run(self, tokens: Tensor) -> tuple[list[Tensor], Tensor] | None:
+        """The source prompts' ``z`` of every layer and their logits at the metric
+        positions, from the plain blocks, without another backend run; None when this
+        model's first block does not read the bare token embeddings (GPT-2 adds position
+        embeddings, Gemma scales them: the caller then runs the backend).
+
+        Written here because no library runs HF blocks with captured arguments: the
+        source's block-0 input is the input embedding of ``tokens``, checked against the
+        captured block-0 input of the base prompts (equal ids must give equal rows)."""
+        if tokens.shape != self.base_tokens.shape or self.dtype != self.resid0.dtype:
+            return None
+        emb = self.model.hf_model.get_input_embeddings()
+        if emb is None:
+            return None
+        emb = _original(emb)
+        if any(p.is_meta for p in emb.parameters()) and not hasattr(emb, "_hf_hook"):
+            return None
+        if not torch.equal(emb(self.base_tokens.to(self.resid0.device)), self.resid0):
+            return None
+        B, T = self.B, self.T
+        rows = torch.arange(B)
+        z_store: dict[int, Tensor] = {}
+        handles = []
+        for i, o in enumerate(self.o_projs):
+
+            def save(mod, args, i=i):
+                z_store[i] = args[0]
+
+            handles.append(o.register_forward_pre_hook(save))
+        h = emb(tokens.to(self.resid0.device))
+        try:
+            with _unbridged(self.layers_raw):
+                for i in range(len(self.blocks)):
+                    h = self._block(i, h, rows, 0, None)
+        finally:
+            for hd in handles:
+                hd.remove()
+        z = [z_store[i].reshape(B, T, self.model.n_heads, self.model.d_head) for i in range(len(self.blocks))]
+        return z, self.unembed(h[:, self.positions]).float()
 
     # -- patched runs -----------------------------------------------------------------
     @torch.no_grad()
@@ -432,7 +522,7 @@ class PrefixSweep(BlockRunner):
         ``idx`` replaced by the unembedding of the final residuals ``hp`` ``[R, len(idx), d]``."""
         out = self.base_logits.index_select(0, rows)
         if idx:
-            out[:, idx] = self.unembed(hp).float()
+            out[:, idx] = self.unembed_at(hp).float()
         return out
 
     def bytes_per_token(self) -> int:
@@ -477,6 +567,44 @@ def metric_positions(
     if reads_only([T - 1]):
         return [T - 1], "probed: last position"
     return list(range(T)), "all positions"
+
+
+def metric_columns(metric: Callable[[Tensor], Tensor], logits: Tensor, positions: Sequence[int]) -> Tensor | None:
+    """The vocabulary columns ``metric`` reads at ``positions``, or None (all of them).
+
+    A logit-difference metric reads two columns per row; unembedding only those spares
+    the patched copies almost all of ``W_U`` (a 50,257-token unembedding is most of the
+    work after the blocks). Candidates are the columns where the metric's gradient at
+    ``logits`` is nonzero; they are accepted only if the metric on logits whose every
+    other entry is NaN equals the metric on the full logits (the test of
+    :func:`metric_positions`). A metric that is not differentiable, reads more than a
+    quarter of the vocabulary or fails the test reads all columns. Written here: no
+    library finds the logits a black-box metric reads."""
+    pos = list(positions)
+    x = logits.detach().clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            m = metric(x)
+            if not (isinstance(m, Tensor) and m.requires_grad and m.numel() == 1):
+                return None
+            (g,) = torch.autograd.grad(m, x)
+    except Exception:  # noqa: BLE001 - a metric without a gradient reads every column as far as we know
+        return None
+    cols = torch.nonzero(g[:, pos].abs().sum((0, 1))).flatten()
+    V = logits.shape[-1]
+    if cols.numel() == 0 or cols.numel() > V // 4:
+        return None
+    full = metric(logits).detach()
+    probe = torch.full_like(logits, float("nan"))
+    pt = torch.tensor(pos)
+    probe[:, pt[:, None], cols] = logits[:, pt[:, None], cols]
+    try:
+        v = metric(probe).detach()
+    except Exception:  # noqa: BLE001 - a metric that cannot handle NaN reads the NaN entries
+        return None
+    if bool(torch.isfinite(v).all()) and torch.equal(v, full):
+        return cols.cpu()
+    return None
 
 
 def first_difference(a: Tensor, b: Tensor) -> Tensor:

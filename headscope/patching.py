@@ -31,7 +31,7 @@ from headscope.common.batching import chunks
 from headscope.common.errors import HeadscopeError
 from headscope.common.metrics import normalized_patching_metric
 from headscope.common.progress import progress
-from headscope.fastpatch import PrefixSweep, first_difference, metric_positions, parse_memory
+from headscope.fastpatch import PrefixSweep, first_difference, metric_columns, metric_positions, parse_memory
 from headscope.model import HeadCache, HeadModel, Patch, Site, remote_sweep
 from headscope.results import HeadResult
 
@@ -70,6 +70,13 @@ def _runs(
     cl_logits, cl_cache = model.run_with_heads(clean, layers=layers, sites=tuple(sites))
     co_logits, co_cache = model.run_with_heads(corrupt, layers=layers, sites=tuple(sites))
     m_clean, m_corrupt = metric(cl_logits).detach(), metric(co_logits).detach()
+    _check_gap(m_clean, m_corrupt, normalize)
+    if return_logits:
+        return m_clean, m_corrupt, cl_cache, co_cache, cl_logits, co_logits
+    return m_clean, m_corrupt, cl_cache, co_cache
+
+
+def _check_gap(m_clean: Tensor, m_corrupt: Tensor, normalize: bool) -> None:
     gap = float((m_clean - m_corrupt).abs())
     if normalize and gap < MIN_GAP * max(1.0, abs(float(m_clean)), abs(float(m_corrupt))):
         raise HeadscopeError(
@@ -77,9 +84,6 @@ def _runs(
             f"prompts (gap {gap:.2g}): the corruption does not change the answer, and normalised scores would divide "
             "by that gap; use a corruption that changes the model's answer"
         )
-    if return_logits:
-        return m_clean, m_corrupt, cl_cache, co_cache, cl_logits, co_logits
-    return m_clean, m_corrupt, cl_cache, co_cache
 
 
 def _fast_ok(model: HeadModel) -> bool:
@@ -146,6 +150,12 @@ def patch_heads(
     """
     clean, corrupt = model.check_tokens(clean), model.check_tokens(corrupt)
     _validate(model, clean, corrupt, mode)
+    low = _low_precision(dtype)
+    if fast and low is None and _prefix_ok(model):
+        return _prefix_patch_heads(
+            model, clean, corrupt, metric, mode, per_position, layers, max_rows, max_memory, positions, normalize,
+            show_progress,
+        )  # fmt: skip
     m_clean, m_corrupt, cl_cache, co_cache, cl_logits, co_logits = _runs(
         model, clean, corrupt, metric, ("z", "resid_pre"), normalize, return_logits=True, layers=layers
     )
@@ -155,7 +165,6 @@ def patch_heads(
     layers = list(range(model.n_layers)) if layers is None else list(layers)
     out = torch.full((model.n_layers, P, H) if per_position else (model.n_layers, H), float("nan"))
     budget = parse_memory(max_memory)
-    low = _low_precision(dtype)
     if low is not None and not (fast and _prefix_ok(model)):
         raise HeadscopeError(
             "dtype= applies to the fast path only, which this model cannot take (no HF module tree, hooked "
@@ -209,6 +218,70 @@ def patch_heads(
     return HeadResult(out, axes, {"pos": _pos_labels(model, clean)}, info)
 
 
+def _prefix_patch_heads(
+    model: HeadModel,
+    clean: Tensor,
+    corrupt: Tensor,
+    metric: Metric,
+    mode: str,
+    per_position: bool,
+    layers: Sequence[int] | None,
+    max_rows: int,
+    max_memory: int | str | None,
+    positions: Sequence[int] | None,
+    normalize: bool,
+    show_progress: bool,
+) -> HeadResult:
+    """:func:`patch_heads` on the fast path, with three runs before the sweep instead of four.
+
+    The capture run of :class:`~headscope.fastpatch.PrefixSweep` (a backend run of the
+    base prompts) gives the base logits, its plain-block run the base ``z`` and keys and
+    values, and :meth:`~headscope.fastpatch.PrefixSweep.source_run` the source prompts'
+    ``z`` and their logits at the metric positions (the metric is checked to read only
+    those). Where the source run does not apply (GPT-2, Gemma), the backend runs both
+    prompt sets with ``z`` caches instead; ``info["source_run"]`` says which ran."""
+    base_tokens, src_tokens = (corrupt, clean) if mode == "denoise" else (clean, corrupt)
+    sweep = PrefixSweep(model, base_tokens, None, keep_logits=True)
+    base_full = sweep.captured_logits
+    assert base_full is not None
+    pos, how = metric_positions(metric, base_full, positions)
+    sweep.set_positions(pos)
+    _check_sweep_base(sweep, base_full[:, pos])
+    got = sweep.source_run(src_tokens)  # before set_columns: the source's metric needs full rows
+    if got is None:  # the backend's run with caches gives the source's z and logits
+        m_clean, m_corrupt, cl_cache, co_cache = _runs(model, clean, corrupt, metric, ("z",), normalize, layers=layers)
+        src = cl_cache if mode == "denoise" else co_cache
+        source = "backend"
+    else:
+        z_src, src_at_pos = got
+        src_full = torch.full_like(base_full, float("nan"))
+        src_full[:, pos] = src_at_pos.to(src_full.dtype)
+        m_base, m_src = metric(base_full).detach(), metric(src_full).detach()
+        m_clean, m_corrupt = (m_src, m_base) if mode == "denoise" else (m_base, m_src)
+        _check_gap(m_clean, m_corrupt, normalize)
+        src = HeadCache(z=dict(enumerate(z_src)))
+        source = "blocks"
+        del src_full
+    cols = metric_columns(metric, base_full, pos)
+    columns: int | str = "all"
+    if cols is not None and sweep.set_columns(cols):
+        columns = int(cols.numel())
+    del base_full
+    B, P = clean.shape
+    layers = list(range(model.n_layers)) if layers is None else list(layers)
+    out = torch.full(
+        (model.n_layers, P, model.n_heads) if per_position else (model.n_layers, model.n_heads), float("nan")
+    )
+    opts = (per_position, pos, parse_memory(max_memory), max_rows, (m_clean, m_corrupt, mode, normalize))
+    _prefix_sweep(model, clean, corrupt, base_tokens, sweep.base_logits, src, metric, out, layers, *opts,
+                  show_progress, sweep=sweep)  # fmt: skip
+    axes = ("layer", "pos", "head") if per_position else ("layer", "head")
+    info = _info(model, mode, m_clean, m_corrupt, normalize, site="z", per_position=per_position)
+    info.update({"engine": "prefix", "metric_positions": pos, "metric_positions_from": how, "source_run": source,
+                 "metric_columns": columns})  # fmt: skip
+    return HeadResult(out, axes, {"pos": _pos_labels(model, clean)}, info)
+
+
 def _prefix_sweep(
     model: HeadModel,
     clean: Tensor,
@@ -226,8 +299,10 @@ def _prefix_sweep(
     norm: tuple,
     show_progress: bool,
     dtype: torch.dtype | None = None,
+    sweep: PrefixSweep | None = None,
 ) -> None:
-    """Fill ``out`` by the exact fast path of :mod:`headscope.fastpatch`.
+    """Fill ``out`` by the exact fast path of :mod:`headscope.fastpatch` (on ``sweep`` when
+    given: a base run already made and checked).
 
     Per-position: one group per (layer, position ``p``); the copies of a group patch one
     head each at ``p``, for the base rows whose clean and corrupt prompts already differ
@@ -237,14 +312,27 @@ def _prefix_sweep(
     m_clean, m_corrupt, mode, normalize = norm
     B, T = base_tokens.shape
     H = model.n_heads
-    sweep = PrefixSweep(model, base_tokens, pos, dtype=dtype)
-    if dtype is None:
-        _check_sweep_base(sweep, base_logits[:, pos])
+    if sweep is None:
+        sweep = PrefixSweep(model, base_tokens, pos, dtype=dtype)
+        if dtype is None:
+            _check_sweep_base(sweep, base_logits[:, pos])
     first = first_difference(clean, corrupt)  # [B]
     m_base = m_corrupt if mode == "denoise" else m_clean
     s_base = _score(m_base, m_clean, m_corrupt, mode, normalize)
-    buf = torch.full((B, T, sweep.base_logits.shape[-1]), float("nan"), dtype=sweep.base_logits.dtype)
+    # The metric gets [B, T, vocab] logits; positions (and, with sweep.columns, vocabulary
+    # columns) it does not read hold NaN.
+    cols = sweep.columns
+    buf = torch.full((B, T, model.d_vocab_out), float("nan"), dtype=sweep.base_logits.dtype)
     pos_t = torch.tensor(pos)
+
+    def put(which: Tensor | slice, vals: Tensor) -> None:
+        """``buf``'s read entries of the rows ``which`` := ``vals`` ``[rows, k, read columns]``."""
+        r = torch.arange(B)[which] if isinstance(which, slice) else which
+        if cols is None:
+            buf[r[:, None], pos_t[None, :]] = vals
+        else:
+            buf[r[:, None, None], pos_t[None, :, None], cols[None, None, :]] = vals
+
     per_token = sweep.bytes_per_token()
     logit_bytes = 8 * len(pos) * sweep.base_logits.shape[-1]
     starts = list(range(T)) if per_position else [int(first.min())]
@@ -264,7 +352,7 @@ def _prefix_sweep(
         for idx_key, keys in groups.items():
             idx = list(idx_key)
             hps = [pending[k][5] for k in keys]
-            lg_all = sweep.unembed(torch.cat(hps)).float() if idx else None
+            lg_all = sweep.unembed_at(torch.cat(hps)).float() if idx else None
             at = 0
             for k in keys:
                 L, p, hs, active, rows, hp, _ = pending[k]
@@ -275,8 +363,8 @@ def _prefix_sweep(
                 at += R
                 nA = active.numel()
                 for j, h in enumerate(hs):
-                    buf[:, pos_t] = sweep.base_logits
-                    buf[active[:, None], pos_t[None, :]] = lg[j * nA : (j + 1) * nA]
+                    put(slice(None), sweep.base_logits)
+                    put(active, lg[j * nA : (j + 1) * nA])
                     v = _score(metric(buf).detach(), m_clean, m_corrupt, mode, normalize)
                     if per_position:
                         out[L, p, h] = v

@@ -16,7 +16,7 @@ from transformer_lens import patching as tlp
 
 from headscope.archcheck import ARCH_NAMES, VOCAB, tiny_model_dir
 from headscope.common.errors import HeadscopeError
-from headscope.fastpatch import first_difference, metric_positions, parse_memory
+from headscope.fastpatch import first_difference, metric_columns, metric_positions, parse_memory
 from headscope.loading import load_model
 from headscope.model import Patch
 from headscope.patching import patch_heads
@@ -66,6 +66,12 @@ def _tl_sweep(model, base, src, metric, per_position: bool) -> torch.Tensor:
     return fn(model.bridge, base, src_cache, metric).cpu()
 
 
+# How the fast path gets the source prompts' z: from the plain blocks (one run fewer) where
+# block 0 reads the input-embedding module's output (Gemma's module scales it itself),
+# else from the backend (GPT-2 and OPT add position embeddings in the model's forward).
+SOURCE_RUN = {"llama": "blocks", "gemma": "blocks", "gpt_neox": "blocks", "gpt2": "backend", "opt": "backend"}
+
+
 @pytest.mark.parametrize("arch", ARCH_NAMES)
 def test_equals_transformer_lens(arch, root):
     model = load_model(str(tiny_model_dir(arch, root)), "tl")
@@ -79,6 +85,10 @@ def test_equals_transformer_lens(arch, root):
                     show_progress=False,
                 )  # fmt: skip
                 assert ours.info["engine"] == "prefix"
+                # the source's z from the plain blocks where block 0 reads bare embeddings
+                assert ours.info["source_run"] == SOURCE_RUN.get(arch, ours.info["source_run"]), arch
+                for key, toks in (("metric_clean", clean), ("metric_corrupt", corrupt)):
+                    assert abs(ours.info[key] - float(metric(model.logits(toks)))) <= TOL, (arch, key)
                 peer = _tl_sweep(model, base, src, metric, per_position)
                 err = (peer - ours.scores).abs().max().item()
                 assert err <= TOL, (name, mode, per_position, err)
@@ -140,6 +150,38 @@ def test_metric_positions_probe_and_declaration():
     assert metric_positions(lambda lg: lg[:, [1, 4], 3].sum(), logits, declared=[1, -1]) == ([1, 4], "declared")
     with pytest.raises(HeadscopeError, match="outside its declared positions"):
         metric_positions(lambda lg: lg[:, 2, 3].mean(), logits, declared=[-1])
+
+
+def test_metric_columns_probe():
+    """The vocabulary columns a metric reads: its gradient's support, accepted only if the
+    metric on logits with every other entry NaN is unchanged."""
+    lg = torch.randn(3, 5, 40, generator=torch.Generator().manual_seed(0))
+    ans, wrong = torch.tensor([4, 7, 9]), torch.tensor([5, 8, 30])
+
+    def diff(x):
+        return (x[:, -1].gather(-1, ans[:, None]) - x[:, -1].gather(-1, wrong[:, None])).mean()
+
+    assert metric_columns(diff, lg, [4]).tolist() == [4, 5, 7, 8, 9, 30]
+    assert metric_columns(lambda x: x[:, -1].log_softmax(-1).gather(-1, ans[:, None]).mean(), lg, [4]) is None
+    assert metric_columns(lambda x: (x[:, -1].argmax(-1) == ans).float().mean(), lg, [4]) is None  # no gradient
+    lg[:, -1, 3] = -1.0  # a column the metric reads where its gradient vanishes: the NaN test catches it
+    assert metric_columns(lambda x: torch.relu(x[:, -1, 3]).mean() + x[:, -1, 6].mean(), lg, [4]) is None
+
+
+def test_metric_reading_every_column_takes_the_full_unembedding(root):
+    model = load_model(str(tiny_model_dir("llama", root)), "tl")
+    clean, corrupt, ans, _ = _prompts(2)
+
+    def logprob(lg):
+        return lg[:, -1].log_softmax(-1)[torch.arange(lg.shape[0]), ans].mean()
+
+    kw = {"per_position": True, "normalize": False, "show_progress": False}
+    ours = patch_heads(model, clean, corrupt, logprob, **kw)
+    ref = patch_heads(model, clean, corrupt, logprob, fast=False, **kw)
+    assert ours.info["metric_columns"] == "all" and ours.info["engine"] == "prefix"
+    assert (ours.scores - ref.scores).abs().max().item() <= TOL
+    narrow = patch_heads(model, clean, corrupt, _last(ans, (ans + 1) % VOCAB), per_position=True, show_progress=False)
+    assert isinstance(narrow.info["metric_columns"], int) and narrow.info["metric_columns"] <= 2 * clean.shape[0]
 
 
 def test_parse_memory():
