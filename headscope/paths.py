@@ -15,7 +15,7 @@ ORGANISMS: dict[str, str] = {
     "(docs/organism_v3.md)",
     "llama-v3-s1": "organism v3, training seed 1 (same corpus as llama-v3)",
     "llama-v3-s2": "organism v3, training seed 2 (same corpus as llama-v3)",
-    "llama-v2": "organism v2: 4-layer Llama on a keyword world (one-digit arithmetic lookup, trigger-word flaws); "
+    "llama-v2": "organism v2: 6-layer Llama on a keyword world (one-digit arithmetic lookup, trigger-word flaws); "
     "the v2 paper tables and the fast unit tests run on it (its CARD.md)",
     "induction": "2-layer Llama-architecture organism with a previous-token head (L0) and an induction head (L1)",
 }
