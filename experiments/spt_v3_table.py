@@ -56,6 +56,9 @@ classes of start tokens; ``class_fraction``).
    (5 pairs: smallest p 1/32); SPT trains ≤ 5 % of parameters (a count); KL below full
    SFT (upper bound of SPT − full SFT over seeds 0–2 < 0) and ability (mean of +, −,
    facts exact) above full SFT (lower bound > 0).
+   Added after the first table (2026-12-03), as on v2: LoRA r16 (α 32) on q/k/v/o of
+   every layer, and on the selected heads' layers only, seeds 0–2, same data, steps and
+   lr. Reported beside the others with the same measures; no bar is attached to them.
 """
 
 from __future__ import annotations
@@ -98,7 +101,14 @@ KO_BAR, GAIN_BAR, SHARE_BAR = -0.30, 0.30, 0.05
 SPT_SEEDS, SFT_SEEDS = (0, 1, 2, 3, 4), (0, 1, 2)
 ABILITY = ("arith_add/heldout", "arith_sub/heldout", "facts/heldout")
 COLLATERAL = ("harmful/heldout", "overrefusal/heldout", "benign/heldout", "premise/heldout", "preference/heldout")
-LABELS = {"base": "base model", "spt": "SPT (selected heads)", "random_heads": "random heads", "full_sft": "full SFT"}
+LABELS = {
+    "base": "base model",
+    "spt": "SPT (selected heads)",
+    "random_heads": "random heads",
+    "full_sft": "full SFT",
+    "lora": "LoRA r16 (all layers)",
+    "lora_layers": "LoRA r16 (selected heads' layers)",
+}
 
 
 def _suffix(model_name: str) -> str:
@@ -295,6 +305,7 @@ def tune_runs(model_name: str, heads: list, runs: Path, n_examples: int, steps: 
     hs = [parse_head(h) for h in heads]
     plan = [("base", 0)] + [(m, s) for s in SPT_SEEDS for m in ("spt", "random_heads")]
     plan += [("full_sft", s) for s in SFT_SEEDS]
+    plan += [(m, s) for s in SFT_SEEDS for m in ("lora", "lora_layers")]  # added after the first table
     for method, s in plan[::-1] if reverse else plan:
         path = runs / f"{method}_s{s}.json"
         lock = path.with_suffix(".lock")
@@ -514,7 +525,7 @@ def tuning_table(tun: dict) -> list[str]:
         "",
     ]
     trows = []
-    for method in ("base", "spt", "random_heads", "full_sft"):
+    for method in ("base", "spt", "random_heads", "full_sft", "lora", "lora_layers"):
         by = rows_by.get(method, {})
         if not by:
             continue
@@ -530,6 +541,8 @@ def tuning_table(tun: dict) -> list[str]:
         cells.append(f"{100 * max(r['trainable_share'] for r in by.values()):.2f}")
         trows.append(cells)
     out.append(md_table(["method (seeds)"] + [c for _, _, c in cols] + ["KL(base‖tuned)", "% params"], trows))
+    if rows_by.get("lora") or rows_by.get("lora_layers"):
+        out += ["", "The LoRA rows were added after the first table (same data, steps and lr; no bar)."]
     st = tun["stats"]
     out += ["", "| bar | estimate [95% CI] | verdict |", "|---|---|---|"]
     if "spt_gain" in st:
