@@ -238,8 +238,10 @@ def _prefix_patch_heads(
     base prompts) gives the base logits, its plain-block run the base ``z`` and keys and
     values, and :meth:`~headscope.fastpatch.PrefixSweep.source_run` the source prompts'
     ``z`` and their logits at the metric positions (the metric is checked to read only
-    those). Where the source run does not apply (GPT-2, Gemma), the backend runs both
-    prompt sets with ``z`` caches instead; ``info["source_run"]`` says which ran."""
+    those). Where the source run does not apply (GPT-2 and OPT add position embeddings in
+    the model's forward), the backend runs both prompt sets with ``z`` caches instead;
+    ``info["source_run"]`` says which ran. Float32 sweeps only: a ``dtype`` sweep keeps the
+    backend's cached runs, which its float32 re-check reuses."""
     base_tokens, src_tokens = (corrupt, clean) if mode == "denoise" else (clean, corrupt)
     sweep = PrefixSweep(model, base_tokens, None, keep_logits=True)
     base_full = sweep.captured_logits
