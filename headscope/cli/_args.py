@@ -33,8 +33,10 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "llama"
 """The default organism: organism v3, training seed 0 (docs/organism_v3.md)."""
 PAPER_MODEL = "llama-v2"
-"""Default of the paper commands (``arith``, ``sac``, ``spt``): their built-in prompt sets are
-written in organism v2's world; organism v3's runs are experiments/*_v3_table.py."""
+"""Default of the paper commands (``arith``, ``sac``, ``spt``), whose results tables were
+measured on organism v2. ``arith prompts|identify|knockout|transfer`` and ``sac`` also take
+organism v3 (``--model llama``) and then use its prompt sets; ``arith inspect|tune`` and
+``spt`` have organism v2's only (organism v3's SPT run: experiments/spt_v3_table.py)."""
 DEFAULT_BACKEND = "tl"
 BACKENDS = ("tl", "nnsight")
 
@@ -93,8 +95,8 @@ def check_model_world(args) -> None:
         raise HeadscopeError(
             f"this command's built-in prompt sets are written in organism {world}'s vocabulary, but --model {model} "
             f"is organism {gen}; use --model llama-{world} (the default here) or your own data (--data/--rows); "
-            "organism v3's paper runs are experiments/arith_v3_table.py, spt_v3_table.py and sac_table.py "
-            "--model llama-v3"
+            "on organism v3 use `headscope arith prompts|identify|knockout|transfer`, `headscope sac`, or "
+            "experiments/arith_v3_table.py and spt_v3_table.py"
         )
 
 

@@ -211,3 +211,78 @@ def arithmetic_v3_task(
         f"{items} items, {part or 'all'} half, corrupt {corruption} ({dropped} items dropped)",
         world="v3",
     )
+
+
+#: The arithmetic paper's prompt sets on organism v3 (as in experiments/arith_v3_table.py):
+#: ``split`` -> (frames, half of the held-out items). ``train``: the identify half in two
+#: training frames; ``heldout``: the evaluate half in two held-out frames (other items,
+#: carriers never in training).
+V3_ARITH_SPLITS: dict[str, tuple[tuple[str, ...], str]] = {
+    "train": (("eq/sym", "qa/sym"), "identify"),
+    "heldout": (("question/sym", "find/sym"), "evaluate"),
+}
+V3_ARITH_OPS = ("add", "sub")
+
+
+def arith_v3_rows(
+    ops: Sequence[str] = V3_ARITH_OPS, split: str = "all", organism: str = "llama-v3"
+) -> list[dict[str, Any]]:
+    """The arithmetic paper's prompt rows on organism v3, shaped like
+    :class:`headscope.tasks.arithmetic.ArithRow` (``prompt``, ``corrupt``, ``answer``, ``op``,
+    ``style``, ``a``, ``b``, ``c``, ``op_text``, ``null``, ``split``) plus ``wrong`` and ``frame``.
+
+    Items: held-out + / − pairs (never in training) with two-digit operands and answer;
+    counterfactual: the operator replaced by the trained null ``@`` (the paper's), see
+    :func:`arithmetic_v3_task`. ``style`` is the frame's name. ``answer`` is the leading
+    digit (the first answer token); ``c`` the whole answer. × and ÷ are not offered: on v3
+    they are a memorised 13 × 13 table, not computed (docs/organism_v3.md §12).
+
+    Args:
+        ops: ``add`` and/or ``sub``.
+        split: ``train`` (identify half, training frames ``eq/sym``, ``qa/sym``), ``heldout``
+            (evaluate half, held-out frames ``question/sym``, ``find/sym``) or ``all``.
+        organism: whose tokenizer checks the corruption's length (an alias or folder).
+    """
+    bad = [o for o in ops if o not in V3_ARITH_OPS]
+    if bad or not ops:
+        raise HeadscopeError(
+            f"organism v3's arithmetic prompt sets have the operators add and sub, not {bad or list(ops)}: "
+            "its × and ÷ are a memorised table (docs/organism_v3.md §12); use --ops add,sub"
+        )
+    if split not in ("all", *V3_ARITH_SPLITS):
+        raise HeadscopeError(f"unknown split {split!r}; use all, train or heldout")
+    rows: list[dict[str, Any]] = []
+    for sp in V3_ARITH_SPLITS if split == "all" else (split,):
+        frames, part = V3_ARITH_SPLITS[sp]
+        for frame in frames:
+            for op in ops:
+                t = arithmetic_v3_task(
+                    ops=(op,),
+                    frame=frame,
+                    part=part,
+                    corruption="operator",
+                    answer_digits=2,
+                    n=None,
+                    organism=organism,
+                )
+                for clean, corrupt, ans, wrong, meta in zip(t.clean, t.corrupt, t.answers, t.wrong, t.meta):
+                    rows.append(
+                        {
+                            "prompt": clean,
+                            "corrupt": corrupt,
+                            "answer": ans,
+                            "wrong": wrong,
+                            "op": op,
+                            "style": frame,
+                            "template": 0,
+                            "a": meta["a"],
+                            "b": meta["b"],
+                            "c": meta["answer_full"],
+                            "op_text": _OP_WORDS[op][0],
+                            "null": _NULL["sym"],
+                            "split": sp,
+                            "frame": frame,
+                            "part": part,
+                        }
+                    )
+    return rows

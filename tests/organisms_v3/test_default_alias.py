@@ -93,8 +93,8 @@ def test_cli_default_task_follows_the_organism(model, task, want):
     "argv",
     [
         ["spt", "identify", "--model", "llama", "-n", "4"],
-        ["arith", "identify", "--model", "llama-v3-s1"],
-        ["sac", "identify", "--model", "llama"],
+        ["arith", "inspect", "--model", "llama-v3-s1"],
+        ["arith", "tune", "--model", "llama"],
     ],
 )
 def test_paper_commands_refuse_organism_v3_in_one_line(argv, capsys):

@@ -1,8 +1,11 @@
 """``headscope arith prompts|identify|knockout|inspect|transfer|tune`` (arithmetic heads, ICML 2024).
 
-Each command builds the organism's prompt rows (:func:`headscope.tasks.arithmetic.arith_prompts`:
-every template of the chosen operators and styles, kept only where the model answers
-correctly), runs one step of the paper and writes JSON (and figures/Markdown where they
+Each command builds the organism's prompt rows (organism v2:
+:func:`headscope.tasks.arithmetic.arith_prompts`, every template of the chosen operators and
+styles; organism v3, ``--model llama`` / ``llama-v3*``:
+:func:`headscope.tasks.arithmetic_v3.arith_v3_rows`, held-out + / − items in training or
+held-out frames; ``inspect`` and ``tune`` are organism v2's only), kept only where the model
+answers correctly, runs one step of the paper and writes JSON (and figures/Markdown where they
 exist) to ``--out``, named by :func:`headscope.cli._args.run_stem` (model, ``arith``, the step,
 backend, seed and ``--run-id``), e.g. ``out/arith/llama_arith_knockout_tl_seed0.json``, so runs
 with another seed, backend or model write beside each other.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 from headscope.cli._args import (
@@ -30,12 +34,21 @@ from headscope.common.progress import log
 from headscope.results import format_head
 
 
-def _common(p: argparse.ArgumentParser, out: str) -> None:
-    add_model_args(p, default=PAPER_MODEL, world="v2")
-    p.add_argument("--ops", default="add,sub,mul,div", help="operators [add,sub,mul,div]")
-    p.add_argument("--styles", default="equation,statement,qa", help="template styles [equation,statement,qa]")
+def _common(p: argparse.ArgumentParser, out: str, v3: bool = True) -> None:
+    # v3: this step also runs on organism v3's prompt sets (arith_v3_rows); else it refuses v3
+    add_model_args(p, default=PAPER_MODEL, world=None if v3 else "v2")
+    p.add_argument("--ops", default=None, help="operators [add,sub,mul,div; organism v3 (llama, llama-v3*): add,sub]")
     p.add_argument(
-        "--split", default="all", choices=("all", "train", "heldout"), help="world split of the prompts [all]"
+        "--styles",
+        default=None,
+        help="template styles [equation,statement,qa]; not on organism v3, whose --split picks frames",
+    )
+    p.add_argument(
+        "--split",
+        default="all",
+        choices=("all", "train", "heldout"),
+        help="world split of the prompts; on organism v3: train = identify half in training frames, "
+        "heldout = evaluate half in held-out frames [all]",
     )
     p.add_argument(
         "--all-prompts", action="store_true", help="keep prompts the model gets wrong (default: correct ones only)"
@@ -55,8 +68,10 @@ def register(sub) -> None:
     a = sub.add_parser(
         "arith",
         help="arithmetic heads: identify, knock out, inspect, transfer, tune (ICML 2024 paper)",
-        description="The arithmetic-heads workflow on all templates of + - * / in three styles, "
-        "with null-operator counterfactuals.",
+        description="The arithmetic-heads workflow with null-operator counterfactuals: on organism v2 "
+        "(llama-v2, the default) all templates of + - * / in three styles; on organism v3 (--model llama, "
+        "llama-v3*) its held-out + and - items in training or held-out frames (prompts, identify, knockout, "
+        "transfer).",
     )
     asub = a.add_subparsers(dest="arith_cmd", metavar="ACTION")
 
@@ -96,7 +111,7 @@ def register(sub) -> None:
         help="key heads' attention onto operands/operators; MLP logit lens and cosine with W_U",
         description="Attention from the last position onto operand and operator tokens, and what each MLP writes.",
     )
-    _common(s, "out/arith")
+    _common(s, "out/arith", v3=False)
     s.add_argument("--heads", default=None, help="heads to inspect; default: the key heads from identify")
     s.set_defaults(func=cmd_inspect)
 
@@ -139,6 +154,12 @@ def register(sub) -> None:
     a.set_defaults(func=lambda args: (a.print_help(), 2)[1])
 
 
+def _is_v3(args) -> bool:
+    from headscope.paths import organism_generation
+
+    return isinstance(args.model, str) and organism_generation(args.model) == "v3"
+
+
 def _prompts(args, model=None) -> list:
     from headscope.papers import arithmetic as ar
     from headscope.tasks.arithmetic import arith_prompts
@@ -148,8 +169,21 @@ def _prompts(args, model=None) -> list:
         from headscope.tasks.userdata import load_arith_rows
 
         rows = load_arith_rows(args.rows)["operator"]
+    elif _is_v3(args):
+        from headscope.tasks.arithmetic_v3 import V3_ARITH_OPS, arith_v3_rows
+
+        if args.styles is not None:
+            raise HeadscopeError(
+                f"--styles does not apply to organism v3 ({args.model}); its prompt sets are picked by --split "
+                "(train: training frames, heldout: held-out frames)"
+            )
+        rows = arith_v3_rows(ops=csv(args.ops) if args.ops else V3_ARITH_OPS, split=args.split, organism=args.model)
     else:
-        rows = arith_prompts(ops=csv(args.ops), styles=csv(args.styles), split=args.split)
+        rows = arith_prompts(
+            ops=csv(args.ops or "add,sub,mul,div"),
+            styles=csv(args.styles or "equation,statement,qa"),
+            split=args.split,
+        )
     if model is not None and not args.all_prompts:
         rows = ar.filter_correct(model, rows)
         if not rows:
@@ -169,7 +203,12 @@ def _load(args):
     if not args.all_prompts:
         log(f"model {args.model}: finding which of the {n} prompts it answers correctly")
     rows = _prompts(args, model)
-    src = args.rows if getattr(args, "rows", None) else f"{args.ops}; {args.styles}"
+    if getattr(args, "rows", None):
+        src = args.rows
+    elif _is_v3(args):
+        src = f"organism v3, {args.ops or 'add,sub'}, split {args.split}"
+    else:
+        src = f"{args.ops or 'add,sub,mul,div'}; {args.styles or 'equation,statement,qa'}"
     print(f"model {args.model}: {len(rows)} prompts ({src})", file=sys.stderr)
     return model, rows
 
@@ -207,7 +246,7 @@ def cmd_prompts(args) -> int:
     ds = arith_dataset(rows)
     print(
         f"{ds.num_rows} prompts; per operator: "
-        + ", ".join(f"{o} {sum(r['op'] == o for r in rows)}" for o in csv(args.ops))
+        + ", ".join(f"{o} {n}" for o, n in Counter(r["op"] for r in rows).items())
     )
     print(f"wrote {p}")
     return 0

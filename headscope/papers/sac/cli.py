@@ -1,6 +1,9 @@
 """CLI: ``headscope sac identify|fit|apply|evaluate`` and ``headscope steer generate``.
 
-The commands run on the bundled organism's SAC data (:func:`headscope.tasks.sac.organism_sac`).
+The commands run on the bundled organism's SAC data, chosen by ``--model``: organism v2's
+(:func:`headscope.tasks.sac.organism_sac`) or, for ``llama`` / ``llama-v3*``, organism v3's
+(:func:`headscope.tasks.sac_v3.organism_v3_sac`: identification and fitting on training
+items, every score on held-out items in held-out wordings).
 Outputs are named by :func:`headscope.cli._args.run_stem` (model, ``sac``, the step, backend and
 ``--run-id``): ``identify`` writes the folder ``out/sac/llama_sac_identify_tl/`` and ``fit`` reads
 its ``identify.json`` by default when given the same ``--model``/``--backend``/``--run-id``, and
@@ -23,14 +26,15 @@ def register(sub) -> None:
     s = sub.add_parser(
         "sac",
         help="Sparse Activation Control: identify, fit, apply and evaluate head controllers",
-        description="SAC (Xiao et al., NeurIPS 2024) on the organism world's safety, advfact and preference tasks, "
-        "or on your own behaviour sets (--data FILE, docs/userdata.md).",
+        description="SAC (Xiao et al., NeurIPS 2024) on the organism world's safety, advfact and preference tasks "
+        "(organism v2's, or organism v3's for --model llama / llama-v3*), or on your own behaviour sets "
+        "(--data FILE, docs/userdata.md).",
     )
     ss = s.add_subparsers(dest="sac_command", metavar="STEP")
     s.set_defaults(func=lambda args: _usage(s))
 
     i = ss.add_parser("identify", help="path patching per task, top heads, Jaccard overlap, side-by-side heatmaps")
-    add_model_args(i, default=PAPER_MODEL, world="v2")
+    add_model_args(i, default=PAPER_MODEL, world=None)
     _data_arg(i)
     i.add_argument(
         "--tasks", default=None, help="behaviours to identify [all of the data's; organism: safety,advfact,preference]"
@@ -44,7 +48,7 @@ def register(sub) -> None:
     i.set_defaults(func=cmd_identify)
 
     f = ss.add_parser("fit", help="fit one task's controller on its heads (safetensors + JSON)")
-    add_model_args(f, default=PAPER_MODEL, world="v2")
+    add_model_args(f, default=PAPER_MODEL, world=None)
     _data_arg(f)
     f.add_argument("--task", required=True, help="the behaviour (organism: safety, advfact or preference)")
     f.add_argument("--heads", default=None, metavar="L.H,...", help="heads, e.g. 0.2,L3H6 (default: from --identify)")
@@ -83,7 +87,7 @@ def register(sub) -> None:
     _apply_args(ss.add_parser("apply", help="generate with one or more controllers active"))
 
     e = ss.add_parser("evaluate", help="task metrics and general ability: no control, each controller, all at once")
-    add_model_args(e, default=PAPER_MODEL, world="v2")
+    add_model_args(e, default=PAPER_MODEL, world=None)
     _data_arg(e)
     e.add_argument("--controller", action="append", required=True, metavar="PATH", help="controller (repeatable)")
     e.add_argument(
@@ -130,7 +134,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _apply_args(a: argparse.ArgumentParser) -> None:
-    add_model_args(a, default=PAPER_MODEL, world="v2")
+    add_model_args(a, default=PAPER_MODEL, world=None)
     a.add_argument(
         "--controller", action="append", required=True, metavar="PATH", help="controller (repeatable; they compose)"
     )
@@ -155,13 +159,25 @@ def _data_arg(p) -> None:
     )
 
 
-def _data(args, tasks=None):
-    """The SAC data of ``--data FILE``, or the organism's (restricted to ``tasks``)."""
+def _is_v3(args) -> bool:
+    from headscope.paths import organism_generation
+
+    return isinstance(args.model, str) and organism_generation(args.model) == "v3"
+
+
+def _data(args, model, tasks=None):
+    """The SAC data of ``--data FILE``, or the organism's (restricted to ``tasks``): organism
+    v3's when ``--model`` is an organism-v3 alias or folder (built with ``model``'s
+    tokenizer), else organism v2's."""
     if getattr(args, "data", None):
         from headscope.tasks.userdata import load_sac_data
 
         data = load_sac_data(args.data)
         return data.select(tasks) if tasks else data
+    if _is_v3(args):
+        from headscope.tasks.sac_v3 import SAC_V3_TASKS, organism_v3_sac
+
+        return organism_v3_sac(model.tokenizer, tasks or SAC_V3_TASKS)
     from headscope.tasks.sac import SAC_TASK_NAMES, organism_sac
 
     return organism_sac(tasks or SAC_TASK_NAMES)
@@ -170,10 +186,11 @@ def _data(args, tasks=None):
 def cmd_identify(args) -> int:
     from headscope.papers.sac.identify import identify, overlap, save
 
-    data = _data(args, csv(args.tasks) if args.tasks else None)
     if args.n_prompts < 2:
         raise HeadscopeError(f"--n-prompts must be >= 2, got {args.n_prompts}")
-    sel = identify(_load(args), data, k=args.k, n=args.n_prompts)
+    model = _load(args)
+    data = _data(args, model, csv(args.tasks) if args.tasks else None)
+    sel = identify(model, data, k=args.k, n=args.n_prompts)
     d = save(sel, identify_dir(args, args.out))
     for t, s in sel.items():
         print(f"{t:<11} " + " ".join(f"L{L}H{h}" for L, h in s.heads))
@@ -187,10 +204,12 @@ def cmd_fit(args) -> int:
     from headscope.papers.sac.fit import background_groups, fit
     from headscope.papers.sac.identify import load_heads
 
-    data = _data(args)
+    # organism v3's data is built with the model's tokenizer; other data is checked first
+    model = _load(args) if _is_v3(args) and not getattr(args, "data", None) else None
+    data = _data(args, model)
     task = data.task(args.task)
     heads = parse_heads(args.heads) or load_heads(_identify_file(args), args.task)
-    model = _load(args)
+    model = model if model is not None else _load(args)
     bad = [h for h in heads if not (0 <= h[0] < model.n_layers and 0 <= h[1] < model.n_heads)]
     if bad:
         raise HeadscopeError(
@@ -237,7 +256,7 @@ def cmd_evaluate(args) -> int:
 
     cs = _controllers(args.controller)
     model = _load(args)
-    data = _data(args)
+    data = _data(args, model)
     cond: dict[str, list] = {"none": []}
     for c in cs:
         cond[c.name] = c.patches()
