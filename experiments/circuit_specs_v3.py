@@ -1,11 +1,13 @@
 """Circuit specs for organism v3, second registration: bounds from many training frames.
 
     python experiments/circuit_specs_v3.py --stage identify [--model llama-v3]   # identify half only
-    python experiments/circuit_specs_v3.py --stage write                          # specs from the JSON
+    python experiments/circuit_specs_v3.py --stage write [--model llama-v3]      # specs from the JSON
     pytest tests/circuits -k llama_v3_r2                                          # the check itself
+    headscope circuits check tests/circuits/seeds/                                # seeds 1 and 2
 
-Outputs: ``docs/results/circuit_specs_v3_identify.json`` (every training frame's scores)
-and ``tests/circuits/llama_v3_r2_*.toml`` (written by this script, never by hand).
+Outputs: ``docs/results/circuit_specs_v3[_sS]_identify.json`` (every training frame's
+scores) and ``tests/circuits/llama_v3_r2_*.toml`` (seed 0; seeds 1 and 2:
+``tests/circuits/seeds/llama_v3_sS_r2_*.toml``), written by this script, never by hand.
 
 Why a second registration
 -------------------------
@@ -46,6 +48,11 @@ the spec method ``patching`` scores it (ranks by |score|, ties shared).
 4. Bar: a spec passes iff every expectation holds (``headscope.circuits``). A spec that
    fails is recorded as a strict known failure with its numbers; no bound, frame, rule or
    item set changes after the check has run.
+5. Training seeds 1 and 2 (added after seed 0's check, before any seed-1/2 run of this
+   script): the same steps on ``llama-v3-s1`` / ``llama-v3-s2``, each seed's specs from its
+   own identify half (head indices are not comparable across seeds). Their specs live in
+   ``tests/circuits/seeds/`` and run by ``headscope circuits check`` (not in ``make test``,
+   whose time budget holds seed 0's).
 """
 
 from __future__ import annotations
@@ -60,8 +67,29 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT_JSON = ROOT / "docs/results/circuit_specs_v3_identify.json"
 SPEC_DIR = ROOT / "tests/circuits"
+MODELS = ("llama-v3", "llama-v3-s1", "llama-v3-s2")
+
+
+def _tag(model: str) -> str:
+    """ "" for seed 0 (``llama-v3``), ``_s1`` / ``_s2`` for the other training seeds."""
+    if model not in MODELS:
+        raise SystemExit(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
+    return "" if model == "llama-v3" else "_" + model.rsplit("-", 1)[-1]
+
+
+def json_path(model: str) -> Path:
+    return ROOT / f"docs/results/circuit_specs_v3{_tag(model)}_identify.json"
+
+
+def spec_path(model: str, corruption: str, frame: str) -> Path:
+    name = f"r2_{corruption}_{frame.replace('/', '_')}.toml"
+    return (
+        SPEC_DIR / f"llama_v3_{name}" if model == "llama-v3" else SPEC_DIR / "seeds" / f"llama_v3{_tag(model)}_{name}"
+    )
+
+
+OUT_JSON = json_path("llama-v3")
 
 COMMON_TRAIN_FRAMES = (
     "eq/sym",
@@ -170,8 +198,10 @@ def pins(res: dict) -> dict[str, list[dict]]:
 
 
 def _spec_text(corruption: str, frame: str, chosen: dict[str, list[dict]], res: dict) -> str:
+    model = res["model"]
+    seed = int(_tag(model)[2:] or 0)
     lines = [
-        f"# Organism v3 (`llama-v3`, training seed 0), second registration: corruption {corruption},",
+        f"# Organism v3 (`{model}`, training seed {seed}), second registration: corruption {corruption},",
         f"# checked on the evaluate half in the held-out frame `{frame}`.",
         "# WRITTEN BY experiments/circuit_specs_v3.py --stage write (do not edit by hand); protocol",
         "# in that script's docstring and docs/circuits.md. Bounds come from the identify half in the",
@@ -184,8 +214,8 @@ def _spec_text(corruption: str, frame: str, chosen: dict[str, list[dict]], res: 
                 f"scores {h['score_min']:+.3f} .. {h['score_max']:+.3f}"
             )
     lines += [
-        f'name = "llama-v3 r2: {corruption} heads (evaluate half, held-out frame {frame})"',
-        'model = "llama-v3"',
+        f'name = "{model} r2: {corruption} heads (evaluate half, held-out frame {frame})"',
+        f'model = "{model}"',
         'backend = "tl"',
         "",
         "[task]",
@@ -219,7 +249,8 @@ def write(res: dict) -> list[Path]:
         if not any(chosen.get(f"{corruption}/{m}") for m in MODES):
             continue
         for frame in CHECK_FRAMES:
-            p = SPEC_DIR / f"llama_v3_r2_{corruption}_{frame.replace('/', '_')}.toml"
+            p = spec_path(res["model"], corruption, frame)
+            p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(_spec_text(corruption, frame, chosen, res))
             written.append(p)
     return written
@@ -229,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stage", choices=("identify", "write"), required=True)
     ap.add_argument("--model", default="llama-v3")
-    ap.add_argument("--json", type=Path, default=OUT_JSON)
+    ap.add_argument("--json", type=Path, default=None, help="[docs/results/circuit_specs_v3[_sS]_identify.json]")
     args = ap.parse_args(argv)
+    args.json = args.json or json_path(args.model)
     if args.stage == "identify":
         res = identify(args.model)
         args.json.write_text(json.dumps(res, indent=1) + "\n")
