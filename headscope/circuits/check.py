@@ -175,8 +175,9 @@ def _as_layer_head(out: HeadResult | Tensor, model, check: CheckSpec) -> tuple[T
     return s.detach().float().cpu(), info
 
 
-def run_check(model, check: CheckSpec) -> CheckReport:
-    """Run one analysis on ``model`` and judge its heads."""
+def run_check(model, check: CheckSpec, intervals: bool = True) -> CheckReport:
+    """Run one analysis on ``model`` and judge its heads (``intervals``: also each expected
+    head's 95% interval over inputs, which is reported and never judged)."""
     for h in check.heads:
         if not (0 <= h.layer < model.n_layers and 0 <= h.head < model.n_heads):
             raise HeadscopeError(
@@ -194,19 +195,19 @@ def run_check(model, check: CheckSpec) -> CheckReport:
         for H in range(scores.shape[1])
         if (L, H) not in named and not bool(torch.isnan(scores[L, H]))
     ]
-    intervals: dict[tuple[int, int], Estimate] = {}
-    if per_input is not None:
+    cis: dict[tuple[int, int], Estimate] = {}
+    if not intervals:
+        pass
+    elif per_input is not None:
         for h in check.heads:
-            intervals[h.layer, h.head] = bootstrap_ci(per_input[:, h.layer, h.head].double().numpy())
+            cis[h.layer, h.head] = bootstrap_ci(per_input[:, h.layer, h.head].double().numpy())
     elif check.method == "patching":
-        intervals = patching_interval(model, check)
+        cis = patching_interval(model, check)
     heads = []
     for h in check.heads:
         sc, rk = float(scores[h.layer, h.head]), int(ranks[h.layer, h.head])
         p = placebo_p(abs(sc), others, "greater") if others else None
-        heads.append(
-            HeadCheck(h, sc, rk, [e for e in h.expect if not e.holds(rk, sc)], intervals.get((h.layer, h.head)), p)
-        )
+        heads.append(HeadCheck(h, sc, rk, [e for e in h.expect if not e.holds(rk, sc)], cis.get((h.layer, h.head)), p))
     return CheckReport(check, scores, heads, time.perf_counter() - t0, info)
 
 
@@ -297,7 +298,9 @@ def _get_model(spec: CircuitSpec, reuse: bool):
     return model
 
 
-def check(spec: str | Path | CircuitSpec, model=None, reuse_models: bool = True) -> CircuitReport:
+def check(
+    spec: str | Path | CircuitSpec, model=None, reuse_models: bool = True, intervals: bool = True
+) -> CircuitReport:
     """Rerun every analysis of a circuit spec and judge each expected head.
 
     Args:
@@ -306,6 +309,8 @@ def check(spec: str | Path | CircuitSpec, model=None, reuse_models: bool = True)
         reuse_models: keep loaded models in a per-process cache keyed by (model,
             backend, device), so that several specs on one model load it once.
             Analyses leave no intervention behind (every patch is removed on exit).
+        intervals: give each expected head a 95% interval over inputs (reported, never
+            judged; activation patching pays one patched run per head for it).
 
     Returns:
         A :class:`CircuitReport`; ``.passed`` is False when any head misses an
@@ -318,11 +323,11 @@ def check(spec: str | Path | CircuitSpec, model=None, reuse_models: bool = True)
         if not ok:
             return CircuitReport(spec, skipped=why)
     model = model if model is not None else _get_model(spec, reuse_models)
-    reports = [run_check(model, c) for c in spec.checks]
+    reports = [run_check(model, c, intervals) for c in spec.checks]
     return CircuitReport(spec, reports, None, time.perf_counter() - t0)
 
 
-def assert_circuit(spec: str | Path | CircuitSpec, model=None) -> CircuitReport:
+def assert_circuit(spec: str | Path | CircuitSpec, model=None, intervals: bool = True) -> CircuitReport:
     """pytest helper: check the spec, skip (with the reason) when it needs absent weights,
     and fail with the whole report table when any head drifted::
 
@@ -331,7 +336,7 @@ def assert_circuit(spec: str | Path | CircuitSpec, model=None) -> CircuitReport:
         def test_induction_circuit():
             assert_circuit("tests/circuits/induction.toml")
     """
-    report = check(spec, model=model)
+    report = check(spec, model=model, intervals=intervals)
     if report.skipped:
         import pytest
 

@@ -35,7 +35,8 @@ def test_the_required_specs_are_here():
 
 @pytest.mark.parametrize("spec", [_param(p) for p in SPECS])
 def test_circuit(spec):
-    assert_circuit(spec)
+    # pass/fail never reads the intervals; test_*_intervals_* below check them
+    assert_circuit(spec, intervals=False)
 
 
 def _wrong_head_spec(tmp_path: Path, src: str, old: str, new: str) -> Path:
