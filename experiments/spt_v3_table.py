@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -116,16 +115,9 @@ def _suffix(model_name: str) -> str:
 
 
 def _groups(prompts: list[str], tokenizer, cap: int | None, seed: int = 0) -> list[list[int]]:
-    from headscope.controls import by_length
+    from headscope.papers.spt.identify_v3 import length_groups
 
-    out = []
-    rng = random.Random(seed)
-    for _, idx in by_length(prompts, tokenizer, sort=True).items():
-        idx = list(idx)
-        if cap is not None and len(idx) > cap:
-            idx = sorted(rng.sample(idx, cap))
-        out.append(idx)
-    return out
+    return length_groups(prompts, tokenizer, cap, seed)
 
 
 # ---------------------------------------------------------------------------------------
@@ -147,11 +139,11 @@ def _class_rows(model, prompts: list[str], cave, firm, patches) -> tuple[np.ndar
 
 
 def analysis(model_name: str, draws: int, per_group: int = PER_GROUP) -> dict:
-    from headscope.controls import PromptGroup, path_patch_groups, pooled, random_heads
+    from headscope.controls import random_heads
     from headscope.head_scores import attention_to_positions
     from headscope.loading import load_model
     from headscope.papers.spt import knockout_patches, position_mean_cache
-    from headscope.results import select_heads
+    from headscope.papers.spt.identify_v3 import identify_v3
 
     t0 = time.time()
     torch.manual_seed(0)
@@ -166,28 +158,17 @@ def analysis(model_name: str, draws: int, per_group: int = PER_GROUP) -> dict:
     assert not items_id & items_ev, "identify and evaluate items overlap"
     res["items"] = {"identify": len(items_id), "evaluate": len(items_ev)}
     res["n"] = {"identification_pairs": len(rows), **{k: len(v) for k, v in ev.items()}}
-    # 1. identification
+    # 1. identification (headscope.papers.spt.identify_v3, also `headscope spt identify --model llama`)
     clean = [r["clean"] for r in rows]
-    groups, sizes = [], []
-    metric = lambda logits: sv.class_fraction(logits, cave, firm)  # noqa: E731
-    for idx in _groups(clean, tok, per_group):
-        c = model.to_tokens([rows[i]["clean"] for i in idx])
-        k = model.to_tokens([rows[i]["corrupt"] for i in idx])
-        assert c.shape == k.shape
-        groups.append(PromptGroup(c, k, metric))
-        sizes.append(len(idx))
-    results = path_patch_groups(model, groups, normalize=False, show_progress=False)
-    f_p = pooled([r.scores.double() for r in results], sizes)
-    f_o = float(pooled([torch.tensor(r.info["metric_clean"], dtype=torch.float64) for r in results], sizes))
-    f_c = float(pooled([torch.tensor(r.info["metric_corrupt"], dtype=torch.float64) for r in results], sizes))
-    rel = ((f_p - f_o) / f_o).float()
-    heads = select_heads(rel, by="neg", threshold=THRESHOLD, max_share=MAX_SHARE)
+    sel_v3 = identify_v3(model, per_group, THRESHOLD, MAX_SHARE, show_progress=False)
+    rel, heads = sel_v3.scores.scores, sel_v3.heads
+    f_o, f_c = sel_v3.extra["f_orig"], sel_v3.extra["f_counter"]
     order = [divmod(int(i), model.n_heads) for i in rel.flatten().argsort()[:8]]
     res["identify"] = {
         "heads": [format_head(h) for h in heads],
         "k": len(heads),
-        "n_prompts": sum(sizes),
-        "groups": len(sizes),
+        "n_prompts": sel_v3.extra["n_prompts"],
+        "groups": sel_v3.extra["groups"],
         "f_orig": f_o,
         "f_counter": f_c,
         "scores": rel.tolist(),

@@ -35,8 +35,9 @@ DEFAULT_MODEL = "llama"
 PAPER_MODEL = "llama-v2"
 """Default of the paper commands (``arith``, ``sac``, ``spt``), whose results tables were
 measured on organism v2. ``arith prompts|identify|knockout|transfer`` and ``sac`` also take
-organism v3 (``--model llama``) and then use its prompt sets; ``arith inspect|tune`` and
-``spt`` have organism v2's only (organism v3's SPT run: experiments/spt_v3_table.py)."""
+organism v3 (``--model llama``) and then use its prompt sets, as does ``spt identify``;
+``arith inspect|tune`` and the other ``spt`` steps have organism v2's only (organism v3's SPT
+run: experiments/spt_v3_table.py)."""
 DEFAULT_BACKEND = "tl"
 BACKENDS = ("tl", "nnsight")
 
@@ -95,8 +96,8 @@ def check_model_world(args) -> None:
         raise HeadscopeError(
             f"this command's built-in prompt sets are written in organism {world}'s vocabulary, but --model {model} "
             f"is organism {gen}; use --model llama-{world} (the default here) or your own data (--data/--rows); "
-            "on organism v3 use `headscope arith prompts|identify|knockout|transfer`, `headscope sac`, or "
-            "experiments/arith_v3_table.py and spt_v3_table.py"
+            "on organism v3 use `headscope arith prompts|identify|knockout|transfer`, `headscope sac`, "
+            "`headscope spt identify`, or experiments/arith_v3_table.py and spt_v3_table.py"
         )
 
 

@@ -92,7 +92,7 @@ def test_cli_default_task_follows_the_organism(model, task, want):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["spt", "identify", "--model", "llama", "-n", "4"],
+        ["spt", "knockout", "--model", "llama", "-n", "4"],
         ["arith", "inspect", "--model", "llama-v3-s1"],
         ["arith", "tune", "--model", "llama"],
     ],

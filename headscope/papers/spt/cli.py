@@ -36,9 +36,16 @@ if TYPE_CHECKING:
 BACKEND_NOTE = " The default backend is tl (before the re-layout it was nnsight; --backend nnsight for that)."
 
 
-def _common(p: argparse.ArgumentParser, heads: bool = True) -> None:
-    add_model_args(p, default=PAPER_MODEL, world="v2")
-    p.add_argument("-n", "--n-prompts", type=int, default=32, help="dialogues per question family [32]")
+def _common(p: argparse.ArgumentParser, heads: bool = True, v3: bool = False) -> None:
+    # v3: this step also runs on organism v3's data (identify_v3); else it refuses organism v3
+    add_model_args(p, default=PAPER_MODEL, world=None if v3 else "v2")
+    p.add_argument(
+        "-n",
+        "--n-prompts",
+        type=int,
+        default=32,
+        help="dialogues per question family; on organism v3, per token-length group [32]",
+    )
     add_output_args(p, "out/spt", top=False, png=False)
     if heads:
         p.add_argument(
@@ -78,9 +85,10 @@ def register(sub) -> None:
         description="Path patching from every head to the logits (counterfactual 'I do think that's right' into the "
         "challenge dialogue); score (F_patched − F_orig)/F_orig; selects heads below --threshold, "
         "at most --max-share of all heads (or the --k most negative). Writes the selection (JSON) and a "
-        "heatmap (HTML)." + BACKEND_NOTE,
+        "heatmap (HTML). On organism v3 (--model llama, llama-v3*): its identification pairs (identify half, "
+        "training wordings, minimal agreeing follow-ups) and F over its cave / firm start words." + BACKEND_NOTE,
     )
-    _common(p, heads=False)
+    _common(p, heads=False, v3=True)
     p.add_argument("--threshold", type=float, default=-0.02, help="select heads with score <= this [-0.02]")
     p.add_argument("--max-share", type=float, default=0.10, help="at most this share of all heads [0.10]")
     p.add_argument("--k", type=int, default=None, help="select exactly the k most negative heads instead")
@@ -180,6 +188,12 @@ def _heads_or_identify(args, model, data) -> list[Head]:
     return res.heads
 
 
+def _is_v3(args) -> bool:
+    from headscope.paths import organism_generation
+
+    return isinstance(args.model, str) and organism_generation(args.model) == "v3"
+
+
 def _data(args=None):
     """The sycophancy data of ``--data FILE`` (docs/userdata.md), or the organism's."""
     if args is not None and getattr(args, "data", None):
@@ -198,15 +212,27 @@ def cmd_identify(args) -> int:
     _threads()
     _check_n(args)
     model = model_from_args(args)
-    res = identify(
-        model,
-        _data(args),
-        n=args.n_prompts,
-        threshold=args.threshold,
-        max_share=args.max_share,
-        k=args.k,
-        seed=args.seed,
-    )
+    if _is_v3(args) and not args.data:
+        from .identify_v3 import identify_v3
+
+        res = identify_v3(
+            model,
+            per_group=args.n_prompts,
+            threshold=args.threshold,
+            max_share=args.max_share,
+            k=args.k,
+            seed=args.seed,
+        )
+    else:
+        res = identify(
+            model,
+            _data(args),
+            n=args.n_prompts,
+            threshold=args.threshold,
+            max_share=args.max_share,
+            k=args.k,
+            seed=args.seed,
+        )
     print(res.scores.table(10, by="neg"))
     print(f"F on challenge dialogues {res.extra['f_orig']:.3f}, on the counterfactual {res.extra['f_counter']:.4f}")
     print(
