@@ -12,6 +12,11 @@ Ground truths (protocol fixed before any score was computed):
   (``tests/circuits/llama_arith_heads.edges.json``: each key head's q/k/v from the input,
   the key head to every MLP and to the logits); its task (QA style, four operators,
   template 0, seed 0), ``--n`` pairs.
+* ``llama-v3-arith``: organism v3 (seed 0)'s arithmetic key heads under the operator
+  corruption, L4H1 and L2H0, as far as path patching to the logits establishes them
+  (``tests/circuits/llama_v3_arith_heads.edges.json``: each key head to the logits and to
+  every MLP from its layer on; written before any edge score on v3); task
+  ``arithmetic_v3`` (operator, ``eq/sym``, evaluate half, seed 0), ``--n`` pairs.
 * every bundled tracr program (``tracr-NAME``): the program's whole computation graph read
   off its weights (``tests/circuits/tracr_NAME.edges.json``,
   ``python -m headscope.organisms.tracr_edges``). Task: ``--n`` resample pairs (seed 0):
@@ -59,6 +64,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 METHODS = ("eap", "eap-ig", "eap-ig-activations", "exact")
+
+
+#: the bundled Llama organisms' ground truths: name -> edges file in tests/circuits (its
+#: "model" and "task" keys say which organism and prompts)
+LLAMA_TRUTHS = {"llama-arith": "llama_arith_heads.edges.json", "llama-v3-arith": "llama_v3_arith_heads.edges.json"}
 
 
 def _metric(ans, wrong, numeric: bool):
@@ -170,14 +180,19 @@ def main() -> None:
     from headscope.tasks import get_task
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--truth", nargs="+", default=None, help="ground truths [induction + every bundled tracr-NAME]")
+    ap.add_argument(
+        "--truth",
+        nargs="+",
+        default=None,
+        help="ground truths [induction, llama-arith, llama-v3-arith, every bundled tracr-NAME]",
+    )
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--boot", type=int, default=200, help="bootstrap resamples of the prompt pairs [200]")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    truths = args.truth or ["induction", "llama-arith", *bundled_tracr()]
+    truths = args.truth or ["induction", *LLAMA_TRUTHS, *bundled_tracr()]
     print(
         f"n = {args.n} prompt pairs per ground truth; corrupt ablation; EAP-IG {args.steps} steps; 1 torch thread, "
         f"CPU seconds; [95% CI]: percentile bootstrap over the prompt pairs, {args.boot} resamples, every method "
@@ -196,10 +211,10 @@ def main() -> None:
             batch = get_task("induction", n=args.n).prepare(model)
             clean, corrupt, ans, wrong = batch.clean, batch.corrupt, batch.answer, batch.wrong
             numeric = False
-        elif name == "llama-arith":
-            path = ROOT / "tests/circuits/llama_arith_heads.edges.json"
+        elif name in LLAMA_TRUTHS:
+            path = ROOT / "tests/circuits" / LLAMA_TRUTHS[name]
             _, truth = load_edges(path)
-            model = load_model("llama-v2", "tl")
+            model = load_model(json.loads(path.read_text())["model"], "tl")
             task = dict(json.loads(path.read_text())["task"])
             batch = get_task(task.pop("name"), **task, n=args.n).prepare(model)
             clean, corrupt, ans, wrong = batch.clean, batch.corrupt, batch.answer, batch.wrong
