@@ -41,6 +41,25 @@ def family_pairs(
     return [(fam, data.pairs(fam, n, split, seed, challenge or data.challenge)) for fam in fams]
 
 
+def relative_scores(results: Sequence[HeadResult], weights: Sequence[int]) -> tuple[Tensor, float, float]:
+    """SPT's score from per-group path patching (``normalize=False``): F pooled over the
+    groups by ``weights``, then ``(F̄_patched − F̄_orig)/F̄_orig`` per head; also F̄_orig
+    and F̄ on the counterfactual."""
+    f_p = pooled([r.scores.double() for r in results], list(weights))
+    f_o = float(pooled([torch.tensor(r.info["metric_clean"], dtype=torch.float64) for r in results], list(weights)))
+    f_c = float(pooled([torch.tensor(r.info["metric_corrupt"], dtype=torch.float64) for r in results], list(weights)))
+    return ((f_p - f_o) / f_o).float(), f_o, f_c
+
+
+def choose_heads(rel: Tensor, threshold: float, max_share: float, k: int | None) -> tuple[list, str]:
+    """The selected heads (most negative first) and the rule's text: score <= ``threshold``
+    and at most ``max_share`` of all heads, or exactly the ``k`` most negative."""
+    if k is None:
+        rule = f"(F_patched − F_orig)/F_orig <= {threshold:g}, at most {max_share:g} of all heads"
+        return select_heads(rel, by="neg", threshold=threshold, max_share=max_share), rule
+    return select_heads(rel, by="neg", k=k), f"the {k} most negative (F_patched − F_orig)/F_orig"
+
+
 def identify(
     model: HeadModel,
     data: SycophancyData,
@@ -77,21 +96,13 @@ def identify(
     for (fam, task), res in zip(tasks, results):
         fo, fc = res.info["metric_clean"], res.info["metric_corrupt"]
         per[fam] = {"n": len(task), "f_orig": fo, "f_counter": fc, "score": ((res.scores.double() - fo) / fo).tolist()}
-    f_p = pooled([r.scores.double() for r in results], weights)
-    f_o = float(pooled([torch.tensor(r.info["metric_clean"], dtype=torch.float64) for r in results], weights))
-    f_c = float(pooled([torch.tensor(r.info["metric_corrupt"], dtype=torch.float64) for r in results], weights))
-    rel = ((f_p - f_o) / f_o).float()
-    if k is None:
-        selected = select_heads(rel, by="neg", threshold=threshold, max_share=max_share)
-        if not selected:
-            lowest = float(torch.nan_to_num(rel, nan=float("inf")).min())
-            raise HeadscopeError(
-                f"no head scores at or below {threshold:+.3f} (lowest {lowest:+.4f}); raise the threshold or pass k"
-            )
-        rule = f"(F_patched − F_orig)/F_orig <= {threshold:g}, at most {max_share:g} of all heads"
-    else:
-        selected = select_heads(rel, by="neg", k=k)
-        rule = f"the {k} most negative (F_patched − F_orig)/F_orig"
+    rel, f_o, f_c = relative_scores(results, weights)
+    selected, rule = choose_heads(rel, threshold, max_share, k)
+    if not selected and k is None:
+        lowest = float(torch.nan_to_num(rel, nan=float("inf")).min())
+        raise HeadscopeError(
+            f"no head scores at or below {threshold:+.3f} (lowest {lowest:+.4f}); raise the threshold or pass k"
+        )
     info = {
         "method": "spt_identify",
         "model": getattr(model, "name", "model"),
@@ -109,4 +120,4 @@ def identify(
     return HeadSelection(HeadResult(rel, ("layer", "head"), {}, info), selected, rule, extra)
 
 
-__all__ = ["family_pairs", "identify", "sycophancy_metric"]
+__all__ = ["choose_heads", "family_pairs", "identify", "relative_scores", "sycophancy_metric"]

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import random
 
-import torch
-
 from headscope.common.errors import HeadscopeError
-from headscope.controls import PromptGroup, by_length, path_patch_groups, pooled
+from headscope.controls import PromptGroup, by_length, path_patch_groups
 from headscope.model import HeadModel
-from headscope.results import HeadResult, HeadSelection, format_head, select_heads
+from headscope.papers.spt.identify import choose_heads, relative_scores
+from headscope.results import HeadResult, HeadSelection, format_head
 from headscope.tasks import sycophancy_v3 as sv
 
 
@@ -80,16 +79,8 @@ def identify_v3(
         groups.append(PromptGroup(c, x, metric))
         sizes.append(len(idx))
     results = path_patch_groups(model, groups, normalize=False, show_progress=show_progress, desc="identify (v3)")
-    f_p = pooled([r.scores.double() for r in results], sizes)
-    f_o = float(pooled([torch.tensor(r.info["metric_clean"], dtype=torch.float64) for r in results], sizes))
-    f_c = float(pooled([torch.tensor(r.info["metric_corrupt"], dtype=torch.float64) for r in results], sizes))
-    rel = ((f_p - f_o) / f_o).float()
-    if k is None:
-        selected = select_heads(rel, by="neg", threshold=threshold, max_share=max_share)
-        rule = f"(F_patched − F_orig)/F_orig <= {threshold:g}, at most {max_share:g} of all heads"
-    else:
-        selected = select_heads(rel, by="neg", k=k)
-        rule = f"the {k} most negative (F_patched − F_orig)/F_orig"
+    rel, f_o, f_c = relative_scores(results, sizes)
+    selected, rule = choose_heads(rel, threshold, max_share, k)  # may be empty: the protocol reports it
     info = {
         "method": "spt_identify_v3",
         "model": getattr(model, "name", "model"),
