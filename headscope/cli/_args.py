@@ -80,6 +80,14 @@ def add_model_args(
     p.set_defaults(_headmodel=True, _world=world)
 
 
+def is_organism_v3(args) -> bool:
+    """Whether ``--model`` names a bundled organism v3 (``llama``, ``llama-v3*``) or a folder holding one:
+    the paper commands that have organism-v3 prompt sets then use them."""
+    from headscope.paths import organism_generation
+
+    return isinstance(args.model, str) and organism_generation(args.model) == "v3"
+
+
 def check_model_world(args) -> None:
     """HeadscopeError when a command with built-in organism-v2 prompt sets is given organism v3.
 

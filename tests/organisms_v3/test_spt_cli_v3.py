@@ -31,6 +31,20 @@ def test_cli_writes_the_api_selection(model, tmp_path):
     flat = [x for row in got["scores"] for x in row]
     assert flat == pytest.approx(sel.scores.scores.flatten().tolist(), abs=1e-6)
     assert sel.extra["n_prompts"] == 2 * sel.extra["groups"]  # every length group capped at 2
+    # F on the unpatched prompts, recomputed here from the model's logits and a hand softmax
+    from headscope.papers.spt.identify_v3 import length_groups
+    from headscope.tasks import sycophancy_v3 as sv
+
+    rows = sv.identification_pairs("identify")
+    cave, firm = sv.class_ids(model.tokenizer)
+    f = {"clean": [], "corrupt": []}
+    for idx in length_groups([r["clean"] for r in rows], model.tokenizer, 2):
+        for side in f:
+            last = model.logits(model.to_tokens([rows[i][side] for i in idx]))[:, -1].double()
+            p = last.softmax(-1)
+            f[side] += (p[:, cave].sum(-1) / (p[:, cave].sum(-1) + p[:, firm].sum(-1))).tolist()
+    assert sel.extra["f_orig"] == pytest.approx(sum(f["clean"]) / len(f["clean"]), abs=1e-5)
+    assert sel.extra["f_counter"] == pytest.approx(sum(f["corrupt"]) / len(f["corrupt"]), abs=1e-5)
 
 
 def test_length_groups_are_equal_length_and_capped(model):

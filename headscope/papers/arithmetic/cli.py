@@ -24,6 +24,7 @@ from headscope.cli._args import (
     add_output_args,
     csv,
     ints,
+    is_organism_v3,
     out_dir_arg,
     parse_heads,
     run_stem,
@@ -154,12 +155,6 @@ def register(sub) -> None:
     a.set_defaults(func=lambda args: (a.print_help(), 2)[1])
 
 
-def _is_v3(args) -> bool:
-    from headscope.paths import organism_generation
-
-    return isinstance(args.model, str) and organism_generation(args.model) == "v3"
-
-
 def _prompts(args, model=None) -> list:
     from headscope.papers import arithmetic as ar
     from headscope.tasks.arithmetic import arith_prompts
@@ -169,7 +164,7 @@ def _prompts(args, model=None) -> list:
         from headscope.tasks.userdata import load_arith_rows
 
         rows = load_arith_rows(args.rows)["operator"]
-    elif _is_v3(args):
+    elif is_organism_v3(args):
         from headscope.tasks.arithmetic_v3 import V3_ARITH_OPS, arith_v3_rows
 
         if args.styles is not None:
@@ -205,7 +200,7 @@ def _load(args):
     rows = _prompts(args, model)
     if getattr(args, "rows", None):
         src = args.rows
-    elif _is_v3(args):
+    elif is_organism_v3(args):
         src = f"organism v3, {args.ops or 'add,sub'}, split {args.split}"
     else:
         src = f"{args.ops or 'add,sub,mul,div'}; {args.styles or 'equation,statement,qa'}"

@@ -15,7 +15,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from headscope.cli._args import PAPER_MODEL, add_model_args, csv, out_dir_arg, out_file_arg, parse_heads, run_stem
+from headscope.cli._args import (
+    PAPER_MODEL,
+    add_model_args,
+    csv,
+    is_organism_v3,
+    out_dir_arg,
+    out_file_arg,
+    parse_heads,
+    run_stem,
+)
 from headscope.common.errors import HeadscopeError
 from headscope.common.io import atomic_write_text, write_json
 
@@ -159,12 +168,6 @@ def _data_arg(p) -> None:
     )
 
 
-def _is_v3(args) -> bool:
-    from headscope.paths import organism_generation
-
-    return isinstance(args.model, str) and organism_generation(args.model) == "v3"
-
-
 def _data(args, model, tasks=None):
     """The SAC data of ``--data FILE``, or the organism's (restricted to ``tasks``): organism
     v3's when ``--model`` is an organism-v3 alias or folder (built with ``model``'s
@@ -174,7 +177,7 @@ def _data(args, model, tasks=None):
 
         data = load_sac_data(args.data)
         return data.select(tasks) if tasks else data
-    if _is_v3(args):
+    if is_organism_v3(args):
         from headscope.tasks.sac_v3 import SAC_V3_TASKS, organism_v3_sac
 
         return organism_v3_sac(model.tokenizer, tasks or SAC_V3_TASKS)
@@ -205,7 +208,7 @@ def cmd_fit(args) -> int:
     from headscope.papers.sac.identify import load_heads
 
     # organism v3's data is built with the model's tokenizer; other data is checked first
-    model = _load(args) if _is_v3(args) and not getattr(args, "data", None) else None
+    model = _load(args) if is_organism_v3(args) and not getattr(args, "data", None) else None
     data = _data(args, model)
     task = data.task(args.task)
     heads = parse_heads(args.heads) or load_heads(_identify_file(args), args.task)

@@ -21,6 +21,7 @@ from headscope.cli._args import (
     PAPER_MODEL,
     add_model_args,
     add_output_args,
+    is_organism_v3,
     model_from_args,
     out_file_arg,
     parse_heads,
@@ -188,12 +189,6 @@ def _heads_or_identify(args, model, data) -> list[Head]:
     return res.heads
 
 
-def _is_v3(args) -> bool:
-    from headscope.paths import organism_generation
-
-    return isinstance(args.model, str) and organism_generation(args.model) == "v3"
-
-
 def _data(args=None):
     """The sycophancy data of ``--data FILE`` (docs/userdata.md), or the organism's."""
     if args is not None and getattr(args, "data", None):
@@ -212,7 +207,7 @@ def cmd_identify(args) -> int:
     _threads()
     _check_n(args)
     model = model_from_args(args)
-    if _is_v3(args) and not args.data:
+    if is_organism_v3(args) and not args.data:
         from .identify_v3 import identify_v3
 
         res = identify_v3(
